@@ -1,0 +1,3 @@
+"""Head Studio: PyTorch model head surgery."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,265 @@
+"""Reading checkpoint files: format sniffing, safe loading, finding the weights inside containers."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import SourceError, UnsafeCheckpointError
+from .safety import unsafe_globals
+
+RECIPE_KEY = "headstudio.recipe"
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".pt2", ".tar")
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}  # fmt: skip
+# Keys under which training code commonly stores the model; used only to break ties between
+# equally large candidates, never to require a layout.
+_PREFERRED_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights")
+
+
+@dataclass
+class Checkpoint:
+    """What a file holds: weights (or a whole module) plus where they sat and any embedded recipe."""
+
+    path: Path
+    format: str  # state_dict | checkpoint | module | safetensors | torchscript
+    state_dict: dict[str, torch.Tensor] | None = None
+    module: nn.Module | None = None
+    container: dict[str, Any] | None = None
+    key: tuple[str, ...] = ()
+    recipe: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def check_path(path: Path) -> None:
+    """Raise a SourceError for a path that cannot be a checkpoint (missing, directory, empty)."""
+    if not path.exists():
+        raise SourceError(
+            f"no such file: {path}; give a checkpoint path or a spec such as torchvision:resnet50"
+        )
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.suffix in CHECKPOINT_SUFFIXES)[:3]
+        hint = f" (it holds {', '.join(inside)})" if inside else ""
+        raise SourceError(f"{path} is a directory; give a checkpoint file inside it{hint}")
+    if path.stat().st_size == 0:
+        raise SourceError(f"{path} is empty (0 bytes): the save that wrote it failed; save it again")
+
+
+def sniff_format(path: Path) -> str:
+    """Tell the container format from the bytes: zip, pickle, safetensors, torchscript or export."""
+    with path.open("rb") as fh:
+        head = fh.read(16)
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except zipfile.BadZipFile:
+            raise SourceError(
+                f"{path} is truncated or corrupt (incomplete zip archive); save or copy it again"
+            ) from None
+        if any("/code/" in n or n.endswith("constants.pkl") for n in names):
+            return "torchscript"
+        if any(n.endswith("data.pkl") for n in names):
+            return "zip"
+        if any(n.endswith("archive_format") for n in names):
+            return "export"
+        raise SourceError(f"{path} is a zip archive but not a PyTorch checkpoint (no data.pkl)")
+    if len(head) >= 10 and head[8:9] == b"{":
+        return "safetensors"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "pickle"
+    if _is_text(path):
+        raise SourceError(f"{path} is a text file, not a checkpoint; give a .pt/.pth/.safetensors file")
+    raise SourceError(
+        f"{path} is not a PyTorch, safetensors or TorchScript file "
+        f"(it starts with bytes {head[:4].hex(' ')}); check the path"
+    )
+
+
+def read_checkpoint(path: Path, *, trust: bool = False) -> Checkpoint:
+    """Load a file's contents without running code from it (unless ``trust``)."""
+    check_path(path)
+    kind = sniff_format(path)
+    if kind == "safetensors":
+        return _read_safetensors(path)
+    if kind == "export":
+        raise SourceError(
+            f"{path} is a torch.export archive (.pt2); open the model it came from or its state_dict"
+        )
+    if kind == "torchscript":
+        return _read_torchscript(path, trust)
+    obj = _torch_load(path, mmap=kind == "zip", trust=trust)
+    return _unpack(path, obj)
+
+
+def _torch_load(path: Path, *, mmap: bool, trust: bool) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", mmap=mmap, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" not in str(err).lower() and "weights_only" not in str(err).lower():
+            raise _corrupt(path, err) from None
+        needed = unsafe_globals(path)
+        if not trust:
+            if not needed:
+                raise _corrupt(path, err) from None
+            raise UnsafeCheckpointError(str(path), needed) from None
+    except Exception as err:
+        raise _corrupt(path, err) from None
+    try:
+        return torch.load(path, map_location="cpu", mmap=mmap, weights_only=False)
+    except (ImportError, AttributeError) as err:
+        raise SourceError(
+            f"{path} refers to code that cannot be imported ({err}); install that package or run "
+            "from the project that saved it"
+        ) from None
+    except Exception as err:
+        raise _corrupt(path, err) from None
+
+
+def _corrupt(path: Path, err: BaseException) -> SourceError:
+    text = str(err)
+    if "central directory" in text or "PytorchStreamReader" in text or "EOF" in text:
+        return SourceError(f"{path} is truncated or corrupt; save or copy it again")
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return SourceError(f"{path} could not be read as a PyTorch checkpoint: {first[:200]}")
+
+
+def _unpack(path: Path, obj: Any) -> Checkpoint:
+    """Find the model inside whatever the pickle held."""
+    if isinstance(obj, torch.jit.ScriptModule):
+        return Checkpoint(path, "torchscript", module=obj)
+    if isinstance(obj, nn.Module):
+        return Checkpoint(path, "module", module=obj)
+    if is_state_dict(obj):
+        return Checkpoint(path, "state_dict", state_dict=dict(obj), recipe=_pt_recipe(obj))
+    if isinstance(obj, Mapping):
+        found = _find_weights(obj)
+        if found is None:
+            keys = ", ".join(map(str, list(obj)[:6]))
+            raise SourceError(f"{path} holds a dict ({keys}) with no model weights or nn.Module in it")
+        key, value, others = found
+        ckpt = Checkpoint(path, "checkpoint", container=dict(obj), key=key)
+        if isinstance(value, nn.Module):
+            ckpt.module = value
+        else:
+            ckpt.state_dict, ckpt.recipe = dict(value), _pt_recipe(value)
+        if others:
+            ckpt.notes.append(f"weights taken from '{'.'.join(key)}'; also present: {', '.join(others)}")
+        return ckpt
+    raise SourceError(f"{path} holds a {type(obj).__name__}, not model weights or an nn.Module")
+
+
+def is_state_dict(obj: Any) -> bool:
+    """A non-empty mapping of string keys to tensors (what ``module.state_dict()`` returns)."""
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
+
+
+def _find_weights(obj: Mapping, depth: int = 3) -> tuple[tuple[str, ...], Any, list[str]] | None:
+    """The largest state_dict or module inside a container (ties go to the usual key names)."""
+    candidates: list[tuple[tuple[str, ...], Any]] = []
+
+    def walk(node: Mapping, prefix: tuple[str, ...], level: int) -> None:
+        for k, v in node.items():
+            if not isinstance(k, str):
+                continue
+            if isinstance(v, nn.Module) or is_state_dict(v):
+                candidates.append(((*prefix, k), v))
+            elif isinstance(v, Mapping) and level > 1:
+                walk(v, (*prefix, k), level - 1)
+
+    walk(obj, (), depth)
+    if not candidates:
+        return None
+
+    def rank(item: tuple[tuple[str, ...], Any]) -> tuple[int, int]:
+        key, value = item
+        size = len(value.state_dict()) if isinstance(value, nn.Module) else len(value)
+        name = key[-1].lower()
+        preferred = _PREFERRED_KEYS.index(name) if name in _PREFERRED_KEYS else len(_PREFERRED_KEYS)
+        return (-size, preferred + (10 if "ema" in name else 0))
+
+    candidates.sort(key=rank)
+    key, value = candidates[0]
+    return key, value, [".".join(k) for k, _ in candidates[1:]]
+
+
+def _pt_recipe(state_dict: Any) -> str | None:
+    meta = getattr(state_dict, "_metadata", None) or {}
+    root = meta.get("", {}) if isinstance(meta, Mapping) else {}
+    value = root.get(RECIPE_KEY) if isinstance(root, Mapping) else None
+    return value if isinstance(value, str) else None
+
+
+def _read_safetensors(path: Path) -> Checkpoint:
+    """Memory-map a .safetensors file: tensors are views of the file, read only when touched."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        (header_len,) = struct.unpack("<Q", fh.read(8))
+        if header_len > size - 8:
+            raise SourceError(f"{path} is truncated or corrupt (safetensors header); save it again")
+        try:
+            header = json.loads(fh.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise SourceError(f"{path} has a corrupt safetensors header; save it again") from None
+    metadata = header.pop("__metadata__", None) or {}
+    storage = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=size)
+    base = 8 + header_len
+    tensors: dict[str, torch.Tensor] = {}
+    for name, info in header.items():
+        dtype = _SAFETENSORS_DTYPES.get(info.get("dtype"))
+        start, end = info["data_offsets"]
+        if dtype is None:
+            raise SourceError(f"{path}: tensor '{name}' has unsupported dtype {info.get('dtype')}")
+        if base + end > size:
+            raise SourceError(f"{path} is truncated (tensor '{name}' runs past the end); save it again")
+        itemsize = torch.empty(0, dtype=dtype).element_size()
+        if (base + start) % itemsize:
+            tensors[name] = _safetensors_copy(path, name)
+            continue
+        t = torch.empty(0, dtype=dtype)
+        t.set_(storage, (base + start) // itemsize, info["shape"])
+        tensors[name] = t
+    return Checkpoint(path, "safetensors", state_dict=tensors, recipe=metadata.get(RECIPE_KEY))
+
+
+def _safetensors_copy(path: Path, name: str) -> torch.Tensor:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        return fh.get_tensor(name)
+
+
+def _read_torchscript(path: Path, trust: bool) -> Checkpoint:
+    if not trust:
+        raise UnsafeCheckpointError(str(path), ["TorchScript code (the whole archive)"])
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as err:
+        raise _corrupt(path, err) from None
+    return Checkpoint(path, "torchscript", module=module)
+
+
+def _is_text(path: Path) -> bool:
+    with path.open("rb") as fh:
+        chunk = fh.read(1024)
+    try:
+        text = chunk.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(c.isprintable() or c in "\r\n\t" for c in text)

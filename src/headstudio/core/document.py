@@ -1,0 +1,131 @@
+"""The Document: an opened model, where it came from and what was done to it. The one source of truth.
+
+The tree, shapes and heads are derived from it on demand and cached until the model changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .checkpoints import Checkpoint
+from .errors import TraceError
+from .heads import HeadInfo, describe_head
+from .shapes import Trace, default_input_shape, trace_model
+from .tree import ModuleNode, build_tree
+
+
+@dataclass
+class Origin:
+    """Where a model came from: the SOURCE as given, its format, architecture and file container."""
+
+    source: str
+    format: str  # spec | state_dict | checkpoint | module | safetensors | torchscript
+    arch: str
+    path: Path | None = None
+    checkpoint: Checkpoint | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class Document:
+    """An opened model. Edits change ``model``; everything shown is derived from it."""
+
+    def __init__(self, model: nn.Module, origin: Origin, input_shape: tuple[int, ...] | None = None) -> None:
+        self.model = model
+        self.origin = origin
+        self.input_shape: tuple[int, ...] = tuple(input_shape or default_input_shape(model))
+        self.edits: list[Any] = []
+        self._trace: Trace | None = None
+        self._tree: ModuleNode | None = None
+
+    @property
+    def editable(self) -> bool:
+        """TorchScript archives can be inspected but not edited."""
+        return not isinstance(self.model, torch.jit.ScriptModule)
+
+    def set_input_shape(self, shape: tuple[int, ...]) -> None:
+        """Use another input shape; shapes are traced again on next access."""
+        if not shape or any(int(d) <= 0 for d in shape):
+            raise TraceError(f"input shape {list(shape)} must be positive sizes, e.g. 1,3,224,224")
+        self.input_shape = tuple(int(d) for d in shape)
+        self.changed()
+
+    def changed(self) -> None:
+        """Forget derived state after the model changed (edits call this)."""
+        self._trace = None
+        self._tree = None
+
+    def trace(self) -> Trace:
+        """Shapes and heads for the current input shape (cached)."""
+        if self._trace is None:
+            if not self.editable:
+                self._trace = _trace_script(self.model, self.input_shape)
+            else:
+                self._trace = trace_model(self.model, self.input_shape)
+        return self._trace
+
+    def tree(self) -> ModuleNode:
+        """The module tree with shapes and head marks (cached)."""
+        if self._tree is None:
+            self._tree = build_tree(self.model, self.trace())
+        return self._tree
+
+    def heads(self) -> list[HeadInfo]:
+        """Detected heads, primary first; empty for a headless model (feature extractor)."""
+        trace = self.trace()
+        return [describe_head(self.model, p, trace.inputs, trace.outputs) for p in trace.heads]
+
+    @property
+    def head(self) -> HeadInfo | None:
+        heads = self.heads()
+        return heads[0] if heads else None
+
+    def param_counts(self) -> tuple[int, int]:
+        """(total, trainable) parameter counts, shared parameters counted once."""
+        total = trainable = 0
+        for p in self.model.parameters():
+            total += p.numel()
+            trainable += p.numel() if p.requires_grad else 0
+        return total, trainable
+
+    def summary(self) -> dict[str, Any]:
+        """The inspect report as JSON-ready data (what ``headstudio inspect --json`` prints)."""
+        tree = self.tree()
+        trace = self.trace()
+        total, trainable = self.param_counts()
+        heads = [h.to_json() for h in self.heads()]
+        return {
+            "source": self.origin.source,
+            "format": self.origin.format,
+            "arch": self.origin.arch,
+            "input_shape": list(self.input_shape),
+            "params": total,
+            "trainable_params": trainable,
+            "output_shape": trace.output,
+            "modules": [n.to_json() for n in tree.walk()],
+            "head": heads[0] if heads else None,
+            "heads": heads,
+            "trace": {"mode": trace.mode, "error": trace.error, "failed_at": trace.failed_at},
+            "notes": list(self.origin.notes),
+            "error": None,
+        }
+
+
+def _trace_script(model: nn.Module, input_shape: tuple[int, ...]) -> Trace:
+    """TorchScript has no hooks: run it once for the model's output shape only."""
+    from .shapes import input_dtype, shape_of
+
+    trace = Trace(tuple(input_shape), mode="real")
+    try:
+        with torch.no_grad():
+            trace.output = shape_of(model(torch.zeros(input_shape, dtype=input_dtype(model))))
+        trace.calls[""] = 1
+        trace.outputs[""] = trace.output
+    except Exception as err:
+        trace.error = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"
+        trace.failed_at = ""
+    return trace

@@ -1,0 +1,65 @@
+"""User-facing errors: each carries one line saying what is wrong and what to do."""
+
+from __future__ import annotations
+
+
+class HeadStudioError(Exception):
+    """Base class; ``str(err)`` is a complete one-line message for a person."""
+
+    exit_code = 1
+
+
+class SourceError(HeadStudioError):
+    """A SOURCE cannot be found, read or understood (path, spec, format)."""
+
+    exit_code = 2
+
+
+class MissingDependencyError(SourceError):
+    """An optional package (e.g. timm) is needed for this source."""
+
+
+class UnsafeCheckpointError(HeadStudioError):
+    """The file would import code to load; it is refused until the user trusts it."""
+
+    exit_code = 2
+
+    def __init__(self, path: str, globals_: list[str]) -> None:
+        self.path = path
+        self.globals = list(globals_)
+        shown = ", ".join(self.globals[:6])
+        more = f" (+{len(self.globals) - 6} more)" if len(self.globals) > 6 else ""
+        super().__init__(
+            f"{path} would import {shown}{more} to load, which runs code from the file; "
+            "nothing was run. If you trust this file, pass --trust to allow it for this file only."
+        )
+
+
+class ArchitectureMismatchError(HeadStudioError):
+    """Weights do not fit the architecture (missing, unexpected or mismatched tensors)."""
+
+    exit_code = 2
+
+
+class TraceError(HeadStudioError):
+    """The model's forward failed for the given input shape."""
+
+
+class UnsupportedOperationError(HeadStudioError):
+    """The operation cannot be done on this kind of model (e.g. editing TorchScript)."""
+
+    exit_code = 2
+
+
+class EditError(HeadStudioError):
+    """An edit is invalid for this model; nothing was changed."""
+
+    exit_code = 2
+
+
+class SaveError(HeadStudioError):
+    """Writing the output failed; the target and the source are unchanged."""
+
+
+class Cancelled(HeadStudioError):
+    """The user cancelled long work (raised from a progress callback)."""

@@ -1,0 +1,111 @@
+"""Functional head detection: the parametrised modules whose outputs reach the model output directly.
+
+While the model runs (on fake tensors), every tensor carries the set of "last parametrised modules"
+it came from. A parametrised leaf module resets that set to itself; any other op unions its inputs'
+sets. Whatever the model returns then names its head(s) - whatever the attribute is called.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import keystr, tree_flatten_with_path, tree_leaves
+from torch.utils.weak import WeakIdKeyDictionary
+
+
+@dataclass(frozen=True)
+class HeadInfo:
+    """A detected head: its path, type and the feature sizes it maps between."""
+
+    path: str
+    type: str
+    in_features: int | None
+    out_features: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "type": self.type,
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+        }
+
+
+def is_barrier(module: nn.Module) -> bool:
+    """A parametrised leaf: owns parameters and has no parametrised children (Linear, Conv, Norm...)."""
+    if next(module.parameters(recurse=False), None) is None:
+        return False
+    return all(next(child.parameters(), None) is None for child in module.children())
+
+
+def is_projection(module: nn.Module) -> bool:
+    """Maps features to new features: owns a parameter of 2+ dims (norms and scales own 1-D ones)."""
+    return any(p.ndim >= 2 for p in module.parameters(recurse=False))
+
+
+class HeadTracker(TorchFunctionMode):
+    """Propagates module provenance through every torch function call during a forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self.first_call: dict[str, int] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        merged: frozenset[str] = frozenset()
+        for t in _tensors((args, kwargs)):
+            merged |= self.sources.get(t, frozenset())
+        if merged:
+            for t in _tensors(out):
+                self.sources[t] = merged | self.sources.get(t, frozenset())
+        return out
+
+    def mark(self, path: str, output: Any) -> None:
+        """Record that ``output`` was produced by the parametrised module at ``path``."""
+        self.first_call.setdefault(path, len(self.first_call))
+        for t in _tensors(output):
+            self.sources[t] = frozenset({path})
+
+    def heads_of(self, output: Any, model: nn.Module) -> dict[str, list[str]]:
+        """For each tensor the model returned (keyed by its place in the output), its head paths."""
+        modules = dict(model.named_modules())
+        result: dict[str, list[str]] = {}
+        leaves, _ = tree_flatten_with_path(output)
+        for key_path, leaf in leaves:
+            if not isinstance(leaf, torch.Tensor):
+                continue
+            paths = [p for p in self.sources.get(leaf, ()) if is_projection(modules[p])]
+            result[keystr(key_path)] = sorted(paths, key=lambda p: self.first_call.get(p, 0))
+        return result
+
+
+def describe_head(model: nn.Module, path: str, inputs: dict, outputs: dict) -> HeadInfo:
+    """HeadInfo from the module (Linear/Conv sizes) or else from its traced shapes."""
+    module = model.get_submodule(path)
+    in_f = getattr(module, "in_features", None) or getattr(module, "in_channels", None)
+    out_f = getattr(module, "out_features", None) or getattr(module, "out_channels", None)
+    if in_f is None:
+        in_f = _feature_dim(inputs.get(path), conv=False)
+    if out_f is None:
+        out_f = _feature_dim(outputs.get(path), conv=False)
+    return HeadInfo(path, type(module).__name__, _int(in_f), _int(out_f))
+
+
+def _feature_dim(shape: Any, conv: bool) -> int | None:
+    if isinstance(shape, list) and shape and all(isinstance(d, int) for d in shape):
+        return shape[1] if conv and len(shape) > 2 else shape[-1]
+    return None
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int) else None
+
+
+def _tensors(tree: Any) -> list[torch.Tensor]:
+    return [t for t in tree_leaves(tree) if isinstance(t, torch.Tensor)]

@@ -1,0 +1,206 @@
+"""Shape tracing: one forward on fake tensors (no compute, no memory) records every module's shapes.
+
+The same pass tracks provenance for head detection. When fake tensors cannot run the model
+(data-dependent ops), a real forward on zero weights is the fallback.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch._subclasses import fake_tensor
+from torch.func import functional_call
+
+from .heads import HeadTracker, is_barrier
+
+Shape = Any  # list[int] for a tensor; nested lists / dicts for containers; None for no tensor
+
+_FAKE_LIMITS: tuple[type[BaseException], ...] = (
+    fake_tensor.DataDependentOutputException,
+    fake_tensor.DynamicOutputShapeException,
+    fake_tensor.UnsupportedOperatorException,
+    fake_tensor.UnsupportedFakeTensorException,
+    NotImplementedError,
+)
+
+
+class _FakeUnsupported(Exception):
+    """Fake tensors cannot run this model; trace it for real instead."""
+
+
+@dataclass
+class Trace:
+    """What one forward showed: per-module input/output shapes, call counts, heads, or where it failed."""
+
+    input_shape: tuple[int, ...]
+    outputs: dict[str, Shape] = field(default_factory=dict)
+    inputs: dict[str, Shape] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+    output: Shape = None
+    heads_by_output: dict[str, list[str]] = field(default_factory=dict)
+    error: str | None = None
+    failed_at: str | None = None
+    mode: str = "fake"
+
+    @property
+    def heads(self) -> list[str]:
+        """All head paths, primary (first output's first head) first."""
+        seen: dict[str, None] = {}
+        for paths in self.heads_by_output.values():
+            seen.update(dict.fromkeys(paths))
+        return list(seen)
+
+
+def shape_of(value: Any) -> Shape:
+    """JSON-ready shape of a module output: lists for tensors, nested lists/dicts, None otherwise."""
+    if isinstance(value, torch.Tensor):
+        return list(value.shape)
+    if isinstance(value, dict):
+        return {str(k): shape_of(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [shape_of(v) for v in value]
+    return None
+
+
+def trace_model(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype | None = None) -> Trace:
+    """Run one forward for ``input_shape`` recording shapes; never raises for a failing forward."""
+    dtype = dtype or input_dtype(model)
+    try:
+        return _run(model, input_shape, dtype, fake=True)
+    except _FakeUnsupported:
+        return _run(model, input_shape, dtype, fake=False)
+
+
+def input_dtype(model: nn.Module) -> torch.dtype:
+    """The floating dtype the model's weights use (inputs must match it)."""
+    for p in itertools.chain(model.parameters(), model.buffers()):
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def _run(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype, fake: bool) -> Trace:
+    trace = Trace(tuple(input_shape), mode="fake" if fake else "real")
+    tracker = HeadTracker()
+    stack: list[str] = []
+    handles = []
+    for path, module in model.named_modules():
+        handles.append(module.register_forward_pre_hook(_pre_hook(path, trace, stack)))
+        handles.append(
+            module.register_forward_hook(
+                _post_hook(path, trace, stack, tracker if path and is_barrier(module) else None)
+            )
+        )
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            if fake:
+                with fake_tensor.FakeTensorMode(allow_non_fake_inputs=True):
+                    state = {name: _fake_like(t) for name, t in _named_tensors(model)}
+                    x = _input(input_shape, dtype, model)
+                    with tracker:
+                        out = functional_call(model, state, (x,), strict=False)
+            else:
+                state = {
+                    name: torch.zeros(t.shape, dtype=t.dtype)
+                    for name, t in _named_tensors(model)
+                    if t.is_meta
+                }
+                x = _input(input_shape, dtype, model)
+                with tracker:
+                    out = functional_call(model, state, (x,), strict=False)
+        trace.output = shape_of(out)
+        trace.heads_by_output = tracker.heads_of(out, model)
+    except Exception as err:
+        if fake and _is_fake_limit(err):
+            raise _FakeUnsupported from err
+        else:
+            trace.error = _one_line(err)
+            trace.failed_at = stack[-1] if stack else None
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return trace
+
+
+def _input(shape: tuple[int, ...], dtype: torch.dtype, model: nn.Module) -> torch.Tensor:
+    if _takes_tokens(model):
+        return torch.zeros(shape, dtype=torch.long)
+    return torch.zeros(shape, dtype=dtype)
+
+
+def _takes_tokens(model: nn.Module) -> bool:
+    first = next((m for m in model.modules() if next(m.parameters(recurse=False), None) is not None), None)
+    return isinstance(first, nn.Embedding)
+
+
+def _named_tensors(model: nn.Module):
+    return itertools.chain(model.named_parameters(), model.named_buffers())
+
+
+def _fake_like(t: torch.Tensor) -> torch.Tensor:
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="cpu")
+
+
+def _pre_hook(path: str, trace: Trace, stack: list[str]):
+    def hook(module: nn.Module, args: tuple) -> None:
+        stack.append(path)
+        if path not in trace.inputs:
+            first = next((a for a in args if isinstance(a, torch.Tensor)), None)
+            trace.inputs[path] = shape_of(first)
+
+    return hook
+
+
+def _post_hook(path: str, trace: Trace, stack: list[str], tracker: HeadTracker | None):
+    def hook(module: nn.Module, args: tuple, output: Any) -> None:
+        if stack and stack[-1] == path:
+            stack.pop()
+        trace.calls[path] = trace.calls.get(path, 0) + 1
+        trace.outputs.setdefault(path, shape_of(output))
+        if tracker is not None:
+            tracker.mark(path, output)
+
+    return hook
+
+
+def _is_fake_limit(err: BaseException) -> bool:
+    if isinstance(err, _FAKE_LIMITS):
+        return True
+    text = str(err).lower()
+    return any(s in text for s in ("fake", "meta tensor", "data-dependent", "data pointer", "symbolic"))
+
+
+def _one_line(err: BaseException) -> str:
+    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+def default_input_shape(model: nn.Module) -> tuple[int, ...]:
+    """What the model expects: timm's pretrained_cfg, torchvision's image_size, else from its first layer."""
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
+    if isinstance(cfg, dict) and isinstance(cfg.get("input_size"), (tuple, list)):
+        return (1, *(int(d) for d in cfg["input_size"]))
+    if type(model).__name__ == "Inception3":
+        return (1, 3, 299, 299)
+    size = getattr(model, "image_size", None)
+    if isinstance(size, int):
+        return (1, 3, size, size)
+    first = next((m for m in model.modules() if next(m.parameters(recurse=False), None) is not None), None)
+    if isinstance(first, nn.Conv1d):
+        return (1, first.in_channels, 1024)
+    if isinstance(first, nn.Conv3d):
+        return (1, first.in_channels, 16, 112, 112)
+    if isinstance(first, nn.Conv2d):
+        return (1, first.in_channels, 224, 224)
+    if isinstance(first, nn.Linear):
+        return (1, first.in_features)
+    if isinstance(first, nn.Embedding):
+        return (1, 128)
+    return (1, 3, 224, 224)

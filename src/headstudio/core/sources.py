@@ -1,0 +1,82 @@
+"""Opening a SOURCE (file path or architecture spec) into a Document."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from torch import nn
+
+from .checkpoints import Checkpoint, read_checkpoint
+from .document import Document, Origin
+from .errors import SourceError, UnsupportedOperationError
+from .specs import build_model, looks_like_spec, parse_spec
+from .weights import align_keys, assign_weights, check_keys
+
+Progress = Callable[[str, float], None]
+
+
+def open_source(
+    source: str,
+    *,
+    arch: str | None = None,
+    trust: bool = False,
+    input_shape: tuple[int, ...] | None = None,
+    materialize: bool = False,
+    progress: Progress | None = None,
+) -> Document:
+    """Open a checkpoint file or a spec. Code in a file runs only with ``trust``.
+
+    Spec models are built with weights on the meta device unless ``materialize`` (needed to save
+    them). ``progress(message, fraction)`` may raise ``Cancelled`` to stop.
+    """
+    report = progress or (lambda message, fraction: None)
+    path = Path(source).expanduser()
+    if not path.exists() and looks_like_spec(source):
+        if arch:
+            raise SourceError(f"--arch applies to weight files; '{source}' is already an architecture")
+        report(f"building {source}", 0.2)
+        spec = parse_spec(source)
+        model = build_model(spec, meta=not materialize)
+        return Document(model, Origin(source, "spec", str(spec)), input_shape)
+    report(f"reading {path.name}", 0.1)
+    ckpt = read_checkpoint(path, trust=trust)
+    report("building the model", 0.5)
+    model, arch_name = _model_for(ckpt, arch)
+    origin = Origin(source, ckpt.format, arch_name, path, ckpt, list(ckpt.notes))
+    if ckpt.format == "torchscript":
+        origin.notes.append("TorchScript archive: inspect only; edit the original model instead")
+    report("ready", 1.0)
+    return Document(model.eval(), origin, input_shape)
+
+
+def _model_for(ckpt: Checkpoint, arch: str | None) -> tuple[nn.Module, str]:
+    if ckpt.module is not None:
+        if arch:
+            raise UnsupportedOperationError(
+                f"{ckpt.path} holds a whole {ckpt.format} model with its own architecture; drop --arch"
+            )
+        module = ckpt.module
+        return module, getattr(module, "original_name", None) or _qualname(module)
+    assert ckpt.state_dict is not None
+    if arch is None and ckpt.recipe:
+        from .recipe import build_from_recipe
+
+        model, arch_name = build_from_recipe(ckpt.recipe)
+    elif arch is None:
+        raise SourceError(
+            f"{ckpt.path} holds only weights ({len(ckpt.state_dict)} tensors); say which "
+            "architecture with --arch, e.g. --arch torchvision:resnet50"
+        )
+    else:
+        model, arch_name = build_model(arch), str(parse_spec(arch))
+    state_dict, notes = align_keys(set(model.state_dict()), ckpt.state_dict)
+    ckpt.notes.extend(notes)
+    check_keys(model, state_dict, arch_name)
+    assign_weights(model, state_dict)
+    return model, arch_name
+
+
+def _qualname(module: nn.Module) -> str:
+    cls = type(module)
+    return f"{cls.__module__}.{cls.__qualname__}"

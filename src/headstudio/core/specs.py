@@ -1,0 +1,191 @@
+"""Architecture specs (``torchvision:NAME``, ``timm:NAME``, ``pkg.module:factory``) and building them.
+
+Models are built with parameters on the meta device (no memory, no init cost) so weights can be
+attached memory-mapped afterwards; buffers stay real because some models compute them in ``__init__``.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import MissingDependencyError, SourceError
+
+_SPEC_RE = re.compile(r"^(?P<ns>[A-Za-z_][\w.]*):(?P<name>[A-Za-z_][\w.]*)(?P<args>\(.*\))?$", re.S)
+_BUILD_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A parsed spec: namespace (torchvision, timm or a module path), name and keyword arguments."""
+
+    namespace: str
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
+        return f"{self.namespace}:{self.name}" + (f"({args})" if args else "")
+
+
+def looks_like_spec(text: str) -> bool:
+    """True when ``text`` has the shape of an architecture spec rather than a file path."""
+    return bool(_SPEC_RE.match(text.strip())) and "/" not in text and "\\" not in text
+
+
+def parse_spec(text: str) -> ArchSpec:
+    """Parse ``ns:name`` or ``ns:name(key=value, ...)``; values are Python literals."""
+    match = _SPEC_RE.match(text.strip())
+    if not match:
+        raise SourceError(
+            f"'{text}' is not an architecture spec: use torchvision:NAME, timm:NAME or "
+            "package.module:factory, optionally with (num_classes=10)"
+        )
+    kwargs: dict[str, Any] = {}
+    if match["args"]:
+        try:
+            call = ast.parse(f"f{match['args']}", mode="eval").body
+            if not isinstance(call, ast.Call) or call.args:
+                raise ValueError
+            kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords if kw.arg}
+        except (SyntaxError, ValueError):
+            raise SourceError(
+                f"'{text}': arguments must be keyword literals, e.g. torchvision:resnet18(num_classes=10)"
+            ) from None
+    return ArchSpec(match["ns"], match["name"], kwargs)
+
+
+def resolve_factory(spec: ArchSpec) -> Callable[..., nn.Module]:
+    """Return a callable that builds the architecture, or raise a SourceError naming the fix."""
+    if spec.namespace == "torchvision":
+        import torchvision
+
+        names = torchvision.models.list_models()
+        if spec.name not in names:
+            close = _close_names(spec.name, names)
+            raise SourceError(
+                f"unknown torchvision model '{spec.name}'"
+                + (f"; did you mean {close}?" if close else "; see torchvision.models.list_models()")
+            )
+        return lambda **kw: torchvision.models.get_model(spec.name, weights=None, **kw)
+    if spec.namespace == "timm":
+        timm = import_timm()
+        if not timm.is_model(spec.name):
+            close = _close_names(spec.name, timm.list_models())
+            raise SourceError(
+                f"unknown timm model '{spec.name}'"
+                + (f"; did you mean {close}?" if close else "; see timm.list_models()")
+            )
+        return lambda **kw: timm.create_model(spec.name, pretrained=False, **kw)
+    try:
+        module = importlib.import_module(spec.namespace)
+    except ImportError as err:
+        raise SourceError(
+            f"cannot import '{spec.namespace}' for spec '{spec}' ({err}); "
+            "install it or run from its project directory"
+        ) from None
+    factory = module
+    for part in spec.name.split("."):
+        factory = getattr(factory, part, None)
+        if factory is None:
+            raise SourceError(f"'{spec.namespace}' has no attribute '{spec.name}'")
+    if not callable(factory):
+        raise SourceError(f"'{spec}' is not callable; point at a class or a function returning a model")
+    return factory
+
+
+def import_timm() -> Any:
+    """Import timm or explain how to get it."""
+    try:
+        import timm
+    except ImportError:
+        raise MissingDependencyError(
+            "timm is not installed: pip install 'headstudio[timm]' (or pip install timm)"
+        ) from None
+    return timm
+
+
+def build_model(spec: ArchSpec | str, *, meta: bool = True) -> nn.Module:
+    """Build the architecture in eval mode; with ``meta`` its parameters take no memory."""
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    factory = resolve_factory(spec)
+    model = None
+    if meta:
+        try:
+            with _parameters_on_meta():
+                model = _call_factory(factory, spec)
+        except SourceError:
+            raise
+        except Exception:
+            model = None  # some __init__ reads parameter values; build it for real instead
+    if model is None:
+        try:
+            model = _call_factory(factory, spec)
+        except SourceError:
+            raise
+        except Exception as err:
+            raise SourceError(f"building '{spec}' failed: {_one_line(err)}") from None
+    if not isinstance(model, nn.Module):
+        raise SourceError(f"'{spec}' returned {type(model).__name__}, not a torch.nn.Module")
+    return model.eval()
+
+
+def _call_factory(factory: Callable[..., nn.Module], spec: ArchSpec) -> nn.Module:
+    try:
+        return factory(**spec.kwargs)
+    except TypeError as err:
+        if spec.kwargs and "argument" in str(err):
+            raise SourceError(f"'{spec}': {_one_line(err)}") from None
+        raise
+
+
+@contextmanager
+def _parameters_on_meta() -> Iterator[None]:
+    """Move every parameter to meta as it is registered (the approach of accelerate's init_empty_weights)."""
+    original = nn.Module.register_parameter
+
+    def register_parameter(self: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        original(self, name, param)
+        if param is not None and param.device.type != "meta":
+            moved = param.detach().to("meta")
+            try:
+                self._parameters[name] = type(param)(moved, requires_grad=param.requires_grad)
+            except TypeError:
+                self._parameters[name] = nn.Parameter(moved, requires_grad=param.requires_grad)
+
+    with _BUILD_LOCK:
+        nn.Module.register_parameter = register_parameter  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            nn.Module.register_parameter = original  # type: ignore[method-assign]
+
+
+def has_meta_tensors(model: nn.Module) -> bool:
+    """True while any parameter or buffer has no data (built from a spec, weights not attached)."""
+    return any(t.is_meta for t in _tensors(model))
+
+
+def _tensors(model: nn.Module) -> Iterator[torch.Tensor]:
+    yield from model.parameters()
+    yield from model.buffers()
+
+
+def _close_names(name: str, names: list[str]) -> str:
+    import difflib
+
+    return ", ".join(difflib.get_close_matches(name, names, n=3, cutoff=0.6))
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"

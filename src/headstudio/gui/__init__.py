@@ -1,0 +1,1 @@
+"""The desktop app: a PySide6 front door over the surgery core."""
