@@ -1,0 +1,145 @@
+"""Parameters per top-level block as stacked bars: trainable at the bottom, frozen on top."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pyqtgraph as pg
+from PySide6.QtCore import QEvent
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+BAR_WIDTH = 0.7
+MAX_LABEL = 14
+
+
+@dataclass(frozen=True)
+class Block:
+    """One top-level block of the model and its parameter counts."""
+
+    name: str
+    trainable: int
+    frozen: int
+
+    @property
+    def total(self) -> int:
+        return self.trainable + self.frozen
+
+
+def count_blocks(model: Any) -> list[Block]:
+    """Trainable / frozen parameters of each top-level child (and the model's own), skipping empty ones."""
+    blocks = []
+    own = list(model.parameters(recurse=False))
+    if own:
+        blocks.append(_block("(own)", own))
+    for name, child in model.named_children():
+        block = _block(name, list(child.parameters()))
+        if block.total:
+            blocks.append(block)
+    return blocks
+
+
+def _block(name: str, params: list[Any]) -> Block:
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    return Block(name, trainable, sum(p.numel() for p in params) - trainable)
+
+
+def short_count(n: float) -> str:
+    """12_345_678 -> '12.3M'; 900 -> '900'."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+class _CountAxis(pg.AxisItem):
+    """A y axis labelled 1.2M, 500k instead of 1.2e+06."""
+
+    def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:
+        return [short_count(v * scale) for v in values]
+
+
+class ParamsChart(QWidget):
+    """Stacked bars of trainable vs frozen parameters per top-level block; follows modelEdited."""
+
+    def __init__(self, controller: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("paramsChart")
+        self.controller = controller
+        self.blocks: list[Block] = []
+        self.plot = pg.PlotWidget(axisItems={"left": _CountAxis("left")})
+        self.plot.setMenuEnabled(False)
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.hideButtons()
+        self.plot.setMinimumHeight(160)
+        self.trainableBars = pg.BarGraphItem(x=[0], height=[0], width=BAR_WIDTH)
+        self.frozenBars = pg.BarGraphItem(x=[0], y0=[0], height=[0], width=BAR_WIDTH)
+        self.plot.addItem(self.trainableBars)
+        self.plot.addItem(self.frozenBars)
+        self.legend = QLabel(objectName="paramsLegend")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.plot, 1)
+        layout.addWidget(self.legend)
+        self._style()
+        controller.documentChanged.connect(self.refresh)
+        controller.modelEdited.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recount the blocks of the current model and redraw."""
+        doc = self.controller.document
+        self.blocks = count_blocks(doc.model) if doc is not None else []
+        xs = list(range(len(self.blocks)))
+        trainable = [b.trainable for b in self.blocks]
+        frozen = [b.frozen for b in self.blocks]
+        visible = bool(self.blocks)
+        self.trainableBars.setVisible(visible)
+        self.frozenBars.setVisible(visible)
+        if visible:
+            self.trainableBars.setOpts(x=xs, height=trainable)
+            self.frozenBars.setOpts(x=xs, y0=trainable, height=frozen)
+        ticks = [(i, _label(b.name)) for i, b in enumerate(self.blocks)]
+        self.plot.getAxis("bottom").setTicks([ticks, []])
+        top = max((b.total for b in self.blocks), default=1)
+        self.plot.setRange(xRange=(-0.6, max(len(xs), 1) - 0.4), yRange=(0, top * 1.05), padding=0)
+        self._update_legend()
+
+    def _colors(self) -> tuple[QColor, QColor]:
+        palette = self.palette()
+        trainable = palette.color(QPalette.ColorRole.Highlight)
+        dark = palette.color(QPalette.ColorRole.Base).lightness() < 128
+        frozen = QColor("#7a7a7a") if dark else QColor("#b0b0b0")
+        return trainable, frozen
+
+    def _style(self) -> None:
+        palette = self.palette()
+        text = palette.color(QPalette.ColorRole.Text)
+        self.plot.setBackground(palette.color(QPalette.ColorRole.Base))
+        for axis in ("left", "bottom"):
+            self.plot.getAxis(axis).setTextPen(text)
+            self.plot.getAxis(axis).setPen(text)
+        trainable, frozen = self._colors()
+        self.trainableBars.setOpts(brush=pg.mkBrush(trainable), pen=pg.mkPen(None))
+        self.frozenBars.setOpts(brush=pg.mkBrush(frozen), pen=pg.mkPen(None))
+        self._update_legend()
+
+    def _update_legend(self) -> None:
+        trainable, frozen = self._colors()
+        total_t = sum(b.trainable for b in self.blocks)
+        total_f = sum(b.frozen for b in self.blocks)
+        self.legend.setText(
+            f"<span style='color:{trainable.name()}'>■</span> trainable {short_count(total_t)}"
+            f"&nbsp;&nbsp;<span style='color:{frozen.name()}'>■</span> frozen {short_count(total_f)}"
+        )
+
+    def changeEvent(self, event: QEvent) -> None:
+        """Follow the system palette (dark mode)."""
+        if event.type() == QEvent.Type.PaletteChange:
+            self._style()
+        super().changeEvent(event)
+
+
+def _label(name: str) -> str:
+    return name if len(name) <= MAX_LABEL else name[: MAX_LABEL - 1] + "…"

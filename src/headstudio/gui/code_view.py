@@ -1,0 +1,81 @@
+""" "Show code": the plain-PyTorch snippet that performs the current edits, read-only and copyable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtGui import QFontDatabase, QGuiApplication
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from headstudio.core.errors import HeadStudioError
+
+
+def snippet_for_document(doc: Any) -> str:
+    """The plain-PyTorch code for ``doc``'s edits (a comment when there are none yet)."""
+    if doc is None:
+        return "# No model is open."
+    if not getattr(doc, "edits", None):
+        return "# No edits yet: the model is used as it is."
+    from headstudio.core.codegen import snippet_for
+    from headstudio.core.recipe import Recipe
+
+    return snippet_for(Recipe.from_document(doc))
+
+
+class CodeView(QDialog):
+    """A dialog showing the snippet for the controller's document; follows modelEdited while open."""
+
+    def __init__(self, controller: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("codeView")
+        self.setWindowTitle("Code for these edits")
+        self.resize(720, 420)
+        self.controller = controller
+        self.note = QLabel("Plain PyTorch that performs the same edits on your model:")
+        self.editor = QPlainTextEdit(objectName="codeText", readOnly=True)
+        self.editor.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.editor.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        self.copyButton = QPushButton("Copy", objectName="copyCode")
+        buttons.addButton(self.copyButton, QDialogButtonBox.ButtonRole.ActionRole)
+        buttons.rejected.connect(self.reject)
+        self.copyButton.clicked.connect(self.copy)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.note)
+        layout.addWidget(self.editor, 1)
+        layout.addWidget(buttons)
+        controller.modelEdited.connect(self.refresh)
+        controller.documentChanged.connect(self.refresh)
+        self.refresh()
+
+    @property
+    def code(self) -> str:
+        """The snippet as shown."""
+        return self.editor.toPlainText()
+
+    def refresh(self) -> None:
+        """Regenerate the snippet from the document's edits."""
+        ok = False
+        try:
+            text = snippet_for_document(self.controller.document)
+            ok = True
+        except HeadStudioError as err:
+            text = f"# Cannot write code for these edits: {err}"
+        except ImportError:
+            text = "# Code export is not available in this version."
+        self.editor.setPlainText(text)
+        self.copyButton.setText("Copy")
+        self.copyButton.setEnabled(ok)
+
+    def copy(self) -> None:
+        """Put the snippet on the clipboard."""
+        QGuiApplication.clipboard().setText(self.code)
+        self.copyButton.setText("Copied")

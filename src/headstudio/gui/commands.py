@@ -1,0 +1,62 @@
+"""Undoable commands: Qt's QUndoStack is the one history; each command applies or reverts one core edit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtGui import QUndoCommand
+
+from headstudio.core.errors import HeadStudioError
+
+
+class EditCommand(QUndoCommand):
+    """One core edit on the controller's document: redo() applies it, undo() reverts it exactly."""
+
+    def __init__(self, controller: Any, edit: Any, parent: QUndoCommand | None = None) -> None:
+        super().__init__(edit.describe(), parent)
+        self.controller = controller
+        self.edit = edit
+        self.document = controller.document  # the edit belongs to this document, even if another opens
+
+    def redo(self) -> None:
+        """Apply the edit; a failure is reported and makes the command obsolete (dropped from the stack)."""
+        try:
+            _apply(self.document, self.edit)
+        except HeadStudioError as err:
+            self.setObsolete(True)
+            self.controller.errorRaised.emit(str(err))
+            return
+        self._after()
+
+    def undo(self) -> None:
+        """Revert the edit, restoring the original modules and weights."""
+        try:
+            _revert(self.document, self.edit)
+        except HeadStudioError as err:
+            self.controller.errorRaised.emit(str(err))
+            return
+        self._after()
+
+    def _after(self) -> None:
+        if self.controller.document is not self.document:
+            return
+        self.controller.modelEdited.emit()
+        retrace = getattr(self.controller, "retrace", None)
+        if callable(retrace):
+            retrace()
+
+
+def _apply(document: Any, edit: Any) -> None:
+    if hasattr(document, "apply"):
+        document.apply(edit)
+    else:  # an older Document without apply(): the edit does the work, the document forgets its caches
+        edit.apply(document)
+        document.changed()
+
+
+def _revert(document: Any, edit: Any) -> None:
+    if hasattr(document, "revert"):
+        document.revert(edit)
+    else:
+        edit.revert(document)
+        document.changed()

@@ -1,0 +1,389 @@
+"""The head editor panel: choose a head operation, see its live preview, apply it as an undoable edit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QEvent, QTimer, Signal
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from headstudio.core.errors import HeadStudioError
+
+OPERATIONS = (
+    "Replace head",
+    "Remove head (feature extractor)",
+    "Cut after selected module",
+    "Add another head",
+)
+REPLACE, REMOVE, CUT, ADD = range(4)
+PREVIEW_DELAY_MS = 150
+
+
+class InputProblem(ValueError):
+    """The panel's inputs do not describe an edit yet (e.g. hidden sizes 'abc')."""
+
+
+def problem_color(palette: QPalette) -> QColor:
+    """A red readable on this palette's window colour (dark mode gets a lighter red)."""
+    return (
+        QColor("#ff6b6b") if palette.color(QPalette.ColorRole.Window).lightness() < 128 else QColor("#c62828")
+    )
+
+
+def warning_color(palette: QPalette) -> QColor:
+    """An amber readable on this palette's window colour."""
+    return (
+        QColor("#ffb74d") if palette.color(QPalette.ColorRole.Window).lightness() < 128 else QColor("#a35a00")
+    )
+
+
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """'512, 256' -> (512, 256); raises InputProblem for anything that is not positive integers."""
+    parts = [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
+    try:
+        sizes = tuple(int(p) for p in parts)
+    except ValueError:
+        raise InputProblem(f"hidden sizes '{text}' must be positive integers, e.g. 512,256") from None
+    if not sizes or any(s <= 0 for s in sizes):
+        raise InputProblem(f"hidden sizes '{text}' must be positive integers, e.g. 512,256")
+    return sizes
+
+
+def format_delta(before: int, after: int) -> str:
+    """'11,689,512 → 11,181,642 (−507,870)'."""
+    delta = after - before
+    sign = "+" if delta > 0 else "−" if delta < 0 else "±"
+    return f"{before:,} → {after:,} ({sign}{abs(delta):,})"
+
+
+class HeadEditor(QWidget):
+    """Mark / preview / apply panel for the head; listens to the controller, edits only via push_edit."""
+
+    previewUpdated = Signal()  # the preview (or a problem with the inputs) is on screen
+
+    def __init__(self, controller: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("headEditor")
+        self.controller = controller
+        self.preview: Any = None
+        self._busy = False
+        self._timer = QTimer(self, singleShot=True, interval=PREVIEW_DELAY_MS)
+        self._timer.timeout.connect(self.refresh_preview)
+        self._build()
+        self._connect()
+        self._on_document()
+
+    # ----- layout
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        self.headLabel = QLabel(objectName="headLabel", wordWrap=True)
+        layout.addWidget(self.headLabel)
+        self.operation = QComboBox(objectName="headOperation")
+        self.operation.addItems(OPERATIONS)
+        layout.addWidget(self.operation)
+        self.pages = QStackedWidget()
+        for page in (self._replace_page(), self._remove_page(), self._cut_page(), self._add_page()):
+            self.pages.addWidget(page)
+        layout.addWidget(self.pages)
+        layout.addWidget(self._preview_box())
+        self.applyButton = QPushButton("Apply", objectName="applyHead", enabled=False)
+        layout.addWidget(self.applyButton)
+        layout.addWidget(self._freeze_box())
+        layout.addStretch(1)
+
+    def _replace_page(self) -> QWidget:
+        page = QWidget()
+        form = QFormLayout(page)
+        self.numClasses = QSpinBox(objectName="numClasses", minimum=0, maximum=10_000_000, value=10)
+        self.numClasses.setToolTip("Number of output classes of the new head")
+        self.headKind = QComboBox(objectName="headKind")
+        self.headKind.addItems(["Linear", "MLP"])
+        self.hiddenSizes = QLineEdit(objectName="hiddenSizes", placeholderText="e.g. 512,256", enabled=False)
+        self.dropout = QDoubleSpinBox(objectName="dropout", minimum=0.0, maximum=0.95, singleStep=0.1)
+        self.keepClasses = QCheckBox("Keep trained rows of classes that stay", objectName="keepClasses")
+        self.keepClasses.setToolTip("Copy the old head's weights for the first classes (e.g. 10 of 1000)")
+        form.addRow("Classes", self.numClasses)
+        form.addRow("Kind", self.headKind)
+        form.addRow("Hidden sizes", self.hiddenSizes)
+        form.addRow("Dropout", self.dropout)
+        form.addRow(self.keepClasses)
+        return page
+
+    def _remove_page(self) -> QWidget:
+        return QLabel("The head becomes Identity: the model returns its features.", wordWrap=True)
+
+    def _cut_page(self) -> QWidget:
+        self.cutLabel = QLabel(objectName="cutLabel", wordWrap=True)
+        return self.cutLabel
+
+    def _add_page(self) -> QWidget:
+        page = QWidget()
+        form = QFormLayout(page)
+        self.addHeadName = QLineEdit("aux", objectName="addHeadName")
+        self.addHeadClasses = QSpinBox(objectName="addHeadClasses", minimum=0, maximum=10_000_000, value=10)
+        form.addRow("Name", self.addHeadName)
+        form.addRow("Classes", self.addHeadClasses)
+        return page
+
+    def _preview_box(self) -> QGroupBox:
+        box = QGroupBox("Preview")
+        form = QFormLayout(box)
+        self.previewOutput = QLabel("—", objectName="previewOutput", wordWrap=True)
+        self.previewParams = QLabel("—", objectName="previewParams")
+        self.previewTrainable = QLabel("—", objectName="previewTrainable")
+        self.previewProblems = QLabel(objectName="previewProblems", wordWrap=True, visible=False)
+        self.previewWarnings = QLabel(objectName="previewWarnings", wordWrap=True, visible=False)
+        form.addRow("Output", self.previewOutput)
+        form.addRow("Params", self.previewParams)
+        form.addRow("Trainable", self.previewTrainable)
+        form.addRow(self.previewProblems)
+        form.addRow(self.previewWarnings)
+        self._color_messages()
+        return box
+
+    def _freeze_box(self) -> QGroupBox:
+        box = QGroupBox("Training")
+        row = QHBoxLayout(box)
+        self.freezeButton = QPushButton("Freeze backbone", objectName="freezeBackbone", enabled=False)
+        self.freezeButton.setToolTip("Freeze everything but the head(s), as one undoable edit")
+        self.bnEval = QCheckBox("BatchNorm in eval mode", objectName="bnEval")
+        self.bnEval.setToolTip("Frozen BatchNorm layers stop updating their running statistics")
+        row.addWidget(self.freezeButton)
+        row.addWidget(self.bnEval)
+        return box
+
+    def _connect(self) -> None:
+        ctl = self.controller
+        ctl.documentChanged.connect(self._on_document)
+        ctl.modelEdited.connect(self._on_model_edited)
+        ctl.traceReady.connect(self._on_trace)
+        ctl.headMarked.connect(self._on_head)
+        ctl.selectionChanged.connect(self._on_selection)
+        ctl.busyChanged.connect(self._on_busy)
+        self.operation.currentIndexChanged.connect(self.pages.setCurrentIndex)
+        self.headKind.currentIndexChanged.connect(lambda i: self.hiddenSizes.setEnabled(i == 1))
+        for signal in (
+            self.operation.currentIndexChanged,
+            self.numClasses.valueChanged,
+            self.headKind.currentIndexChanged,
+            self.hiddenSizes.textChanged,
+            self.dropout.valueChanged,
+            self.keepClasses.toggled,
+            self.addHeadName.textChanged,
+            self.addHeadClasses.valueChanged,
+        ):
+            signal.connect(self.schedule_preview)
+        self.applyButton.clicked.connect(self.apply)
+        self.freezeButton.clicked.connect(self.freeze_backbone)
+
+    # ----- what the inputs mean
+    @property
+    def head_path(self) -> str | None:
+        """The head being edited: the one the user marked, else the detected head."""
+        return getattr(self.controller, "head_path", None)
+
+    def current_edit(self) -> Any:
+        """The core edit the inputs describe; raises InputProblem when they describe none."""
+        from headstudio.core import edits
+
+        op = self.operation.currentIndex()
+        if op == CUT:
+            path = getattr(self.controller, "selected_path", None)
+            if not path:
+                raise InputProblem("select the module to cut after in the tree")
+            return edits.CutAfter(path)
+        if op == ADD:
+            name = self.addHeadName.text().strip()
+            if not name.isidentifier():
+                raise InputProblem(f"head name '{name}' must be a Python identifier, e.g. aux")
+            return edits.AddHead(name, self.addHeadClasses.value(), at=self._require_head())
+        if op == REMOVE:
+            return edits.RemoveHead(self._require_head())
+        return self._replace_edit(edits)
+
+    def _replace_edit(self, edits: Any) -> Any:
+        hidden = parse_sizes(self.hiddenSizes.text()) if self.headKind.currentIndex() == 1 else ()
+        classes = self.numClasses.value()
+        keep = self._keep_classes(classes) if self.keepClasses.isChecked() else None
+        return edits.ReplaceHead(
+            self._require_head(), classes, hidden=hidden, dropout=self.dropout.value(), keep_classes=keep
+        )
+
+    def _keep_classes(self, classes: int) -> Any:
+        """The trained rows to keep: the first min(old, new) classes of the current head."""
+        head = self._head_info()
+        old = getattr(head, "out_features", None) or classes
+        return list(range(min(old, classes)))
+
+    def _require_head(self) -> str:
+        if not self.head_path:
+            raise InputProblem("no head is marked: select a module and use Mark as head")
+        return self.head_path
+
+    def _head_info(self) -> Any:
+        doc = self.controller.document
+        if doc is None or not self.head_path:
+            return None
+        from headstudio.core.heads import describe_head
+
+        trace = doc.trace()
+        try:
+            return describe_head(doc.model, self.head_path, trace.inputs, trace.outputs)
+        except AttributeError:  # the marked path no longer exists after an edit
+            return None
+
+    # ----- preview
+    def schedule_preview(self, *_: Any) -> None:
+        """Recompute the preview shortly (inputs change in bursts while the user types)."""
+        self._timer.start()
+
+    def refresh_preview(self) -> None:
+        """Run the edit's preview now and show it; input problems show in red and disable Apply."""
+        self._timer.stop()
+        self.preview = None
+        doc = self.controller.document
+        if doc is None or self._busy:
+            self._show_idle("open a model" if doc is None else "waiting for shapes…")
+            return
+        try:
+            self.preview = self.current_edit().preview(doc)
+        except (InputProblem, HeadStudioError) as err:
+            self._show_problems([str(err)], [])
+        else:
+            self._show_preview(self.preview)
+        self.previewUpdated.emit()
+
+    def _show_preview(self, p: Any) -> None:
+        self.previewOutput.setText(f"{_shape(p.output_before)} → {_shape(p.output_after)}")
+        self.previewParams.setText(format_delta(p.params_before, p.params_after))
+        self.previewTrainable.setText(format_delta(p.trainable_before, p.trainable_after))
+        self._show_messages(list(p.problems), list(p.warnings))
+        self.applyButton.setEnabled(bool(p.ok) and not self._busy)
+
+    def _show_problems(self, problems: list[str], warnings: list[str]) -> None:
+        for label in (self.previewOutput, self.previewParams, self.previewTrainable):
+            label.setText("—")
+        self._show_messages(problems, warnings)
+        self.applyButton.setEnabled(False)
+
+    def _show_idle(self, message: str) -> None:
+        self._show_problems([], [])
+        self.previewOutput.setText(message)
+
+    def _show_messages(self, problems: list[str], warnings: list[str]) -> None:
+        self.previewProblems.setText("\n".join(f"✖ {p}" for p in problems))
+        self.previewProblems.setVisible(bool(problems))
+        self.previewWarnings.setText("\n".join(f"⚠ {w}" for w in warnings))
+        self.previewWarnings.setVisible(bool(warnings))
+
+    def _color_messages(self) -> None:
+        for label, color in (
+            (self.previewProblems, problem_color(self.palette())),
+            (self.previewWarnings, warning_color(self.palette())),
+        ):
+            palette = label.palette()
+            palette.setColor(QPalette.ColorRole.WindowText, color)
+            label.setPalette(palette)
+
+    def changeEvent(self, event: QEvent) -> None:
+        """Follow the system palette (dark mode) for the red and amber messages."""
+        if event.type() == QEvent.Type.PaletteChange:
+            self._color_messages()
+        super().changeEvent(event)
+
+    # ----- actions
+    def apply(self) -> None:
+        """Push the previewed edit as an undoable command (validated first; nothing changes on failure)."""
+        doc = self.controller.document
+        if doc is None:
+            return
+        try:
+            edit = self.current_edit()
+            edit.validate(doc)
+        except (InputProblem, HeadStudioError) as err:
+            self._show_problems([str(err)], [])
+            return
+        self.controller.push_edit(edit)
+
+    def freeze_backbone(self) -> None:
+        """Freeze everything but the head(s), with the BatchNorm-eval choice, as one undoable edit."""
+        from headstudio.core import edits
+
+        doc = self.controller.document
+        if doc is None:
+            return
+        edit = edits.FreezeBackbone(bn_eval=self.bnEval.isChecked())
+        try:
+            edit.validate(doc)
+        except HeadStudioError as err:
+            self.controller.errorRaised.emit(str(err))
+            return
+        self.controller.push_edit(edit)
+
+    # ----- controller signals
+    def _on_document(self) -> None:
+        doc = self.controller.document
+        editable = doc is not None and getattr(doc, "editable", True)
+        self.setEnabled(doc is None or editable)
+        self.freezeButton.setEnabled(editable and not self._busy)
+        self._on_head(self.head_path or "")
+
+    def _on_model_edited(self) -> None:
+        self.schedule_preview()
+
+    def _on_trace(self) -> None:
+        self._busy = False
+        self._on_head(self.head_path or "")
+
+    def _on_busy(self, busy: bool, _message: str = "") -> None:
+        self._busy = busy
+        self.applyButton.setEnabled(False)
+        self.freezeButton.setEnabled(not busy and self.controller.document is not None)
+        if not busy:
+            self.schedule_preview()
+
+    def _on_head(self, path: str) -> None:
+        doc = self.controller.document
+        if doc is None:
+            self.headLabel.setText("No model open")
+        elif not path:
+            self.headLabel.setText("No head detected: select a module and use Mark as head")
+        else:
+            self.headLabel.setText(f"Head: <b>{path}</b>{self._head_summary() if not self._busy else ''}")
+        self._on_selection(getattr(self.controller, "selected_path", None) or "")
+        self.schedule_preview()
+
+    def _head_summary(self) -> str:
+        head = self._head_info()
+        if head is None:
+            return ""
+        sizes = f" {head.in_features} → {head.out_features}" if head.in_features else ""
+        return f" ({head.type}{sizes})"
+
+    def _on_selection(self, path: str) -> None:
+        self.cutLabel.setText(
+            f"Keep everything up to and including <b>{path}</b>; the model returns its output."
+            if path
+            else "Select the module to cut after in the tree."
+        )
+        if self.operation.currentIndex() == CUT:
+            self.schedule_preview()
+
+
+def _shape(shape: Any) -> str:
+    return "—" if shape is None else str(shape)

@@ -1,0 +1,307 @@
+"""The inspector: the selected module's path, type, repr, parameters with statistics, a weight histogram."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pyqtgraph as pg
+from PySide6.QtCore import QEvent, QObject, QRunnable, Qt, QThreadPool, Signal
+from PySide6.QtGui import QFontDatabase, QPalette
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFormLayout,
+    QHeaderView,
+    QLabel,
+    QPlainTextEdit,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+COLUMNS = ("Name", "Shape", "Dtype", "Trainable", "Mean", "Std")
+MEAN, STD = 4, 5
+INLINE_LIMIT = 1 << 20  # elements: statistics of smaller tensors are computed at once, larger ones off-thread
+MAX_ROWS = 2000
+MAX_REPR = 200_000
+BINS = 60
+DASH = "—"
+
+
+def tensor_stats(tensor: Any) -> tuple[float, float]:
+    """(mean, std) of a tensor's values as floats; NaN where undefined (meta tensors, one element)."""
+    import torch
+
+    if tensor.is_meta or tensor.numel() == 0:
+        return math.nan, math.nan
+    with torch.no_grad():
+        values = tensor.detach().float()
+        mean = values.mean().item()
+        std = values.std().item() if values.numel() > 1 else math.nan
+    return mean, std
+
+
+def tensor_histogram(tensor: Any, bins: int = BINS) -> tuple[list[float], list[float]] | None:
+    """(bin edges, counts) of a tensor's values, or None for meta or empty tensors."""
+    import torch
+
+    if tensor.is_meta or tensor.numel() == 0:
+        return None
+    with torch.no_grad():
+        values = tensor.detach().float().flatten()
+        low, high = values.min().item(), values.max().item()
+        if low == high:
+            low, high = low - 0.5, high + 0.5
+        counts = torch.histc(values, bins=bins, min=low, max=high)
+    edges = torch.linspace(low, high, bins + 1)
+    return edges.tolist(), counts.tolist()
+
+
+class _Results(QObject):
+    """Carries results from pool threads back to the UI thread (queued signal)."""
+
+    ready = Signal(int, str, object)  # generation, key, value
+
+
+class _Job(QRunnable):
+    def __init__(self, results: _Results, generation: int, key: str, work: Callable[[], Any]) -> None:
+        super().__init__()
+        self.results, self.generation, self.key, self.work = results, generation, key, work
+
+    def run(self) -> None:
+        try:
+            value = self.work()
+        except Exception:  # a tensor freed or changed under us: show nothing rather than crash
+            value = None
+        self.results.ready.emit(self.generation, self.key, value)
+
+
+class Inspector(QWidget):
+    """Details of the module selected in the tree; follows selectionChanged and modelEdited."""
+
+    statsReady = Signal()  # every statistic and the histogram for the current module are shown
+
+    def __init__(self, controller: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("inspector")
+        self.controller = controller
+        self.path: str | None = None
+        self.parameters: dict[str, Any] = {}
+        self.histogram_data: tuple[list[float], list[float]] | None = None
+        self.histogram_name: str | None = None
+        self._generation = 0
+        self._pending: set[str] = set()
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
+        self._results = _Results(self)
+        self._results.ready.connect(self._on_result)
+        self._build()
+        controller.selectionChanged.connect(self.show_module)
+        controller.modelEdited.connect(self.refresh)
+        controller.documentChanged.connect(self._on_document)
+
+    def _build(self) -> None:
+        mono = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
+        self.pathLabel = QLabel(objectName="inspectorPath", textInteractionFlags=Qt.TextSelectableByMouse)
+        self.typeLabel = QLabel(objectName="inspectorType", textInteractionFlags=Qt.TextSelectableByMouse)
+        self.pathLabel.setFont(mono)
+        self.reprView = QPlainTextEdit(objectName="inspectorRepr", readOnly=True)
+        self.reprView.setFont(mono)
+        self.reprView.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.paramTable = QTableWidget(0, len(COLUMNS), objectName="parameterTable")
+        self.paramTable.setHorizontalHeaderLabels(COLUMNS)
+        self.paramTable.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.paramTable.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.paramTable.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.paramTable.verticalHeader().setVisible(False)
+        columns = self.paramTable.horizontalHeader()
+        columns.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        columns.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.paramTable.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)
+        self.paramTable.itemSelectionChanged.connect(self._on_parameter_selected)
+        self.plot = pg.PlotWidget(objectName="weightHistogram")
+        self.plot.setMenuEnabled(False)
+        self.plot.setLabel("left", "count")
+        self.plot.setMinimumHeight(140)
+        self.curve = self.plot.plot([0, 1], [0], stepMode="center", fillLevel=0)
+        self.plotNote = pg.TextItem(anchor=(0.5, 0.5))
+        self.plot.addItem(self.plotNote)
+        self._style_plot()
+
+        header = QWidget()
+        form = QFormLayout(header)
+        form.setContentsMargins(0, 0, 0, 0)
+        form.addRow("Path", self.pathLabel)
+        form.addRow("Type", self.typeLabel)
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        for widget in (self.reprView, self.paramTable, self.plot):
+            splitter.addWidget(widget)
+        layout = QVBoxLayout(self)
+        layout.addWidget(header)
+        layout.addWidget(splitter, 1)
+
+    # ----- showing a module
+    def show_module(self, path: str) -> None:
+        """Show the module at ``path`` ("" = the whole model)."""
+        self.path = path
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read the shown module from the document (after an edit its parameters may differ)."""
+        self._generation += 1
+        self._pending.clear()
+        doc = self.controller.document
+        module = self._module(doc)
+        self.parameters = dict(list(module.named_parameters())[:MAX_ROWS]) if module is not None else {}
+        self._fill_header(module)
+        self._fill_table()
+        self._select_default_parameter()
+        if not self._pending:
+            self.statsReady.emit()
+
+    def _module(self, doc: Any) -> Any:
+        if doc is None or self.path is None:
+            return None
+        try:
+            return doc.model.get_submodule(self.path)
+        except AttributeError:  # removed by an edit
+            return None
+
+    def _fill_header(self, module: Any) -> None:
+        if module is None:
+            gone = self.path is not None and self.controller.document is not None
+            self.pathLabel.setText(f"{self.path} (no longer in the model)" if gone else DASH)
+            self.typeLabel.setText(DASH)
+            self.reprView.setPlainText("")
+            return
+        self.pathLabel.setText(self.path or "(model)")
+        cls = type(module)
+        self.typeLabel.setText(f"{cls.__name__}  ({cls.__module__})")
+        text = repr(module)
+        self.reprView.setPlainText(text if len(text) <= MAX_REPR else text[:MAX_REPR] + "\n…")
+
+    def _fill_table(self) -> None:
+        table = self.paramTable
+        table.blockSignals(True)
+        table.setRowCount(len(self.parameters))
+        for row, (name, param) in enumerate(self.parameters.items()):
+            cells = (name, str(list(param.shape)), str(param.dtype).removeprefix("torch."))
+            for col, text in enumerate(cells):
+                table.setItem(row, col, QTableWidgetItem(text))
+            trainable = QTableWidgetItem("yes" if param.requires_grad else "no")
+            table.setItem(row, 3, trainable)
+            self._fill_stats(row, name, param)
+        table.blockSignals(False)
+
+    def _fill_stats(self, row: int, name: str, param: Any) -> None:
+        if param.is_meta or param.numel() <= INLINE_LIMIT:
+            self._show_stats(row, tensor_stats(param))
+            return
+        for col in (MEAN, STD):
+            self.paramTable.setItem(row, col, QTableWidgetItem("…"))
+        self._submit(f"stats:{name}", lambda: tensor_stats(param))
+
+    def _show_stats(self, row: int, stats: tuple[float, float] | None) -> None:
+        for col, value in zip((MEAN, STD), stats or (math.nan, math.nan), strict=True):
+            text = DASH if math.isnan(value) else f"{value:.4g}"
+            item = QTableWidgetItem(text)
+            item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            self.paramTable.setItem(row, col, item)
+
+    def _select_default_parameter(self) -> None:
+        names = list(self.parameters)
+        if not names:
+            self._show_histogram(None, None)
+            return
+        matrix = next((i for i, n in enumerate(names) if self.parameters[n].ndim >= 2), 0)
+        self.paramTable.blockSignals(True)
+        self.paramTable.selectRow(matrix)
+        self.paramTable.blockSignals(False)
+        self._on_parameter_selected()
+
+    # ----- histogram
+    def select_parameter(self, name: str) -> None:
+        """Show the histogram of parameter ``name`` of the current module."""
+        if name in self.parameters:
+            self.paramTable.selectRow(list(self.parameters).index(name))
+
+    def _on_parameter_selected(self) -> None:
+        rows = self.paramTable.selectionModel().selectedRows()
+        if not rows:
+            return
+        name = list(self.parameters)[rows[0].row()]
+        param = self.parameters[name]
+        self.histogram_name = name
+        if param.is_meta or param.numel() <= INLINE_LIMIT:
+            self._show_histogram(name, tensor_histogram(param))
+        else:
+            self.plotNote.setText("computing…")
+            self._submit(f"hist:{name}", lambda: tensor_histogram(param))
+
+    def _show_histogram(self, name: str | None, data: tuple[list[float], list[float]] | None) -> None:
+        self.histogram_data = data
+        if data is None:
+            self.curve.setData([0, 1], [0])
+            meta = name is not None and self.parameters[name].is_meta
+            self.plotNote.setText("weights not loaded (meta device)" if meta else "no parameters")
+            self.plot.setTitle(name or "")
+            self.plotNote.setPos(0.5, 0.5)
+            self.plot.setRange(xRange=(0, 1), yRange=(0, 1))
+            return
+        edges, counts = data
+        self.curve.setData(edges, counts)
+        self.plotNote.setText("")
+        self.plot.setTitle(name)
+        self.plot.autoRange()
+
+    # ----- background work
+    def _submit(self, key: str, work: Callable[[], Any]) -> None:
+        self._pending.add(key)
+        self._pool.start(_Job(self._results, self._generation, key, work))
+
+    def _on_result(self, generation: int, key: str, value: Any) -> None:
+        if generation != self._generation:
+            return  # for a module no longer shown
+        self._pending.discard(key)
+        kind, name = key.split(":", 1)
+        if kind == "stats" and name in self.parameters:
+            self._show_stats(list(self.parameters).index(name), value)
+        elif kind == "hist" and name == self.histogram_name:
+            self._show_histogram(name, value)
+        if not self._pending:
+            self.statsReady.emit()
+
+    def _on_document(self) -> None:
+        self.path = "" if self.controller.document is not None else None
+        self.refresh()
+
+    # ----- palette
+    def _style_plot(self) -> None:
+        palette = self.palette()
+        text = palette.color(QPalette.ColorRole.Text)
+        accent = palette.color(QPalette.ColorRole.Highlight)
+        self.plot.setBackground(palette.color(QPalette.ColorRole.Base))
+        for axis in ("left", "bottom"):
+            self.plot.getAxis(axis).setTextPen(text)
+            self.plot.getAxis(axis).setPen(text)
+        self.curve.setPen(pg.mkPen(accent, width=1))
+        fill = accent.lighter(130) if palette.color(QPalette.ColorRole.Base).lightness() < 128 else accent
+        fill.setAlpha(120)
+        self.curve.setBrush(pg.mkBrush(fill))
+        self.plotNote.setColor(text)
+
+    def changeEvent(self, event: QEvent) -> None:
+        """Follow the system palette (dark mode)."""
+        if event.type() == QEvent.Type.PaletteChange:
+            self._style_plot()
+        super().changeEvent(event)
+
+    def closeEvent(self, event: Any) -> None:
+        """Stop background statistics before the widget goes."""
+        self._generation += 1
+        self._pool.clear()
+        self._pool.waitForDone()
+        super().closeEvent(event)
