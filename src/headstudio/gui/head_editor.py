@@ -82,6 +82,7 @@ class HeadEditor(QWidget):
         self.controller = controller
         self.preview: Any = None
         self._busy = False
+        self._shown_head: tuple[int, str] | None = None
         self._timer = QTimer(self, singleShot=True, interval=PREVIEW_DELAY_MS)
         self._timer.timeout.connect(self.refresh_preview)
         self._build()
@@ -364,16 +365,18 @@ class HeadEditor(QWidget):
         elif not path:
             self.headLabel.setText("No head detected: select a module and use Mark as head")
         else:
-            self.headLabel.setText(f"Head: <b>{path}</b>{self._head_summary() if not self._busy else ''}")
+            head = None if self._busy else self._head_info()
+            self.headLabel.setText(f"Head: <b>{path}</b>{_summary(head)}")
+            self._follow_head(path, head)
         self._on_selection(getattr(self.controller, "selected_path", None) or "")
         self.schedule_preview()
 
-    def _head_summary(self) -> str:
-        head = self._head_info()
-        if head is None:
-            return ""
-        sizes = f" {head.in_features} → {head.out_features}" if head.in_features else ""
-        return f" ({head.type}{sizes})"
+    def _follow_head(self, path: str, head: Any) -> None:
+        """A newly shown head starts the class count at its current number of outputs."""
+        key = (id(self.controller.document), path)
+        if head is not None and head.out_features and key != self._shown_head:
+            self._shown_head = key
+            self.numClasses.setValue(head.out_features)
 
     def _on_selection(self, path: str) -> None:
         self.cutLabel.setText(
@@ -383,6 +386,13 @@ class HeadEditor(QWidget):
         )
         if self.operation.currentIndex() == CUT:
             self.schedule_preview()
+
+
+def _summary(head: Any) -> str:
+    if head is None:
+        return ""
+    sizes = f" {head.in_features} → {head.out_features}" if head.in_features else ""
+    return f" ({head.type}{sizes})"
 
 
 def _shape(shape: Any) -> str:

@@ -1,0 +1,172 @@
+"""The head editor panel: detected head, live preview, problems in red, apply / undo / freeze / remove."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QPalette
+
+from headstudio.gui.code_view import CodeView
+from headstudio.gui.head_editor import ADD, CUT, REMOVE, HeadEditor, problem_color
+
+pytest_plugins = ("panel_fixtures",)
+OPEN_TIMEOUT_MS = 120_000  # opening + tracing in the background on a busy 2-core machine
+RESNET18 = "torchvision:resnet18"
+
+
+@pytest.fixture
+def editor(qtbot, controller):
+    panel = HeadEditor(controller)
+    qtbot.addWidget(panel)
+    panel.show()
+    return panel
+
+
+@pytest.fixture
+def resnet(open_model, resnet18_file):
+    return open_model(resnet18_file, arch=RESNET18)
+
+
+def type_into(qtbot, widget, text: str) -> None:
+    """Select what the field holds and type ``text`` like a user."""
+    line = widget.lineEdit() if hasattr(widget, "lineEdit") else widget
+    line.selectAll()
+    qtbot.keyClicks(line, text)
+
+
+def wait_preview(qtbot, editor: HeadEditor, check) -> None:
+    """Wait until the debounced preview shows what ``check`` expects."""
+    qtbot.waitUntil(lambda: editor.preview is not None and check(editor.preview), timeout=10_000)
+
+
+def apply_and_wait(qtbot, controller, button) -> None:
+    with qtbot.waitSignal(controller.traceReady, timeout=OPEN_TIMEOUT_MS):
+        qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+
+
+def test_head_editor_shows_the_detected_head_of_resnet18(editor, resnet):
+    assert "fc" in editor.headLabel.text()
+    assert "512 → 1000" in editor.headLabel.text()
+    assert editor.numClasses.value() == 1000
+
+
+def test_typing_ten_classes_previews_output_and_params_delta(qtbot, editor, resnet):
+    type_into(qtbot, editor.numClasses, "10")
+    wait_preview(qtbot, editor, lambda p: p.output_after == [1, 10])
+    assert editor.preview.output_before == [1, 1000]
+    assert "[1, 1000] → [1, 10]" in editor.previewOutput.text()
+    assert "−507,870" in editor.previewParams.text()  # 513,000 -> 5,130 head parameters
+    assert editor.applyButton.isEnabled()
+
+
+def test_zero_classes_shows_a_red_problem_and_disables_apply(qtbot, editor, resnet):
+    type_into(qtbot, editor.numClasses, "10")
+    wait_preview(qtbot, editor, lambda p: p.ok)
+    type_into(qtbot, editor.numClasses, "0")
+    qtbot.waitUntil(lambda: not editor.previewProblems.isHidden(), timeout=10_000)
+    assert editor.previewProblems.text()
+    assert editor.previewProblems.palette().color(QPalette.ColorRole.WindowText) == problem_color(
+        editor.palette()
+    )
+    assert not editor.applyButton.isEnabled()
+
+
+def test_mlp_hidden_sizes_that_are_not_numbers_show_a_problem(qtbot, editor, resnet):
+    editor.headKind.setCurrentText("MLP")
+    type_into(qtbot, editor.hiddenSizes, "abc")
+    qtbot.waitUntil(lambda: "abc" in editor.previewProblems.text(), timeout=10_000)
+    assert not editor.previewProblems.isHidden()
+    assert not editor.applyButton.isEnabled()
+
+
+def test_mlp_preview_adds_hidden_layer_parameters(qtbot, editor, resnet):
+    editor.headKind.setCurrentText("MLP")
+    type_into(qtbot, editor.hiddenSizes, "256")
+    type_into(qtbot, editor.numClasses, "10")
+    wait_preview(qtbot, editor, lambda p: p.output_after == [1, 10])
+    preview = editor.preview
+    assert preview.params_after - preview.params_before == (512 * 256 + 256 + 256 * 10 + 10) - 513_000
+
+
+def test_apply_replaces_the_head_and_undo_restores_weights_bit_exactly(qtbot, controller, editor, resnet):
+    import torch
+
+    before = {k: v.clone() for k, v in resnet.model.state_dict().items()}
+    type_into(qtbot, editor.numClasses, "10")
+    wait_preview(qtbot, editor, lambda p: p.ok)
+    apply_and_wait(qtbot, controller, editor.applyButton)
+    assert controller.document.trace().output == [1, 10]
+    assert controller.undo_stack.count() == 1
+
+    with qtbot.waitSignal(controller.traceReady, timeout=OPEN_TIMEOUT_MS):
+        controller.undo_stack.undo()
+    after = controller.document.model.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], before[k]) for k in before)
+    assert controller.document.trace().output == [1, 1000]
+
+    with qtbot.waitSignal(controller.traceReady, timeout=OPEN_TIMEOUT_MS):
+        controller.undo_stack.redo()
+    assert controller.document.model.fc.out_features == 10
+
+
+def test_freeze_backbone_leaves_only_the_head_trainable(qtbot, controller, editor, resnet):
+    apply_and_wait(qtbot, controller, editor.freezeButton)
+    total, trainable = controller.document.param_counts()
+    assert trainable == 513_000  # fc: 512 * 1000 + 1000
+    assert total == 11_689_512
+    assert all(p.requires_grad for p in controller.document.model.fc.parameters())
+
+
+def test_public_freeze_backbone_is_one_undoable_step(qtbot, controller, editor, resnet):
+    with qtbot.waitSignal(controller.traceReady, timeout=OPEN_TIMEOUT_MS):
+        editor.freeze_backbone()
+    assert controller.undo_stack.count() == 1
+    with qtbot.waitSignal(controller.traceReady, timeout=OPEN_TIMEOUT_MS):
+        controller.undo_stack.undo()
+    assert controller.document.param_counts()[1] == 11_689_512
+
+
+def test_remove_head_turns_resnet18_into_a_512_feature_extractor(qtbot, controller, editor, resnet):
+    editor.operation.setCurrentIndex(REMOVE)
+    wait_preview(qtbot, editor, lambda p: p.output_after == [1, 512])
+    apply_and_wait(qtbot, controller, editor.applyButton)
+    assert controller.document.trace().output == [1, 512]
+
+
+def test_cut_after_follows_the_selected_module(qtbot, controller, editor, resnet):
+    controller.select("layer3")
+    editor.operation.setCurrentIndex(CUT)
+    assert "layer3" in editor.cutLabel.text()
+    wait_preview(qtbot, editor, lambda p: p.output_after == [1, 256, 14, 14])
+
+
+def test_add_head_previews_a_second_output(qtbot, editor, resnet):
+    editor.operation.setCurrentIndex(ADD)
+    type_into(qtbot, editor.addHeadName, "age")
+    type_into(qtbot, editor.addHeadClasses, "5")
+    wait_preview(qtbot, editor, lambda p: p.params_after - p.params_before == 512 * 5 + 5)
+    assert "age" in str(editor.preview.output_after)
+
+
+def test_show_code_after_replacing_the_head_writes_nn_linear(qtbot, controller, editor, resnet):
+    type_into(qtbot, editor.numClasses, "10")
+    wait_preview(qtbot, editor, lambda p: p.ok)
+    apply_and_wait(qtbot, controller, editor.applyButton)
+    dialog = CodeView(controller)
+    qtbot.addWidget(dialog)
+    assert "model.fc = nn.Linear(" in dialog.code
+    assert dialog.editor.isReadOnly()
+    qtbot.mouseClick(dialog.copyButton, Qt.MouseButton.LeftButton)
+    from PySide6.QtGui import QGuiApplication
+
+    assert QGuiApplication.clipboard().text() == dialog.code
+
+
+def test_squeezenet_head_is_its_final_conv_and_replacing_keeps_a_conv(qtbot, editor, open_model):
+    open_model("torchvision:squeezenet1_1")
+    assert "classifier.1" in editor.headLabel.text()
+    assert "Conv2d" in editor.headLabel.text()
+    type_into(qtbot, editor.numClasses, "7")
+    wait_preview(qtbot, editor, lambda p: p.output_after == [1, 7])
+    assert editor.preview.params_after - editor.preview.params_before == (512 * 7 + 7) - (512 * 1000 + 1000)
