@@ -82,6 +82,7 @@ class HeadEditor(QWidget):
         self.controller = controller
         self.preview: Any = None
         self._busy = False
+        self._traced = controller.document is not None and not getattr(controller, "busy", False)
         self._shown_head: tuple[int, str] | None = None
         self._timer = QTimer(self, singleShot=True, interval=PREVIEW_DELAY_MS)
         self._timer.timeout.connect(self.refresh_preview)
@@ -258,7 +259,7 @@ class HeadEditor(QWidget):
         self._timer.stop()
         self.preview = None
         doc = self.controller.document
-        if doc is None or self._busy:
+        if doc is None or not self.ready:
             self._show_idle("open a model" if doc is None else "waiting for shapes…")
             return
         try:
@@ -274,7 +275,7 @@ class HeadEditor(QWidget):
         self.previewParams.setText(format_delta(p.params_before, p.params_after))
         self.previewTrainable.setText(format_delta(p.trainable_before, p.trainable_after))
         self._show_messages(list(p.problems), list(p.warnings))
-        self.applyButton.setEnabled(bool(p.ok) and not self._busy)
+        self.applyButton.setEnabled(bool(p.ok) and self.ready)
 
     def _show_problems(self, problems: list[str], warnings: list[str]) -> None:
         for label in (self.previewOutput, self.previewParams, self.previewTrainable):
@@ -337,26 +338,36 @@ class HeadEditor(QWidget):
         self.controller.push_edit(edit)
 
     # ----- controller signals
+    @property
+    def ready(self) -> bool:
+        """Shapes for the current model are traced and no background work is touching it."""
+        return self.controller.document is not None and self._traced and not self._busy
+
     def _on_document(self) -> None:
+        self._traced = False  # the new model's shapes arrive with traceReady
         doc = self.controller.document
-        editable = doc is not None and getattr(doc, "editable", True)
-        self.setEnabled(doc is None or editable)
-        self.freezeButton.setEnabled(editable and not self._busy)
+        self.setEnabled(doc is None or getattr(doc, "editable", True))
         self._on_head(self.head_path or "")
 
     def _on_model_edited(self) -> None:
+        self._traced = False
+        self._update_buttons()
         self.schedule_preview()
 
     def _on_trace(self) -> None:
-        self._busy = False
+        self._traced = True
         self._on_head(self.head_path or "")
 
     def _on_busy(self, busy: bool, _message: str = "") -> None:
         self._busy = busy
-        self.applyButton.setEnabled(False)
-        self.freezeButton.setEnabled(not busy and self.controller.document is not None)
+        self._update_buttons()
         if not busy:
             self.schedule_preview()
+
+    def _update_buttons(self) -> None:
+        self.freezeButton.setEnabled(self.ready)
+        if not self.ready:
+            self.applyButton.setEnabled(False)
 
     def _on_head(self, path: str) -> None:
         doc = self.controller.document
@@ -365,10 +376,11 @@ class HeadEditor(QWidget):
         elif not path:
             self.headLabel.setText("No head detected: select a module and use Mark as head")
         else:
-            head = None if self._busy else self._head_info()
+            head = self._head_info() if self.ready else None
             self.headLabel.setText(f"Head: <b>{path}</b>{_summary(head)}")
             self._follow_head(path, head)
         self._on_selection(getattr(self.controller, "selected_path", None) or "")
+        self._update_buttons()
         self.schedule_preview()
 
     def _follow_head(self, path: str, head: Any) -> None:

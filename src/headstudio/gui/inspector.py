@@ -137,8 +137,9 @@ class Inspector(QWidget):
         form.addRow("Path", self.pathLabel)
         form.addRow("Type", self.typeLabel)
         splitter = QSplitter(Qt.Orientation.Vertical)
-        for widget in (self.reprView, self.paramTable, self.plot):
+        for stretch, widget in enumerate((self.reprView, self.paramTable, self.plot), start=1):
             splitter.addWidget(widget)
+            splitter.setStretchFactor(stretch - 1, stretch)  # the histogram gets the most room
         layout = QVBoxLayout(self)
         layout.addWidget(header)
         layout.addWidget(splitter, 1)
