@@ -117,6 +117,7 @@ def render_report(doc: Any, report: dict[str, Any], depth: int) -> str:
     trace = doc.trace()
     rows: list[tuple[str, str, str, str, str]] = []
     hidden = 0
+    not_called = "(not traced)" if report["format"] == "torchscript" else "(not called)"
     for node in doc.tree().walk():
         if node.depth > depth:
             hidden += 1
@@ -126,7 +127,7 @@ def render_report(doc: Any, report: dict[str, Any], depth: int) -> str:
             label += "  ◀ head" if node.head_rank == 0 else "  ◀ head " + str(node.head_rank + 1)
         if node.path == trace.failed_at and trace.error:
             label += "  ✗ failed here"
-        shape = _fmt_shape(node.output_shape) if node.called else "(not called)"
+        shape = _fmt_shape(node.output_shape) if node.called else not_called
         trainable = "all" if node.trainable_params == node.params else f"{node.trainable_params:,}"
         if node.params == 0:
             trainable = "-"
@@ -156,6 +157,8 @@ def render_report(doc: Any, report: dict[str, Any], depth: int) -> str:
 
 
 def _heads_line(report: dict[str, Any]) -> str:
+    if not report["heads"] and report["format"] == "torchscript":
+        return "Head: not detected (TorchScript runs without hooks; open the original model to find its head)"
     if not report["heads"]:
         return "Head: none found (the model ends without a classifier: a feature extractor)"
     parts = [f"{h['path']} ({h['type']} {h['in_features']} → {h['out_features']})" for h in report["heads"]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 import struct
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import SourceError, UnsafeCheckpointError
+from .errors import SourceError, TorchScriptConsentError, UnsafeCheckpointError
 from .safety import unsafe_globals
 
 RECIPE_KEY = "headstudio.recipe"
@@ -106,7 +107,7 @@ def read_checkpoint(path: Path, *, trust: bool = False) -> Checkpoint:
 
 def _torch_load(path: Path, *, mmap: bool, trust: bool) -> Any:
     try:
-        return torch.load(path, map_location="cpu", mmap=mmap, weights_only=True)
+        return _quiet_load(path, mmap=mmap, weights_only=True)
     except pickle.UnpicklingError as err:
         if "weights only" not in str(err).lower() and "weights_only" not in str(err).lower():
             raise _corrupt(path, err) from None
@@ -118,7 +119,7 @@ def _torch_load(path: Path, *, mmap: bool, trust: bool) -> Any:
     except Exception as err:
         raise _corrupt(path, err) from None
     try:
-        return torch.load(path, map_location="cpu", mmap=mmap, weights_only=False)
+        return _quiet_load(path, mmap=mmap, weights_only=False)
     except (ImportError, AttributeError) as err:
         raise SourceError(
             f"{path} refers to code that cannot be imported ({err}); install that package or run "
@@ -126,6 +127,13 @@ def _torch_load(path: Path, *, mmap: bool, trust: bool) -> Any:
         ) from None
     except Exception as err:
         raise _corrupt(path, err) from None
+
+
+def _quiet_load(path: Path, *, mmap: bool, weights_only: bool) -> Any:
+    """torch.load without its warnings about pickle protocols (our errors say what matters)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*pickle protocol.*")
+        return torch.load(path, map_location="cpu", mmap=mmap, weights_only=weights_only)
 
 
 def _corrupt(path: Path, err: BaseException) -> SourceError:
@@ -247,9 +255,13 @@ def _safetensors_copy(path: Path, name: str) -> torch.Tensor:
 
 def _read_torchscript(path: Path, trust: bool) -> Checkpoint:
     if not trust:
-        raise UnsafeCheckpointError(str(path), ["TorchScript code (the whole archive)"])
+        raise TorchScriptConsentError(str(path))
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter(
+                "ignore", FutureWarning
+            )  # "torch.jit.load is deprecated": not the user's fault
+            module = torch.jit.load(str(path), map_location="cpu")
     except Exception as err:
         raise _corrupt(path, err) from None
     return Checkpoint(path, "torchscript", module=module)

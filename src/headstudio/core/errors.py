@@ -63,3 +63,14 @@ class SaveError(HeadStudioError):
 
 class Cancelled(HeadStudioError):
     """The user cancelled long work (raised from a progress callback)."""
+
+
+class TorchScriptConsentError(UnsafeCheckpointError):
+    """A TorchScript archive is compiled code: loading it runs that code, so it needs the same consent."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, ["TorchScript program"])
+        self.args = (
+            f"{path} is a TorchScript archive: loading it runs the code compiled into it; nothing was run. "
+            "If you trust this file, pass --trust to inspect it (TorchScript can be inspected, not edited).",
+        )

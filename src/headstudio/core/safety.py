@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import pickletools
 import zipfile
@@ -31,18 +32,47 @@ def _pickle_globals(data: bytes) -> list[str]:
     found: list[str] = []
     stream = io.BytesIO(data)
     while stream.tell() < len(data):
-        strings: list[str] = []
         try:
-            for opcode, arg, _pos in pickletools.genops(stream):
-                if isinstance(arg, str):
-                    strings.append(arg)
-                if opcode.name == "GLOBAL" or opcode.name == "INST":
-                    found.append(str(arg).replace(" ", "."))
-                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
-                    found.append(f"{strings[-2]}.{strings[-1]}")
+            found += _globals_in_one_pickle(stream)
         except Exception:
             break  # tensor data follows the pickles in the legacy format
+    return [_python3_name(name) for name in found]
+
+
+def _globals_in_one_pickle(stream: io.BytesIO) -> list[str]:
+    """Globals of one pickle; follows the memo so STACK_GLOBAL names fetched with GET are right."""
+    found: list[str] = []
+    strings: list[str] = []
+    memo: dict[int, object] = {}
+    last: object = None
+    for opcode, arg, _pos in pickletools.genops(stream):
+        name = opcode.name
+        if name in ("GLOBAL", "INST"):
+            found.append(str(arg).replace(" ", "."))
+        elif name == "STACK_GLOBAL" and len(strings) >= 2:
+            found.append(f"{strings[-2]}.{strings[-1]}")
+        if name == "MEMOIZE":
+            memo[len(memo)] = last
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[int(arg)] = last
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            last = memo.get(int(arg))
+            if isinstance(last, str):
+                strings.append(last)
+        elif isinstance(arg, str):
+            last = arg
+            strings.append(arg)
+        else:
+            last = None
     return found
+
+
+def _python3_name(name: str) -> str:
+    """Python 2 names in legacy pickles (``__builtin__.set``) as Python 3 unpickles them."""
+    module, _, attr = name.rpartition(".")
+    if (module, attr) in _compat_pickle.NAME_MAPPING:
+        return ".".join(_compat_pickle.NAME_MAPPING[(module, attr)])
+    return f"{_compat_pickle.IMPORT_MAPPING.get(module, module)}.{attr}"
 
 
 def _not_allowed(names: list[str]) -> list[str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from torch import nn
 
-from .checkpoints import Checkpoint, read_checkpoint
+from .checkpoints import Checkpoint, check_path, read_checkpoint, sniff_format
 from .document import Document, Origin
 from .errors import SourceError, UnsupportedOperationError
 from .specs import build_model, looks_like_spec, parse_spec
@@ -40,6 +40,8 @@ def open_source(
         model = build_model(spec, meta=not materialize)
         return Document(model, Origin(source, "spec", str(spec)), input_shape)
     report(f"reading {path.name}", 0.1)
+    if arch:
+        _refuse_arch_for_archives(path)
     ckpt = read_checkpoint(path, trust=trust)
     report("building the model", 0.5)
     model, arch_name = _model_for(ckpt, arch)
@@ -75,6 +77,16 @@ def _model_for(ckpt: Checkpoint, arch: str | None) -> tuple[nn.Module, str]:
     check_keys(model, state_dict, arch_name)
     assign_weights(model, state_dict)
     return model, arch_name
+
+
+def _refuse_arch_for_archives(path: Path) -> None:
+    """--arch cannot apply to a TorchScript archive; say so before asking for trust to load it."""
+    check_path(path)
+    if sniff_format(path) == "torchscript":
+        raise UnsupportedOperationError(
+            f"{path} is a TorchScript archive with its own compiled architecture, so --arch cannot apply; "
+            "drop --arch (TorchScript can be inspected with --trust, not edited)"
+        )
 
 
 def _qualname(module: nn.Module) -> str:

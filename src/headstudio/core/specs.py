@@ -10,6 +10,7 @@ import ast
 import importlib
 import re
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -141,7 +142,10 @@ def build_model(spec: ArchSpec | str, *, meta: bool = True) -> nn.Module:
 
 def _call_factory(factory: Callable[..., nn.Module], spec: ArchSpec) -> nn.Module:
     try:
-        return factory(**spec.kwargs)
+        with warnings.catch_warnings():
+            # torchvision's notice about its future default init is not about the user's model
+            warnings.filterwarnings("ignore", message=".*default weight initialization.*")
+            return factory(**spec.kwargs)
     except TypeError as err:
         if spec.kwargs and "argument" in str(err):
             raise SourceError(f"'{spec}': {_one_line(err)}") from None

@@ -73,7 +73,7 @@ def build_tree(model: nn.Module, trace: Trace | None) -> ModuleNode:
         me = ModuleNode(
             path=path,
             name=name,
-            type=type(module).__name__,
+            type=_type_name(module),
             params=total,
             trainable_params=trainable,
             own_params=sum(p.numel() for p in module.parameters(recurse=False)),
@@ -89,3 +89,8 @@ def build_tree(model: nn.Module, trace: Trace | None) -> ModuleNode:
         return me
 
     return node("", "", model, None)
+
+
+def _type_name(module: nn.Module) -> str:
+    """The class name; for TorchScript the original Python class, not RecursiveScriptModule."""
+    return getattr(module, "original_name", None) or type(module).__name__

@@ -36,6 +36,12 @@ def align_keys(expected: set[str], found: dict[str, torch.Tensor]) -> tuple[dict
             if dropped:
                 notes.append(f"ignored {dropped} keys outside '{prefix}'")
         current = stripped
+    counters = [k for k in expected - best.keys() if k.rsplit(".", 1)[-1] == "num_batches_tracked"]
+    if counters:
+        best = {**best, **{k: torch.zeros((), dtype=torch.long) for k in counters}}
+        notes.append(
+            f"filled {len(counters)} missing BatchNorm num_batches_tracked counters (older checkpoint)"
+        )
     return best, notes
 
 

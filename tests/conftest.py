@@ -1,0 +1,154 @@
+"""Fixtures shared by core and CLI tests: small checkpoints built on the spot, and a CLI runner.
+
+Nothing here downloads weights: every checkpoint is a randomly initialised model saved to tmp.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@dataclass
+class CliResult:
+    """What a user sees from one ``headstudio`` call: exit status, stdout, stderr."""
+
+    status: int
+    out: str
+    err: str
+
+    @property
+    def records(self) -> list[dict]:
+        """The ``--json`` lines, one dict per SOURCE."""
+        return [json.loads(line) for line in self.out.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture) -> Callable[..., CliResult]:
+    """Run ``headstudio ARGS...`` in-process (no 3 s torch import per call) and capture its output."""
+    from headstudio.cli import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        status = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(status, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def resnet18_state(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A randomly initialised resnet18 state_dict (real tensors, seeded)."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(weights=None).state_dict()
+
+
+@pytest.fixture(scope="session")
+def resnet18_pt(tmp_path_factory: pytest.TempPathFactory, resnet18_state: dict) -> Path:
+    """resnet18's bare state_dict saved with torch.save (zip format, memory-mappable)."""
+    import torch
+
+    path = tmp_path_factory.mktemp("ckpt") / "resnet18.pt"
+    torch.save(resnet18_state, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_factory(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A user's own model package on sys.path: ``tinymodels:NAME`` specs resolve to its factories."""
+    import sys
+
+    root = tmp_path_factory.mktemp("userpkg")
+    (root / "tinymodels.py").write_text(TINY_MODELS)
+    sys.path.insert(0, str(root))
+    yield "tinymodels"
+    sys.path.remove(str(root))
+    sys.modules.pop("tinymodels", None)
+
+
+TINY_MODELS = '''
+"""Small user models with the shapes of outputs real projects have."""
+import torch
+from torch import nn
+
+
+class TwoHeads(nn.Module):
+    """Backbone with a class head and a box head, returned as a tuple."""
+
+    def __init__(self, num_classes=5):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.cls = nn.Linear(8, num_classes)
+        self.box = nn.Linear(8, 4)
+
+    def forward(self, x):
+        f = torch.flatten(self.body(x), 1)
+        return self.cls(f), self.box(f)
+
+
+class DictHeads(TwoHeads):
+    """Same, returned as a dict."""
+
+    def forward(self, x):
+        f = torch.flatten(self.body(x), 1)
+        return {"logits": self.cls(f), "boxes": torch.sigmoid(self.box(f))}
+
+
+class HeadDefinedFirst(nn.Module):
+    """The head attribute is defined before the body: only function can tell which one is the head."""
+
+    def __init__(self):
+        super().__init__()
+        self.out = nn.Linear(16, 3)
+        self.body = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 16))
+
+    def forward(self, x):
+        return self.out(self.body(x)).softmax(-1) * 2
+
+
+class ItemInForward(nn.Module):
+    """Reads a value with .item() in forward: fake tensors cannot do that."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(8, 16)
+        self.fc2 = nn.Linear(16, 2)
+
+    def forward(self, x):
+        h = self.fc1(x)
+        if h.abs().sum().item() >= 0:
+            h = h.relu()
+        return self.fc2(h)
+
+
+class Mismatched(nn.Module):
+    """Fails on its second layer for any input: 16 features go into a layer expecting 32."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(8, 16)
+        self.fc2 = nn.Linear(32, 4)
+        self.fc3 = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc3(self.fc2(self.fc1(x)))
+
+
+def two_heads(num_classes=5):
+    return TwoHeads(num_classes)
+
+
+def not_a_model():
+    return 42
+'''
