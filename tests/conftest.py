@@ -152,3 +152,18 @@ def two_heads(num_classes=5):
 def not_a_model():
     return 42
 '''
+
+
+@pytest.fixture(scope="session")
+def scripted_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TorchScript archive of a small CNN (squeezenet1_1), as torch.jit.save writes it."""
+    import warnings
+
+    import torch
+    import torchvision
+
+    path = tmp_path_factory.mktemp("script") / "squeezenet_script.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(torchvision.models.squeezenet1_1(weights=None).eval()).save(str(path))
+    return path

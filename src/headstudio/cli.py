@@ -128,6 +128,8 @@ def render_report(doc: Any, report: dict[str, Any], depth: int) -> str:
         if node.path == trace.failed_at and trace.error:
             label += "  ✗ failed here"
         shape = _fmt_shape(node.output_shape) if node.called else not_called
+        if not node.called and trace.error and node.path in trace.inputs:
+            shape = "(failed inside)"
         trainable = "all" if node.trainable_params == node.params else f"{node.trainable_params:,}"
         if node.params == 0:
             trainable = "-"
@@ -157,6 +159,8 @@ def render_report(doc: Any, report: dict[str, Any], depth: int) -> str:
 
 
 def _heads_line(report: dict[str, Any]) -> str:
+    if not report["heads"] and report["trace"]["error"]:
+        return "Head: unknown (the trace failed before the output; try another --input-shape)"
     if not report["heads"] and report["format"] == "torchscript":
         return "Head: not detected (TorchScript runs without hooks; open the original model to find its head)"
     if not report["heads"]:

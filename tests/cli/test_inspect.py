@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import random
+import re
+import shutil
+import sys
+from pathlib import Path
+
 import pytest
+import torch
 import torchvision
 
 TORCHVISION_MODELS = torchvision.models.list_models(module=torchvision.models)
@@ -141,3 +149,139 @@ def test_inspect_timm_default_input_size_comes_from_its_config(cli):
     (record,) = cli("inspect", "timm:mobilevit_xxs", "--json", "--depth", "0").records
     assert record["input_shape"] == [1, 3, 256, 256]
     assert record["head"]["path"] == "head.fc"
+
+
+# --- Bad input: one line naming the problem and the fix, exit 1 or 2, never a traceback -------------
+
+
+class Payload:
+    """Unpickling this object would run a shell command that creates ``marker``."""
+
+    def __init__(self, marker: Path, via_exec: bool = False) -> None:
+        self.marker, self.via_exec = marker, via_exec
+
+    def __reduce__(self):
+        if self.via_exec:
+            return (exec, (f"open({str(self.marker)!r}, 'w').close()",))
+        return (os.system, (f"touch {self.marker}",))
+
+
+def assert_one_line_error(result, *needles: str, status: tuple[int, ...] = (2,)) -> str:
+    """The user sees exactly one ``headstudio:`` line on stderr, containing every needle."""
+    assert result.status in status, (result.status, result.err)
+    assert "Traceback" not in result.out + result.err
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("headstudio: "), result.err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def test_missing_path_says_no_such_file_and_suggests_a_spec(cli, tmp_path):
+    assert_one_line_error(cli("inspect", tmp_path / "nope.pt"), "no such file", "torchvision:")
+
+
+def test_directory_says_give_a_file_inside_it(cli, tmp_path, resnet18_pt):
+    (tmp_path / "run1").mkdir()
+    shutil.copy(resnet18_pt, tmp_path / "run1" / "best.pt")
+    assert_one_line_error(cli("inspect", tmp_path / "run1"), "is a directory", "best.pt")
+
+
+def test_empty_file_says_zero_bytes_and_save_again(cli, tmp_path):
+    (tmp_path / "empty.pt").touch()
+    assert_one_line_error(cli("inspect", tmp_path / "empty.pt"), "empty (0 bytes)", "save it again")
+
+
+def test_random_bytes_say_not_a_checkpoint(cli, tmp_path):
+    (tmp_path / "noise.bin").write_bytes(bytes(random.Random(0).randrange(256) for _ in range(4096)))
+    assert_one_line_error(cli("inspect", tmp_path / "noise.bin"), "is not a PyTorch", "check the path")
+
+
+def test_text_file_says_it_is_text(cli, tmp_path):
+    (tmp_path / "notes.pt").write_text("epoch 3: loss 0.12\n")
+    assert_one_line_error(cli("inspect", tmp_path / "notes.pt"), "is a text file", ".safetensors")
+
+
+def test_truncated_zip_checkpoint_says_truncated_and_copy_again(cli, tmp_path, resnet18_pt):
+    data = resnet18_pt.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    assert_one_line_error(cli("inspect", tmp_path / "cut.pt"), "truncated or corrupt", "again")
+
+
+def test_unknown_spec_suggests_close_names(cli):
+    line = assert_one_line_error(
+        cli("inspect", "torchvision:resnet81"), "unknown torchvision model 'resnet81'"
+    )
+    assert "did you mean resnet18" in line
+
+
+def test_timm_not_installed_names_the_extra(cli, monkeypatch):
+    monkeypatch.setitem(sys.modules, "timm", None)
+    assert_one_line_error(cli("inspect", "timm:resnet18"), "timm is not installed", "pip install")
+
+
+def test_wrong_arch_gives_key_counts_and_first_names(cli, resnet18_pt):
+    line = assert_one_line_error(cli("inspect", resnet18_pt, "--arch", "torchvision:mobilenet_v3_small"))
+    assert re.search(r"\d+ missing \(features\.0\.0\.weight", line), line
+    assert re.search(r"\d+ unexpected \(conv1\.weight", line), line
+    assert "check that --arch names the architecture" in line
+
+
+def test_shape_mismatched_weights_hint_at_num_classes(cli, tmp_path):
+    path = tmp_path / "r18_10.pt"
+    torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), path)
+    line = assert_one_line_error(cli("inspect", path, "--arch", "torchvision:resnet18"))
+    assert "fc.weight: file [10, 512] vs architecture [1000, 512]" in line
+    assert "--arch 'torchvision:resnet18(num_classes=10)'" in line
+    assert cli("inspect", path, "--arch", "torchvision:resnet18(num_classes=10)").status == 0
+
+
+def test_rejected_input_shape_shows_shapes_up_to_the_failing_module(cli):
+    result = cli("inspect", "torchvision:alexnet", "--input-shape", "1,3,32,32", "--depth", "2")
+    assert result.status == 1 and "Traceback" not in result.out + result.err
+    rows = {line.split()[0]: line for line in result.out.splitlines()[3:] if line.strip()}
+    assert "[1, 256, 1, 1]" in rows["11"]  # the last module that ran keeps its shape
+    assert "✗ failed here" in rows["12"]
+    assert "(not called)" in rows["avgpool"]
+    assert "Trace failed at 'features.12'" in result.out and "Output size is too small" in result.out
+    (record,) = cli("inspect", "torchvision:alexnet", "--input-shape", "1,3,32,32", "--json").records
+    assert record["trace"]["failed_at"] == "features.12" and record["heads"] == []
+
+
+@pytest.mark.parametrize(
+    ("layout", "global_name"),
+    [
+        ("zip", f"{os.system.__module__}.system"),
+        ("legacy", f"{os.system.__module__}.system"),
+        ("exec", "builtins.exec"),
+    ],
+)
+def test_malicious_pickle_is_refused_without_running_and_names_the_global(cli, tmp_path, layout, global_name):
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "evil.pt"
+    payload = {"state_dict": {"w": torch.zeros(1)}, "x": Payload(marker, via_exec=layout == "exec")}
+    torch.save(payload, path, _use_new_zipfile_serialization=layout != "legacy")
+    line = assert_one_line_error(
+        cli("inspect", path, "--arch", "torchvision:resnet18"), global_name, "--trust"
+    )
+    assert "nothing was run" in line
+    assert not marker.exists()
+
+
+def test_torchscript_refused_without_trust_with_its_own_message(cli, scripted_pt):
+    line = assert_one_line_error(cli("inspect", scripted_pt), "is a TorchScript archive", "--trust")
+    assert "would import" not in line
+
+
+def test_torchscript_with_arch_says_it_cannot(cli, scripted_pt):
+    line = assert_one_line_error(cli("inspect", scripted_pt, "--arch", "torchvision:resnet18", "--trust"))
+    assert "TorchScript" in line and "drop --arch" in line
+    assert_one_line_error(cli("inspect", scripted_pt, "--arch", "torchvision:resnet18"), "drop --arch")
+
+
+def test_torchscript_with_trust_inspects_and_says_it_cannot_be_edited(cli, scripted_pt):
+    result = cli("inspect", scripted_pt, "--trust", "--depth", "1")
+    assert result.status == 0, result.err
+    assert "output: [1, 1000]" in result.out
+    assert "inspect only" in result.out
+    assert "Traceback" not in result.out + result.err

@@ -7,6 +7,9 @@ The same pass tracks provenance for head detection. When fake tensors cannot run
 from __future__ import annotations
 
 import itertools
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,7 +103,7 @@ def _run(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype, fak
     try:
         with torch.no_grad():
             if fake:
-                with fake_tensor.FakeTensorMode(allow_non_fake_inputs=True):
+                with _quiet_fake_log(), fake_tensor.FakeTensorMode(allow_non_fake_inputs=True):
                     state = {name: _fake_like(t) for name, t in _named_tensors(model)}
                     x = _input(input_shape, dtype, model)
                     with tracker:
@@ -127,6 +130,17 @@ def _run(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype, fak
             h.remove()
         model.train(was_training)
     return trace
+
+
+@contextmanager
+def _quiet_fake_log() -> Iterator[None]:
+    """FakeTensor logs a full traceback when an op rejects a shape; the Trace reports it in one line."""
+    logger = logging.getLogger(fake_tensor.__name__)
+    was_disabled, logger.disabled = logger.disabled, True
+    try:
+        yield
+    finally:
+        logger.disabled = was_disabled
 
 
 def _input(shape: tuple[int, ...], dtype: torch.dtype, model: nn.Module) -> torch.Tensor:
