@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from headstudio.gui.commands import EditCommand
+from PySide6.QtCore import Qt
+
+from headstudio.gui.commands import EditCommand, HistoryView
 
 pytest_plugins = ("panel_fixtures",)
 OPEN_TIMEOUT_MS = 120_000  # opening + tracing in the background on a busy 2-core machine
@@ -78,3 +80,28 @@ def test_an_edit_that_fails_is_reported_and_leaves_no_history(qtbot, controller,
     assert "\n" not in error.args[0]
     assert controller.undo_stack.count() == 0
     assert doc.model.fc.out_features == 1000
+
+
+def test_history_lists_each_edit_and_clicking_the_start_undoes_them_all(
+    qtbot, controller, open_model, resnet18_file
+):
+    from headstudio.core.edits import FreezeBackbone, ReplaceHead
+
+    view = HistoryView(controller)
+    qtbot.addWidget(view)
+    view.show()
+    doc = open_model(resnet18_file, arch=RESNET18)
+    edits = [ReplaceHead("fc", 10), FreezeBackbone()]
+    for edit in edits:
+        push_and_wait(qtbot, controller, edit)
+    rows = view.model()
+    assert [rows.index(r, 0).data() for r in range(rows.rowCount())] == [
+        "Opened model",
+        *(e.describe() for e in edits),
+    ]
+    start = view.visualRect(rows.index(0, 0)).center()
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=start)
+    assert controller.undo_stack.index() == 0
+    qtbot.waitUntil(lambda: getattr(controller, "busy", False) is False, timeout=OPEN_TIMEOUT_MS)
+    assert doc.model.fc.out_features == 1000
+    assert doc.param_counts()[1] == 11_689_512

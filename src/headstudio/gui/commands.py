@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtGui import QUndoCommand
+from PySide6.QtWidgets import QUndoView, QWidget
 
 from headstudio.core.errors import HeadStudioError
 
@@ -44,6 +45,15 @@ class EditCommand(QUndoCommand):
         retrace = getattr(self.controller, "retrace", None)
         if callable(retrace):
             retrace()
+
+
+class HistoryView(QUndoView):
+    """The visible history: every applied edit by its description; clicking a row undoes/redoes to it."""
+
+    def __init__(self, controller: Any, parent: QWidget | None = None) -> None:
+        super().__init__(controller.undo_stack, parent)
+        self.setObjectName("historyView")
+        self.setEmptyLabel("Opened model")
 
 
 def _apply(document: Any, edit: Any) -> None:
