@@ -21,21 +21,21 @@ def align_keys(expected: set[str], found: dict[str, torch.Tensor]) -> tuple[dict
     """
     notes: list[str] = []
     best, best_hits = found, len(expected & found.keys())
-    current = found
+    current, prefix = found, ""
     for _ in range(3):
         firsts = Counter(k.split(".", 1)[0] for k in current if "." in k)
         if not firsts:
             break
-        prefix = firsts.most_common(1)[0][0] + "."
-        stripped = {k[len(prefix) :]: v for k, v in current.items() if k.startswith(prefix)}
-        hits = len(expected & stripped.keys())
+        step = firsts.most_common(1)[0][0] + "."
+        prefix += step  # nested wrappers (Lightning around DDP: 'model.module.') strip together
+        current = {k[len(step) :]: v for k, v in current.items() if k.startswith(step)}
+        hits = len(expected & current.keys())
         if hits > best_hits:
-            dropped = len(current) - len(stripped)
-            best, best_hits = stripped, hits
+            dropped = len(found) - len(current)
+            best, best_hits = current, hits
             notes = [f"stripped key prefix '{prefix}'"]
             if dropped:
                 notes.append(f"ignored {dropped} keys outside '{prefix}'")
-        current = stripped
     counters = [k for k in expected - best.keys() if k.rsplit(".", 1)[-1] == "num_batches_tracked"]
     if counters:
         best = {**best, **{k: torch.zeros((), dtype=torch.long) for k in counters}}
