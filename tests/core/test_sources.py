@@ -81,6 +81,11 @@ def test_unimportable_spec_module_says_install_it():
         open_source("no_such_pkg_xyz.models:net")
 
 
+def test_misspelled_namespace_suggests_the_right_spec():
+    with pytest.raises(SourceError, match=r"did you mean torchvision:resnet18\?"):
+        open_source("tochvision:resnet18")
+
+
 def test_wrong_spec_keyword_is_a_source_error():
     with pytest.raises(SourceError, match="num_clases"):
         open_source("torchvision:resnet18(num_clases=10)")

@@ -56,6 +56,11 @@ def check_path(path: Path) -> None:
         raise SourceError(f"{path} is a directory; give a checkpoint file inside it{hint}")
     if path.stat().st_size == 0:
         raise SourceError(f"{path} is empty (0 bytes): the save that wrote it failed; save it again")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as err:
+        raise SourceError(f"{path} cannot be read ({err.strerror}); check its permissions") from None
 
 
 def sniff_format(path: Path) -> str:

@@ -90,6 +90,11 @@ def resolve_factory(spec: ArchSpec) -> Callable[..., nn.Module]:
     try:
         module = importlib.import_module(spec.namespace)
     except ImportError as err:
+        close = _close_names(spec.namespace, ["torchvision", "timm"])
+        if close and "." not in spec.namespace:
+            raise SourceError(
+                f"unknown spec namespace '{spec.namespace}'; did you mean {close}:{spec.name}?"
+            ) from None
         raise SourceError(
             f"cannot import '{spec.namespace}' for spec '{spec}' ({err}); "
             "install it or run from its project directory"
