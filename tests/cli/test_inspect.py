@@ -151,6 +151,22 @@ def test_inspect_timm_default_input_size_comes_from_its_config(cli):
     assert record["head"]["path"] == "head.fc"
 
 
+def test_inspect_bare_weights_with_arch_reports_format_and_notes(cli, tmp_path, resnet18_state):
+    path = tmp_path / "ddp.pth"
+    torch.save({"epoch": 1, "model": {"module." + k: v for k, v in resnet18_state.items()}}, path)
+    (record,) = cli("inspect", path, "--arch", "torchvision:resnet18", "--json", "--depth", "0").records
+    assert (record["format"], record["arch"], record["error"]) == ("checkpoint", "torchvision:resnet18", None)
+    assert record["notes"] == ["stripped key prefix 'module.'"]
+    assert record["head"]["path"] == "fc"
+
+
+def test_inspect_headless_model_says_no_head(cli):
+    pytest.importorskip("timm")
+    result = cli("inspect", "timm:resnet10t(num_classes=0)", "--depth", "0")
+    assert result.status == 0
+    assert "Head: none found" in result.out
+
+
 # --- Bad input: one line naming the problem and the fix, exit 1 or 2, never a traceback -------------
 
 
