@@ -1,0 +1,225 @@
+"""The writers and verifiers behind ``saving.save``: one pair per output format.
+
+A writer fills a temp path; a verifier reads that path back and compares every tensor with the model,
+returning how many it checked. Both raise SaveError with one line when they cannot do their job.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoints import RECIPE_KEY, read_checkpoint
+from .document import Document
+from .errors import HeadStudioError, SaveError
+from .safetensors_file import write_safetensors
+from .saving import Progress, model_state, recipe_json, set_recipe_metadata, tensors_equal
+from .weights import align_keys
+
+_PREFIX_NOTE = re.compile(r"stripped key prefix '([^']*)'")
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence torch's deprecation chatter (TorchScript, export) that is not the user's business."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        yield
+
+
+def write_safetensors_file(doc: Document, temp: Path, notes: list[str], progress: Progress) -> None:
+    """Weights + recipe metadata, streamed tensor by tensor (memory-mapped weights stay mapped)."""
+    state = model_state(doc)
+    total = sum(t.numel() * t.element_size() for t in state.values()) or 1
+    done = 0
+
+    def tick(nbytes: int) -> None:
+        nonlocal done
+        done += nbytes
+        progress("writing weights", done / total)
+
+    metadata = {RECIPE_KEY: recipe_json(doc), "format": "pt"}
+    with temp.open("wb") as fh:
+        write_safetensors(fh, state, metadata, tick)
+
+
+def write_state_dict(doc: Document, temp: Path, notes: list[str], progress: Progress) -> None:
+    """A plain state_dict for ``torch.load(weights_only=True)``; the recipe rides in ``_metadata``."""
+    torch.save(set_recipe_metadata(model_state(doc), recipe_json(doc)), temp)
+    progress("written", 1.0)
+
+
+def write_checkpoint(doc: Document, temp: Path, notes: list[str], progress: Progress) -> None:
+    """The source's training checkpoint with its weights replaced in place; other keys kept."""
+    ckpt = doc.origin.checkpoint
+    if ckpt is None or ckpt.container is None:
+        raise SaveError("the source is not a training checkpoint; save as .safetensors or .pt instead")
+    prefix = next((m[1] for n in doc.origin.notes if (m := _PREFIX_NOTE.search(n))), "")
+    state = model_state(doc)
+    original = ckpt.state_dict or {}
+    changed = _structure_changed(original, prefix, state)
+    if ckpt.module is not None:
+        value: Any = doc.model
+    else:
+        weights = {prefix + k: v for k, v in state.items()}
+        outside = {k: v for k, v in original.items() if prefix and not k.startswith(prefix)}
+        if outside and changed:
+            notes.append(f"kept {len(outside)} keys outside '{prefix}' unchanged (they were not edited)")
+        value = set_recipe_metadata({**outside, **weights}, recipe_json(doc))
+    container = _replace_at(ckpt.container, ckpt.key, value)
+    if changed:
+        _drop_stale_optimizers(container, notes)
+    torch.save(container, temp)
+    progress("written", 1.0)
+
+
+def write_full(doc: Document, temp: Path, notes: list[str], progress: Progress) -> None:
+    """The whole pickled module (needs ``torch.load(weights_only=False)`` and the model's code)."""
+    try:
+        torch.save(doc.model, temp)
+    except Exception as err:
+        raise SaveError(f"the model cannot be pickled: {_first_line(err)}; save as .safetensors") from None
+    notes.append("a full (pickled) model runs code when loaded; share .safetensors with others instead")
+    progress("written", 1.0)
+
+
+def write_torchscript(doc: Document, temp: Path, notes: list[str], progress: Progress) -> None:
+    """torch.jit.script, falling back to torch.jit.trace on the document's input shape."""
+    with _quiet():
+        try:
+            compiled = torch.jit.script(doc.model)
+        except Exception as script_err:
+            try:
+                compiled = torch.jit.trace(doc.model, _example(doc), strict=False, check_trace=False)
+            except Exception:
+                raise SaveError(
+                    f"the model cannot be compiled to TorchScript: {_first_line(script_err)}; "
+                    "save as .safetensors or try --format export"
+                ) from None
+            notes.append("TorchScript by tracing: control flow is frozen for the traced input shape")
+        compiled.save(str(temp))
+    progress("written", 1.0)
+
+
+def write_export(doc: Document, temp: Path, notes: list[str], progress: Progress) -> None:
+    """A ``torch.export`` program (.pt2) traced on the document's input shape."""
+    with _quiet():
+        try:
+            program = torch.export.export(doc.model, (_example(doc),))
+        except Exception as err:
+            raise SaveError(
+                f"the model cannot be exported with torch.export: {_first_line(err)}; "
+                "save as .safetensors or try --format torchscript"
+            ) from None
+        torch.export.save(program, str(temp))
+    progress("written", 1.0)
+
+
+def verify_reopened(doc: Document, temp: Path, notes: list[str]) -> int:
+    """Reopen our own format through open_source (embedded recipe) and compare every tensor."""
+    from .sources import open_source
+
+    expected = model_state(doc)
+    try:
+        reopened = open_source(str(temp))
+    except HeadStudioError as err:
+        notes.append(f"reopening this file will need --arch ({err})")
+        ckpt = read_checkpoint(temp)
+        found, _ = align_keys(set(expected), ckpt.state_dict or {})
+        return tensors_equal(expected, found, temp)
+    count = tensors_equal(expected, reopened.model.state_dict(), temp)
+    if reopened.param_counts() != doc.param_counts():
+        _total, trainable = reopened.param_counts()
+        notes.append(f"reopened with {trainable:,} trainable params, not {doc.param_counts()[1]:,}")
+    return count
+
+
+def verify_full(doc: Document, temp: Path, notes: list[str]) -> int:
+    """Unpickle our own file (we just wrote it, so loading its code is safe) and compare."""
+    with _quiet():
+        model = torch.load(temp, map_location="cpu", mmap=True, weights_only=False)
+    return tensors_equal(model_state(doc), model.state_dict(), temp)
+
+
+def verify_torchscript(doc: Document, temp: Path, notes: list[str]) -> int:
+    """Load the compiled archive and compare its state_dict."""
+    with _quiet():
+        model = torch.jit.load(str(temp), map_location="cpu")
+    return tensors_equal(model_state(doc), model.state_dict(), temp)
+
+
+def verify_export(doc: Document, temp: Path, notes: list[str]) -> int:
+    """Load the exported program and compare the parameters and buffers it carries."""
+    with _quiet():
+        program = torch.export.load(str(temp))
+    expected = model_state(doc)
+    found = dict(program.state_dict)
+    return tensors_equal({k: expected[k] for k in found if k in expected}, found, temp)
+
+
+def _structure_changed(original: Mapping[str, torch.Tensor], prefix: str, state: Mapping) -> bool:
+    """True when parameters were added, removed or reshaped relative to the source's weights."""
+    before = {k[len(prefix) :]: tuple(v.shape) for k, v in original.items() if k.startswith(prefix)}
+    after = {k: tuple(v.shape) for k, v in state.items()}
+    counters = {k for k in after if k.endswith("num_batches_tracked")}
+    return any(before.get(k) != s for k, s in after.items() if k not in counters) or bool(
+        set(before) - set(after)
+    )
+
+
+def _replace_at(container: Mapping, key: tuple[str, ...], value: Any) -> dict:
+    """A copy of ``container`` with ``value`` at the nested ``key`` path (the source's dicts untouched)."""
+    out = dict(container)
+    if len(key) == 1:
+        out[key[0]] = value
+    else:
+        out[key[0]] = _replace_at(container[key[0]], key[1:], value)
+    return out
+
+
+def _drop_stale_optimizers(container: dict, notes: list[str]) -> None:
+    """Optimizer state indexes the old parameter list; after a structural edit it no longer fits."""
+    for name in list(container):
+        value = container[name]
+        entries = value if isinstance(value, list) else [value]
+        if entries and all(isinstance(v, Mapping) and {"state", "param_groups"} <= set(v) for v in entries):
+            del container[name]
+            notes.append(
+                f"dropped '{name}': its optimizer state was for the old parameters; training resumes fresh"
+            )
+
+
+def _example(doc: Document) -> torch.Tensor:
+    from .shapes import input_dtype
+
+    return torch.zeros(doc.input_shape, dtype=input_dtype(doc.model))
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:200]
+
+
+WRITERS: dict[str, Callable[[Document, Path, list[str], Progress], None]] = {
+    "safetensors": write_safetensors_file,
+    "state_dict": write_state_dict,
+    "checkpoint": write_checkpoint,
+    "full": write_full,
+    "torchscript": write_torchscript,
+    "export": write_export,
+}
+VERIFIERS: dict[str, Callable[[Document, Path, list[str]], int]] = {
+    "safetensors": verify_reopened,
+    "state_dict": verify_reopened,
+    "checkpoint": verify_reopened,
+    "full": verify_full,
+    "torchscript": verify_torchscript,
+    "export": verify_export,
+}

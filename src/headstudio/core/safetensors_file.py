@@ -1,0 +1,81 @@
+"""Writing .safetensors by streaming each tensor's bytes: no second copy of the weights in memory.
+
+``safetensors.torch.save_file`` turns every tensor into a ``bytes`` object before writing, so its peak
+memory is the model's size, and it refuses tensors that share storage. Writing the (simple) format
+directly keeps memory-mapped weights mapped and writes tied tensors as separate entries, so the file
+loads with plain ``load_file`` + ``load_state_dict``.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable
+from typing import BinaryIO
+
+import torch
+
+from .errors import SaveError
+
+CHUNK_BYTES = 64 << 20
+_DTYPE_NAMES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.bool: "BOOL", torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2",
+}  # fmt: skip
+
+Tick = Callable[[int], None]
+
+
+def safetensors_header(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> tuple[bytes, list]:
+    """The length-prefixed JSON header and the write order (largest element size first keeps alignment)."""
+    order = sorted(tensors.items(), key=lambda kv: (-kv[1].element_size(), kv[0]))
+    header: dict[str, object] = {"__metadata__": metadata} if metadata else {}
+    offset = 0
+    for name, tensor in order:
+        dtype = _DTYPE_NAMES.get(tensor.dtype)
+        if dtype is None:
+            raise SaveError(
+                f"tensor '{name}' has dtype {tensor.dtype}, which .safetensors cannot hold; use .pt"
+            )
+        nbytes = tensor.numel() * tensor.element_size()
+        header[name] = {
+            "dtype": dtype,
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
+        offset += nbytes
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-(len(text) + 8) % 8)  # data starts 8-byte aligned, as the reference writer does
+    return struct.pack("<Q", len(text)) + text, order
+
+
+def write_safetensors(
+    fh: BinaryIO, tensors: dict[str, torch.Tensor], metadata: dict[str, str], tick: Tick | None = None
+) -> int:
+    """Write ``tensors`` to an open binary file; ``tick(nbytes)`` after each chunk. Returns bytes written."""
+    header, order = safetensors_header(tensors, metadata)
+    fh.write(header)
+    written = len(header)
+    for _name, tensor in order:
+        for chunk in _byte_chunks(tensor):
+            fh.write(chunk)
+            written += len(chunk)
+            if tick:
+                tick(len(chunk))
+    return written
+
+
+def _byte_chunks(tensor: torch.Tensor):
+    """A tensor's raw bytes as memoryview slices of (at most) CHUNK_BYTES, without copying it whole."""
+    t = tensor.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    if t.numel() == 0:
+        return
+    if not t.is_contiguous():
+        t = t.contiguous()
+    raw = t.reshape(-1).view(torch.uint8).numpy()
+    view = memoryview(raw)
+    for start in range(0, len(view), CHUNK_BYTES):
+        yield view[start : start + CHUNK_BYTES]
