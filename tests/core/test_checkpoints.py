@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import pickle
 from pathlib import Path
@@ -149,3 +150,18 @@ def test_opening_never_writes_the_source(tmp_path, resnet18_state):
     doc = open_source(str(path), arch="torchvision:resnet18")
     doc.trace()
     assert (path.read_bytes(), path.stat().st_mtime_ns) == before
+
+
+@pytest.mark.parametrize("zip_layout", [True, False], ids=["zip", "legacy"])
+def test_training_checkpoint_with_args_and_numpy_metrics_opens_without_trust(
+    tmp_path, resnet18_state, zip_layout
+):
+    np = pytest.importorskip("numpy")
+    path = tmp_path / "timm_train.pth.tar"
+    args = argparse.Namespace(model="resnet18", lr=0.1)
+    payload = {"state_dict": resnet18_state, "args": args, "metric": np.float64(71.3), "hist": np.arange(3)}
+    torch.save(payload, path, _use_new_zipfile_serialization=zip_layout)
+    assert unsafe_globals(path) == []
+    doc = open_source(str(path), arch="torchvision:resnet18")
+    assert doc.origin.checkpoint.container["args"].model == "resnet18"
+    assert doc.origin.checkpoint.container["metric"] == 71.3

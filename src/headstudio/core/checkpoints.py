@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .errors import SourceError, TorchScriptConsentError, UnsafeCheckpointError
-from .safety import unsafe_globals
+from .safety import benign_globals, unsafe_globals
 
 RECIPE_KEY = "headstudio.recipe"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".pt2", ".tar")
@@ -136,7 +136,7 @@ def _torch_load(path: Path, *, mmap: bool, trust: bool) -> Any:
 
 def _quiet_load(path: Path, *, mmap: bool, weights_only: bool) -> Any:
     """torch.load without its warnings about pickle protocols (our errors say what matters)."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch.serialization.safe_globals(benign_globals()):
         warnings.filterwarnings("ignore", message=".*pickle protocol.*")
         return torch.load(path, map_location="cpu", mmap=mmap, weights_only=weights_only)
 

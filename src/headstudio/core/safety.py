@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _compat_pickle
+import argparse
 import io
 import pickletools
 import zipfile
@@ -18,13 +19,37 @@ def unsafe_globals(path: str | Path) -> list[str]:
     path = Path(path)
     if zipfile.is_zipfile(path):
         try:
-            return sorted(set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path))))
+            found = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+            benign = {name for _, name in benign_globals()}
+            return sorted(set(found) - benign)
         except Exception:
             with zipfile.ZipFile(path) as archive:
                 name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
                 data = archive.read(name) if name else b""
             return _not_allowed(_pickle_globals(data))
     return _not_allowed(_pickle_globals(path.read_bytes()))
+
+
+def benign_globals() -> list[tuple[object, str]]:
+    """Data-only classes common in training checkpoints (argparse args, numpy values), allowed to load.
+
+    They rebuild plain values from already-unpickled data and never run code of the file's choosing;
+    timm and many training scripts store ``args`` and numpy metrics next to the weights.
+    """
+    found: list[tuple[object, str]] = [(argparse.Namespace, "argparse.Namespace")]
+    try:
+        import numpy as np
+    except ImportError:
+        return found
+    multiarray = getattr(getattr(np, "_core", None), "multiarray", None) or np.core.multiarray
+    for attr in ("_reconstruct", "scalar"):
+        for module in ("numpy._core.multiarray", "numpy.core.multiarray"):  # numpy 2 and 1 spellings
+            found.append((getattr(multiarray, attr), f"{module}.{attr}"))
+    found += [(np.dtype, "numpy.dtype"), (np.ndarray, "numpy.ndarray")]
+    for code in "?bhilqBHILQefdFD":
+        cls = type(np.dtype(code))
+        found.append((cls, f"{cls.__module__}.{cls.__qualname__}"))
+    return found
 
 
 def _pickle_globals(data: bytes) -> list[str]:
@@ -83,6 +108,7 @@ def _not_allowed(names: list[str]) -> list[str]:
     except Exception:  # private API moved: be conservative and report everything non-builtin
         allowed = set()
     allowed |= {f"{g.__module__}.{g.__qualname__}" for g in _safe_user_globals()}
+    allowed |= {name for _, name in benign_globals()}
     return sorted({n for n in names if n not in allowed and not n.startswith("torch._utils.")})
 
 
