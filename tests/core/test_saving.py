@@ -241,7 +241,7 @@ def test_a_corrupted_write_fails_verification_and_replaces_nothing(r18, tmp_path
         real_save(obj, path, *a, **k)
 
     monkeypatch.setattr(formats.torch, "save", corrupting_save)
-    with pytest.raises(SaveError, match="verification failed.*fc.bias"):
+    with pytest.raises(SaveError, match=r"verification failed.*fc\.bias"):
         save(r18, out)
     assert listing(tmp_path) == []
 
