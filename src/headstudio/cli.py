@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-SUBCOMMANDS = ("inspect",)
+SUBCOMMANDS = ("inspect", "edit", "apply", "code")
 _JSON_KEYS = (
     "source",
     "format",
@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_options(p)
     p.add_argument("--depth", type=int, default=None, help="levels of the tree to show (default 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per SOURCE per line")
+    from headstudio.edit_commands import add_edit_parsers
+
+    add_edit_parsers(sub, _add_source_options)
     return parser
 
 
@@ -60,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _launch_app(argv)
     args = build_parser().parse_args(argv)
     try:
+        if args.command != "inspect":
+            from headstudio.edit_commands import run_edit_command
+
+            return run_edit_command(args)
         return _inspect(args)
     except KeyboardInterrupt:
         print("headstudio: interrupted", file=sys.stderr)

@@ -1,0 +1,242 @@
+"""``headstudio edit / apply / code``: build edits from options, let the core apply and save, print.
+
+The surgery itself is the core's (edits, recipe, saving); this module only translates the command line
+into edit values and the results into lines for people.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from headstudio.core.errors import EditError, HeadStudioError, SourceError
+
+
+def add_edit_parsers(sub: Any, add_source_options: Any) -> None:
+    """Register the edit, apply and code subcommands on the main parser's subparsers."""
+    p = sub.add_parser("edit", help="change a model's head / trainable flags and save it (verified)")
+    p.add_argument("source", metavar="SOURCE", help="checkpoint file or spec")
+    add_source_options(p)
+    p.add_argument("--head", metavar="PATH", help="the head to edit (default: the detected head)")
+    ops = p.add_argument_group("edits (applied in this order: cut, remove, replace, add, freeze, unfreeze)")
+    ops.add_argument("--cut-after", metavar="PATH", help="keep the computation up to PATH; return its output")
+    ops.add_argument("--remove-head", action="store_true", help="head becomes Identity: a feature extractor")
+    ops.add_argument("--replace-head", type=int, metavar="N", help="new head with N classes")
+    ops.add_argument("--mlp", type=_sizes, metavar="512,256", help="hidden sizes for an MLP head")
+    ops.add_argument("--dropout", type=float, default=0.0, metavar="P", help="dropout before the new layers")
+    ops.add_argument("--keep-classes", metavar="SPEC", help="keep trained rows of these classes, e.g. 0-9")
+    ops.add_argument("--add-head", metavar="NAME:N", action="append", default=[], help="add another head")
+    ops.add_argument("--freeze-backbone", action="store_true", help="freeze everything but the head(s)")
+    ops.add_argument("--freeze", metavar="GLOB", action="append", default=[], help="freeze modules matching")
+    ops.add_argument("--unfreeze", metavar="GLOB", action="append", default=[], help="unfreeze matching")
+    ops.add_argument("--bn-eval", action="store_true", help="frozen BatchNorm layers stay in eval mode")
+    ops.add_argument("--seed", type=int, metavar="S", help="seed for new layers' initialisation")
+    _add_output_options(p)
+    p.add_argument("--print-code", action="store_true", help="print the plain-PyTorch snippet as well")
+    p.add_argument("--recipe-out", metavar="FILE", help="also save the recipe JSON (for headstudio apply)")
+
+    p = sub.add_parser("apply", help="replay a recipe JSON on a checkpoint and save the result")
+    p.add_argument("recipe", metavar="RECIPE", help="recipe JSON file (from edit --recipe-out or the app)")
+    p.add_argument("source", metavar="SOURCE", help="checkpoint file or spec of the recipe's architecture")
+    add_source_options(p)
+    _add_output_options(p)
+
+    p = sub.add_parser("code", help="print the plain-PyTorch snippet for a recipe")
+    p.add_argument("recipe", metavar="RECIPE", help="recipe JSON file")
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="file to write (never the source)")
+    p.add_argument(
+        "--format", metavar="F", help="safetensors, state_dict, checkpoint, full, torchscript, export"
+    )
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}': give hidden sizes like 512,256") from None
+    if not sizes or any(s <= 0 for s in sizes):
+        raise argparse.ArgumentTypeError(f"'{text}': hidden sizes must be positive integers")
+    return sizes
+
+
+def run_edit_command(args: argparse.Namespace) -> int:
+    """Dispatch edit / apply / code; print one line and return its exit code on a HeadStudioError."""
+    handler = {"edit": _edit, "apply": _apply, "code": _code}[args.command]
+    try:
+        return handler(args)
+    except HeadStudioError as err:
+        print(f"headstudio: {err}", file=sys.stderr, flush=True)
+        return err.exit_code
+
+
+def _edit(args: argparse.Namespace) -> int:
+    from headstudio.core.saving import check_target, resolve_format, save
+    from headstudio.core.sources import open_source
+
+    doc = open_source(
+        args.source, arch=args.arch, trust=args.trust, input_shape=args.input_shape, materialize=True
+    )
+    out = Path(args.output)
+    resolve_format(doc, out, args.format)
+    check_target(doc, out)
+    edits = edits_from_args(args, doc)
+    before = _figures(doc)
+    for edit in edits:
+        doc.apply(edit)
+    after = _figures(doc)
+    report = save(doc, out, args.format)
+    print(_before_after(doc, edits, before, after))
+    _print_saved(report)
+    if args.recipe_out:
+        _write_recipe(doc, Path(args.recipe_out))
+    if args.print_code:
+        from headstudio.core.codegen import snippet_for
+        from headstudio.core.recipe import Recipe
+
+        print(snippet_for(Recipe.from_document(doc)))
+    return 0
+
+
+def edits_from_args(args: argparse.Namespace, doc: Any) -> list[Any]:
+    """The edit values the options ask for, in a fixed order; raise EditError for a meaningless mix."""
+    from headstudio.core import edits as E
+
+    head = args.head or _detected_head(doc, args)
+    out: list[Any] = []
+    if args.cut_after:
+        out.append(E.CutAfter(args.cut_after))
+    if args.remove_head:
+        out.append(E.RemoveHead(head))
+    if args.replace_head is not None:
+        if args.replace_head <= 0:
+            raise EditError(f"--replace-head {args.replace_head}: the number of classes must be 1 or more")
+        out.append(
+            E.ReplaceHead(
+                head, args.replace_head, hidden=args.mlp or (), dropout=args.dropout,
+                keep_classes=args.keep_classes, seed=args.seed,
+            )
+        )  # fmt: skip
+    elif args.mlp or args.keep_classes or args.dropout:
+        raise EditError("--mlp, --dropout and --keep-classes shape a new head; add --replace-head N")
+    for spec in args.add_head:
+        name, _, count = spec.partition(":")
+        if not name or not count.strip().isdigit() or int(count) <= 0:
+            raise EditError(f"--add-head '{spec}': write NAME:N with N classes, e.g. --add-head age:5")
+        out.append(E.AddHead(name, int(count), at=head))
+    if args.freeze_backbone:
+        out.append(E.FreezeBackbone(bn_eval=args.bn_eval))
+    out += [E.SetTrainable(glob, False, bn_eval=args.bn_eval) for glob in args.freeze]
+    out += [E.SetTrainable(glob, True, bn_eval=False) for glob in args.unfreeze]
+    return out
+
+
+def _detected_head(doc: Any, args: argparse.Namespace) -> str | None:
+    """The detected head's path; an error only when an edit needs a head and none was found."""
+    needs = args.remove_head or args.replace_head is not None or args.add_head
+    head = doc.head
+    if head is None and needs:
+        raise EditError("no head was detected in this model; name the module to edit with --head PATH")
+    return head.path if head is not None else None
+
+
+def _apply(args: argparse.Namespace) -> int:
+    from headstudio.core.recipe import Recipe
+    from headstudio.core.saving import check_target, resolve_format, save
+    from headstudio.core.sources import open_source
+
+    recipe = Recipe.from_json(_read_text(args.recipe))
+    arch = args.arch
+    if arch is None and Path(args.source).exists() and _is_bare_weights(args.source, args.trust):
+        arch = recipe.arch  # bare weights: the recipe names their architecture
+    doc = open_source(
+        args.source, arch=arch, trust=args.trust, input_shape=args.input_shape, materialize=True
+    )
+    out = Path(args.output)
+    resolve_format(doc, out, args.format)
+    check_target(doc, out)
+    before = _figures(doc)
+    recipe.replay(doc)
+    report = save(doc, out, args.format)
+    print(_before_after(doc, list(doc.edits), before, _figures(doc)))
+    _print_saved(report)
+    return 0
+
+
+def _code(args: argparse.Namespace) -> int:
+    from headstudio.core.codegen import snippet_for
+    from headstudio.core.recipe import Recipe
+
+    print(snippet_for(Recipe.from_json(_read_text(args.recipe))))
+    return 0
+
+
+def _is_bare_weights(source: str, trust: bool) -> bool:
+    """True for a weights-only file with no embedded recipe (it needs an architecture from somewhere)."""
+    from headstudio.core.checkpoints import read_checkpoint
+
+    ckpt = read_checkpoint(Path(source), trust=trust)
+    return ckpt.module is None and not ckpt.recipe
+
+
+def _read_text(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SourceError(f"no such recipe file: {path}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SourceError(f"{path} cannot be read as a recipe JSON file ({err}); check the path") from None
+
+
+def _write_recipe(doc: Any, path: Path) -> None:
+    from headstudio.core.recipe import Recipe
+
+    try:
+        path.write_text(Recipe.from_document(doc).to_json() + "\n", encoding="utf-8")
+    except OSError as err:
+        raise HeadStudioError(f"could not write the recipe to {path}: {err.strerror or err}") from None
+    print(f"recipe written to {path}")
+
+
+def _figures(doc: Any) -> tuple[Any, int, int]:
+    total, trainable = doc.param_counts()
+    return doc.trace().output, total, trainable
+
+
+def _before_after(doc: Any, edits: list[Any], before: tuple, after: tuple) -> str:
+    """The edits made and a before/after table of output shape, params and trainable params."""
+    lines = [f"{doc.origin.source}  [{doc.origin.format}, {doc.origin.arch}]"]
+    lines += [f"  {_describe(e)}" for e in edits] or ["  (no edits: saved as is)"]
+    rows = [
+        ("", "before", "after"),
+        ("output", _shape(before[0]), _shape(after[0])),
+        ("params", f"{before[1]:,}", f"{after[1]:,}"),
+        ("trainable", f"{before[2]:,}", f"{after[2]:,}"),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines += [
+        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def _describe(edit: Any) -> str:
+    describe = getattr(edit, "describe", None)
+    return describe() if callable(describe) else repr(edit)
+
+
+def _shape(shape: Any) -> str:
+    from headstudio.cli import _fmt_shape
+
+    return _fmt_shape(shape)
+
+
+def _print_saved(report: Any) -> None:
+    print(report.describe())
+    for warning in report.warnings:
+        print(f"Note: {warning}")
