@@ -54,6 +54,24 @@ def test_regnet_spec_builds_although_its_init_computes_with_tensors():
     assert doc.head.path == "fc" and doc.head.in_features == 440
 
 
+def test_segmentation_spec_never_downloads_backbone_weights(monkeypatch, tmp_path):
+    def refuse(*args, **kwargs):
+        raise AssertionError("tried to download weights")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache: any weights would need a download
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    doc = open_source("torchvision:lraspp_mobilenet_v3_large")
+    assert doc.trace().output == {"out": [1, 21, 224, 224]}
+    assert [h.path for h in doc.heads()] == ["classifier.low_classifier", "classifier.high_classifier"]
+
+
+@pytest.mark.parametrize(("name", "shape"), [("r3d_18", (1, 3, 16, 112, 112)), ("s3d", (1, 3, 16, 224, 224))])
+def test_video_spec_default_input_is_the_clip_its_weights_expect(name, shape):
+    doc = open_source(f"torchvision:{name}")
+    assert doc.input_shape == shape
+    assert doc.trace().output == [1, 400]
+
+
 def test_timm_spec_opens_with_its_head():
     pytest.importorskip("timm")
     doc = open_source("timm:resnet10t(num_classes=3)")

@@ -10,7 +10,7 @@ from torch import nn
 from .checkpoints import Checkpoint, check_path, read_checkpoint, sniff_format
 from .document import Document, Origin
 from .errors import SourceError, UnsupportedOperationError
-from .specs import build_model, looks_like_spec, parse_spec
+from .specs import build_model, looks_like_spec, parse_spec, spec_input_shape
 from .weights import align_keys, assign_weights, check_keys
 
 Progress = Callable[[str, float], None]
@@ -38,7 +38,7 @@ def open_source(
         report(f"building {source}", 0.2)
         spec = parse_spec(source)
         model = build_model(spec, meta=not materialize)
-        return Document(model, Origin(source, "spec", str(spec)), input_shape)
+        return Document(model, Origin(source, "spec", str(spec)), input_shape or spec_input_shape(spec))
     report(f"reading {path.name}", 0.1)
     if arch:
         _refuse_arch_for_archives(path)
@@ -49,7 +49,7 @@ def open_source(
     if ckpt.format == "torchscript":
         origin.notes.append("TorchScript archive: inspect only; edit the original model instead")
     report("ready", 1.0)
-    return Document(model.eval(), origin, input_shape)
+    return Document(model.eval(), origin, input_shape or (spec_input_shape(arch) if arch else None))
 
 
 def _model_for(ckpt: Checkpoint, arch: str | None) -> tuple[nn.Module, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import inspect
 import re
 import threading
 import warnings
@@ -77,7 +78,12 @@ def resolve_factory(spec: ArchSpec) -> Callable[..., nn.Module]:
                 f"unknown torchvision model '{spec.name}'"
                 + (f"; did you mean {close}?" if close else "; see torchvision.models.list_models()")
             )
-        return lambda **kw: torchvision.models.get_model(spec.name, weights=None, **kw)
+        builder = torchvision.models.get_model_builder(spec.name)
+        # never download: detection/segmentation builders fetch backbone weights unless told not to
+        offline = {"weights": None}
+        if "weights_backbone" in inspect.signature(builder).parameters:
+            offline["weights_backbone"] = None
+        return lambda **kw: builder(**{**offline, **kw})
     if spec.namespace == "timm":
         timm = import_timm()
         if not timm.is_model(spec.name):
@@ -107,6 +113,21 @@ def resolve_factory(spec: ArchSpec) -> Callable[..., nn.Module]:
     if not callable(factory):
         raise SourceError(f"'{spec}' is not callable; point at a class or a function returning a model")
     return factory
+
+
+def spec_input_shape(spec: ArchSpec | str) -> tuple[int, ...] | None:
+    """The clip a torchvision video spec expects (its weights' frames and crop); None for other specs."""
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    if spec.namespace != "torchvision":
+        return None
+    import torchvision
+
+    if spec.name not in torchvision.models.list_models(module=torchvision.models.video):
+        return None
+    weights = torchvision.models.get_model_weights(spec.name).DEFAULT
+    crop = weights.transforms.keywords.get("crop_size", (112, 112))
+    crop = (crop, crop) if isinstance(crop, int) else tuple(crop)
+    return (1, 3, max(16, int(weights.meta.get("min_temporal_size", 1))), *crop)
 
 
 def import_timm() -> Any:
