@@ -18,7 +18,7 @@ import torch
 from .checkpoints import RECIPE_KEY, read_checkpoint
 from .document import Document
 from .errors import HeadStudioError, SaveError
-from .safetensors_file import write_safetensors
+from .safetensors_file import compare_safetensors, write_safetensors
 from .saving import Progress, model_state, recipe_json, set_recipe_metadata, tensors_equal
 from .weights import align_keys
 
@@ -122,10 +122,18 @@ def write_export(doc: Document, temp: Path, notes: list[str], progress: Progress
     progress("written", 1.0)
 
 
-def verify_reopened(doc: Document, temp: Path, notes: list[str]) -> int:
+def verify_safetensors(doc: Document, temp: Path, notes: list[str]) -> int:
+    """Reopen through open_source (architecture, keys, shapes), then compare every tensor's bytes."""
+    return verify_reopened(
+        doc, temp, notes, compare=lambda expected, found: compare_safetensors(temp, expected)
+    )
+
+
+def verify_reopened(doc: Document, temp: Path, notes: list[str], compare: Callable | None = None) -> int:
     """Reopen our own format through open_source (embedded recipe) and compare every tensor."""
     from .sources import open_source
 
+    compare = compare or (lambda expected, found: tensors_equal(expected, found, temp))
     expected = model_state(doc)
     try:
         reopened = open_source(str(temp))
@@ -133,8 +141,8 @@ def verify_reopened(doc: Document, temp: Path, notes: list[str]) -> int:
         notes.append(f"reopening this file will need --arch ({err})")
         ckpt = read_checkpoint(temp)
         found, _ = align_keys(set(expected), ckpt.state_dict or {})
-        return tensors_equal(expected, found, temp)
-    count = tensors_equal(expected, reopened.model.state_dict(), temp)
+        return compare(expected, found)
+    count = compare(expected, reopened.model.state_dict())
     if reopened.param_counts() != doc.param_counts():
         _total, trainable = reopened.param_counts()
         notes.append(f"reopened with {trainable:,} trainable params, not {doc.param_counts()[1]:,}")
@@ -216,7 +224,7 @@ WRITERS: dict[str, Callable[[Document, Path, list[str], Progress], None]] = {
     "export": write_export,
 }
 VERIFIERS: dict[str, Callable[[Document, Path, list[str]], int]] = {
-    "safetensors": verify_reopened,
+    "safetensors": verify_safetensors,
     "state_dict": verify_reopened,
     "checkpoint": verify_reopened,
     "full": verify_full,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Callable
+from pathlib import Path
 from typing import BinaryIO
 
 import torch
@@ -79,3 +80,42 @@ def _byte_chunks(tensor: torch.Tensor):
     view = memoryview(raw)
     for start in range(0, len(view), CHUNK_BYTES):
         yield view[start : start + CHUNK_BYTES]
+
+
+def compare_safetensors(path: Path, expected: dict[str, torch.Tensor]) -> int:
+    """Compare every tensor's bytes in the file with ``expected``, reading in chunks (no mapping, no copy).
+
+    Reading instead of memory-mapping keeps the verification from doubling the process's memory.
+    """
+    with path.open("rb") as fh:
+        (header_len,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(header_len))
+        header.pop("__metadata__", None)
+        base = 8 + header_len
+        missing = [k for k in expected if k not in header]
+        if missing:
+            raise SaveError(
+                f"verification failed: {path.name} lacks {len(missing)} tensors (e.g. {missing[0]})"
+            )
+        buffer = bytearray(min(CHUNK_BYTES, max(1, _largest(expected))))
+        for name, want in expected.items():
+            start, end = header[name]["data_offsets"]
+            info = header[name]
+            if info["shape"] != list(want.shape) or info["dtype"] != _DTYPE_NAMES.get(want.dtype):
+                raise SaveError(
+                    f"verification failed: tensor '{name}' has another shape or dtype in the file"
+                )
+            fh.seek(base + start)
+            offset = 0
+            for chunk in _byte_chunks(want):
+                view = memoryview(buffer)[: len(chunk)]
+                if fh.readinto(view) != len(chunk) or view != chunk:
+                    raise SaveError(f"verification failed: tensor '{name}' differs after writing")
+                offset += len(chunk)
+            if offset != end - start:
+                raise SaveError(f"verification failed: tensor '{name}' has another size in the file")
+    return len(expected)
+
+
+def _largest(tensors: dict[str, torch.Tensor]) -> int:
+    return max((t.numel() * t.element_size() for t in tensors.values()), default=0)
