@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from torch import nn
 
+from headstudio.core.shapes import trace_model
 from headstudio.core.sources import open_source
 
 # One or two small members of many timm families; the head attribute differs across them.
@@ -135,3 +136,23 @@ def test_squeezenet_head_is_the_conv_not_the_last_module():
         1000,
     )
     assert list(dict(doc.model.named_modules()))[-1] != "classifier.1"  # ReLU and pooling come after it
+
+
+def test_tied_language_model_head_used_as_a_weight_is_found():
+    class TinyLM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(50, 16)
+            self.block = nn.Linear(16, 16)
+            self.norm = nn.LayerNorm(16)
+
+        def forward(self, ids):
+            return self.norm(self.block(self.embed(ids))) @ self.embed.weight.T  # no lm_head module
+
+    trace = trace_model(TinyLM(), (1, 128))
+    assert trace.output == [1, 128, 50]
+    assert trace.heads == ["embed"]
+
+
+def test_model_ending_in_a_norm_has_no_head():
+    assert trace_model(nn.Sequential(nn.Linear(8, 8), nn.LayerNorm(8)), (1, 8)).heads == []

@@ -72,6 +72,19 @@ class HeadTracker(TorchFunctionMode):
         for t in _tensors(output):
             self.sources[t] = frozenset({path})
 
+    def mark_weights(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+        """Let a projection's weight carry its module too, for weights used outside their module.
+
+        Tied language-model heads compute ``x @ embedding.weight.T`` without calling a module.
+        ``state`` holds the tensors the forward will actually see (fake or real), by name.
+        """
+        modules = dict(model.named_modules())
+        for name, param in model.named_parameters():
+            path = name.rpartition(".")[0]
+            module = modules.get(path)
+            if path and param.ndim >= 2 and module is not None and is_barrier(module):
+                self.sources[state.get(name, param)] = frozenset({path})
+
     def heads_of(self, output: Any, model: nn.Module) -> dict[str, list[str]]:
         """For each tensor the model returned (keyed by its place in the output), its head paths."""
         modules = dict(model.named_modules())
@@ -81,7 +94,7 @@ class HeadTracker(TorchFunctionMode):
             if not isinstance(leaf, torch.Tensor):
                 continue
             paths = [p for p in self.sources.get(leaf, ()) if is_projection(modules[p])]
-            result[keystr(key_path)] = sorted(paths, key=lambda p: self.first_call.get(p, 0))
+            result[keystr(key_path)] = sorted(paths, key=lambda p: self.first_call.get(p, len(modules)))
         return result
 
 

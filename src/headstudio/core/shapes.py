@@ -106,6 +106,7 @@ def _run(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype, fak
                 with _quiet_fake_log(), fake_tensor.FakeTensorMode(allow_non_fake_inputs=True):
                     state = {name: _fake_like(t) for name, t in _named_tensors(model)}
                     x = _input(input_shape, dtype, model)
+                    tracker.mark_weights(model, state)
                     with tracker:
                         out = functional_call(model, state, (x,), strict=False)
             else:
@@ -115,6 +116,7 @@ def _run(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype, fak
                     if t.is_meta
                 }
                 x = _input(input_shape, dtype, model)
+                tracker.mark_weights(model, state)
                 with tracker:
                     out = functional_call(model, state, (x,), strict=False)
         trace.output = shape_of(out)
