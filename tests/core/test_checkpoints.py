@@ -165,3 +165,18 @@ def test_training_checkpoint_with_args_and_numpy_metrics_opens_without_trust(
     doc = open_source(str(path), arch="torchvision:resnet18")
     assert doc.origin.checkpoint.container["args"].model == "resnet18"
     assert doc.origin.checkpoint.container["metric"] == 71.3
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_changing_mapped_weights_in_memory_never_touches_the_file(tmp_path, resnet18_state, suffix):
+    path = tmp_path / f"r18{suffix}"
+    if suffix == ".pt":
+        torch.save(resnet18_state, path)
+    else:
+        save_file({k: v.contiguous() for k, v in resnet18_state.items()}, str(path))
+    before = path.read_bytes()
+    doc = open_source(str(path), arch="torchvision:resnet18")
+    with torch.no_grad():
+        doc.model.fc.weight.add_(1.0)  # copy-on-write: the mapping is private
+    assert torch.equal(doc.model.fc.weight, resnet18_state["fc.weight"] + 1.0)
+    assert path.read_bytes() == before
