@@ -292,3 +292,26 @@ def test_saved_file_gets_normal_permissions_not_the_temp_files_private_mode(r18,
     mask = os.umask(0)
     os.umask(mask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_memory_mapped_weights_modified_in_place_are_saved_as_modified(resnet18_pt, tmp_path):
+    from safetensors.torch import load_file
+
+    doc = open_source(str(resnet18_pt), arch=R18)
+    with torch.no_grad():
+        doc.model.fc.weight[0, :] = 42.0  # copy-on-write: the mapping now differs from the file
+    save(doc, tmp_path / "m.safetensors")
+    saved = load_file(str(tmp_path / "m.safetensors"))
+    assert torch.equal(saved["fc.weight"], doc.model.fc.weight) and saved["fc.weight"][0, 0] == 42.0
+    assert torch.equal(saved["layer1.0.conv1.weight"], doc.model.layer1[0].conv1.weight)
+
+
+def test_unmodified_memory_mapped_weights_are_copied_from_the_file_not_paged_in(resnet18_pt):
+    from headstudio.core.mapped_regions import MappedFiles
+
+    doc = open_source(str(resnet18_pt), arch=R18)
+    region = MappedFiles().region(doc.model.layer4[1].conv2.weight)
+    assert region is not None and Path(region.path).samefile(resnet18_pt)
+    with torch.no_grad():
+        doc.model.layer4[1].conv2.weight.mul_(2)
+    assert MappedFiles().region(doc.model.layer4[1].conv2.weight) is None

@@ -46,7 +46,7 @@ def write_safetensors_file(doc: Document, temp: Path, notes: list[str], progress
         progress("writing weights", done / total)
 
     metadata = {RECIPE_KEY: recipe_json(doc), "format": "pt"}
-    with temp.open("wb") as fh:
+    with temp.open("wb", buffering=0) as fh:
         write_safetensors(fh, state, metadata, tick)
 
 

@@ -17,6 +17,7 @@ from typing import BinaryIO
 import torch
 
 from .errors import SaveError
+from .mapped_regions import MappedFiles, copy_region, read_region
 
 CHUNK_BYTES = 64 << 20
 _DTYPE_NAMES = {
@@ -54,13 +55,25 @@ def safetensors_header(tensors: dict[str, torch.Tensor], metadata: dict[str, str
 def write_safetensors(
     fh: BinaryIO, tensors: dict[str, torch.Tensor], metadata: dict[str, str], tick: Tick | None = None
 ) -> int:
-    """Write ``tensors`` to an open binary file; ``tick(nbytes)`` after each chunk. Returns bytes written."""
+    """Write ``tensors`` to an unbuffered binary file; ``tick(nbytes)`` after each chunk; bytes written.
+
+    Memory-mapped tensors whose pages are unmodified are copied file to file, never paged in.
+    """
     header, order = safetensors_header(tensors, metadata)
     fh.write(header)
     written = len(header)
+    mapped = MappedFiles()
     for _name, tensor in order:
+        region = mapped.region(tensor)
+        if region is not None:
+            fh.flush()
+            copy_region(region, fh.fileno(), CHUNK_BYTES, tick)
+            written += region.nbytes
+            continue
         for chunk in _byte_chunks(tensor):
-            fh.write(chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[fh.write(view) :]
             written += len(chunk)
             if tick:
                 tick(len(chunk))
@@ -98,6 +111,7 @@ def compare_safetensors(path: Path, expected: dict[str, torch.Tensor]) -> int:
                 f"verification failed: {path.name} lacks {len(missing)} tensors (e.g. {missing[0]})"
             )
         buffer = bytearray(min(CHUNK_BYTES, max(1, _largest(expected))))
+        mapped = MappedFiles()
         for name, want in expected.items():
             start, end = header[name]["data_offsets"]
             info = header[name]
@@ -107,7 +121,8 @@ def compare_safetensors(path: Path, expected: dict[str, torch.Tensor]) -> int:
                 )
             fh.seek(base + start)
             offset = 0
-            for chunk in _byte_chunks(want):
+            region = mapped.region(want)
+            for chunk in read_region(region, CHUNK_BYTES) if region else _byte_chunks(want):
                 view = memoryview(buffer)[: len(chunk)]
                 if fh.readinto(view) != len(chunk) or view != chunk:
                     raise SaveError(f"verification failed: tensor '{name}' differs after writing")

@@ -1,0 +1,126 @@
+"""Where a memory-mapped tensor's bytes live in its file, so saving can copy file to file.
+
+A weight loaded with ``mmap=True`` is a private mapping of the checkpoint. Reading it through the
+mapping makes every page resident in this process (peak RSS grows by the model's size); copying the
+same bytes from the file in the kernel (``copy_file_range``) does not. This is only correct while the
+mapped pages still equal the file, so a tensor qualifies only when ``/proc/self/pagemap`` shows none of
+its pages was written to (copy-on-write pages are anonymous). Elsewhere (not Linux, not mapped,
+modified) callers fall back to writing from memory.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+@dataclass(frozen=True)
+class Region:
+    """``nbytes`` bytes of the file at ``path`` starting at ``offset``."""
+
+    path: str
+    offset: int
+    nbytes: int
+
+
+class MappedFiles:
+    """A snapshot of this process's file mappings (``/proc/self/maps``), for looking tensors up."""
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []
+        self._maps: list[tuple[int, int, int, str]] = []
+        try:
+            with open("/proc/self/maps") as fh:
+                lines = fh.read().splitlines()
+        except OSError:
+            return
+        for line in lines:
+            parts = line.split(maxsplit=5)
+            if len(parts) < 6 or not parts[5].startswith("/") or "r" not in parts[1]:
+                continue
+            start, end = (int(x, 16) for x in parts[0].split("-"))
+            self._maps.append((start, end, int(parts[2], 16), parts[5]))
+        self._maps.sort()
+        self._starts = [m[0] for m in self._maps]
+
+    def region(self, tensor: torch.Tensor) -> Region | None:
+        """The unmodified file bytes behind ``tensor``, or None when it must be read from memory."""
+        if tensor.device.type != "cpu" or not tensor.is_contiguous() or tensor.numel() == 0:
+            return None
+        address, nbytes = tensor.data_ptr(), tensor.numel() * tensor.element_size()
+        i = bisect.bisect_right(self._starts, address) - 1
+        if i < 0:
+            return None
+        start, end, offset, path = self._maps[i]
+        if address + nbytes > end or not os.path.isfile(path) or not _pages_unmodified(address, nbytes):
+            return None
+        return Region(path, offset + address - start, nbytes)
+
+
+def _pages_unmodified(address: int, nbytes: int) -> bool:
+    """True when no page of the range is anonymous (written to, copy-on-write) or swapped."""
+    first, last = address // _PAGE, (address + nbytes - 1) // _PAGE
+    try:
+        with open("/proc/self/pagemap", "rb") as fh:
+            fh.seek(first * 8)
+            data = fh.read((last - first + 1) * 8)
+    except OSError:
+        return False
+    if len(data) != (last - first + 1) * 8:
+        return False
+    entries = np.frombuffer(data, dtype=np.uint64)
+    present = (entries >> np.uint64(63)) & np.uint64(1)
+    swapped = (entries >> np.uint64(62)) & np.uint64(1)
+    file_page = (entries >> np.uint64(61)) & np.uint64(1)
+    return not bool(np.any((present & (file_page ^ np.uint64(1))) | swapped))
+
+
+def copy_region(region: Region, out_fd: int, chunk: int, tick=None) -> None:
+    """Append the region's bytes to ``out_fd`` file to file (kernel copy where possible)."""
+    src = os.open(region.path, os.O_RDONLY)
+    try:
+        done = 0
+        while done < region.nbytes:
+            size = min(chunk, region.nbytes - done)
+            copied = _copy(src, out_fd, size, region.offset + done)
+            if copied <= 0:
+                raise OSError(5, f"{region.path} ended early while copying weights")
+            done += copied
+            if tick:
+                tick(copied)
+    finally:
+        os.close(src)
+
+
+def read_region(region: Region, chunk: int):
+    """The region's bytes in chunks, read from the file (not through the mapping)."""
+    fd = os.open(region.path, os.O_RDONLY)
+    try:
+        done = 0
+        while done < region.nbytes:
+            data = os.pread(fd, min(chunk, region.nbytes - done), region.offset + done)
+            if not data:
+                raise OSError(5, f"{region.path} ended early while verifying")
+            done += len(data)
+            yield data
+    finally:
+        os.close(fd)
+
+
+def _copy(src: int, dst: int, size: int, offset: int) -> int:
+    if hasattr(os, "copy_file_range"):
+        try:
+            return os.copy_file_range(src, dst, size, offset)
+        except OSError:
+            pass  # other filesystem or kernel: copy through user space
+    data = memoryview(os.pread(src, size, offset))
+    written = 0
+    while written < len(data):
+        written += os.write(dst, data[written:])
+    return written
