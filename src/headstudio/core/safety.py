@@ -8,10 +8,11 @@ import io
 import pickletools
 import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
-_GLOBAL_OPS = {"GLOBAL", "INST", "STACK_GLOBAL"}
+_LEGACY_PICKLES = 5  # magic number, protocol, sys info, the object, storage keys
 
 
 def unsafe_globals(path: str | Path) -> list[str]:
@@ -27,7 +28,8 @@ def unsafe_globals(path: str | Path) -> list[str]:
                 name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
                 data = archive.read(name) if name else b""
             return _not_allowed(_pickle_globals(data))
-    return _not_allowed(_pickle_globals(path.read_bytes()))
+    with path.open("rb") as fh:
+        return _not_allowed(_pickle_globals(fh))
 
 
 def benign_globals() -> list[tuple[object, str]]:
@@ -52,19 +54,23 @@ def benign_globals() -> list[tuple[object, str]]:
     return found
 
 
-def _pickle_globals(data: bytes) -> list[str]:
-    """Every ``module.name`` a (possibly multi-part, legacy torch) pickle stream refers to."""
+def _pickle_globals(data: bytes | BinaryIO) -> list[str]:
+    """Every ``module.name`` a (possibly multi-part, legacy torch) pickle stream refers to.
+
+    A legacy torch file is five pickles followed by raw tensor bytes; the stream is read
+    incrementally and the tensor bytes are never scanned, so a multi-GB file costs little.
+    """
+    stream = io.BytesIO(data) if isinstance(data, bytes) else data
     found: list[str] = []
-    stream = io.BytesIO(data)
-    while stream.tell() < len(data):
+    for _ in range(_LEGACY_PICKLES):
         try:
             found += _globals_in_one_pickle(stream)
         except Exception:
-            break  # tensor data follows the pickles in the legacy format
+            break  # end of the stream, or tensor data after the pickles
     return [_python3_name(name) for name in found]
 
 
-def _globals_in_one_pickle(stream: io.BytesIO) -> list[str]:
+def _globals_in_one_pickle(stream: BinaryIO) -> list[str]:
     """Globals of one pickle; follows the memo so STACK_GLOBAL names fetched with GET are right."""
     found: list[str] = []
     strings: list[str] = []
