@@ -258,3 +258,15 @@ def test_progress_reports_until_ready(resnet18_pt):
     open_source(str(resnet18_pt), arch=R18, progress=lambda m, f: seen.append((m, f)))
     assert seen[-1] == ("ready", 1.0)
     assert [f for _, f in seen] == sorted(f for _, f in seen)
+
+
+def test_trusted_pickle_whose_code_is_missing_says_which_module(tmp_path, tiny_factory, monkeypatch):
+    import importlib
+    import sys
+
+    module = importlib.import_module(tiny_factory)
+    torch.save(module.TwoHeads(), tmp_path / "whole.pt")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if not Path(p, f"{tiny_factory}.py").exists()])
+    monkeypatch.delitem(sys.modules, tiny_factory)
+    with pytest.raises(SourceError, match=rf"refers to code that cannot be imported.*{tiny_factory}"):
+        open_source(str(tmp_path / "whole.pt"), trust=True)
