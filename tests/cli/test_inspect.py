@@ -301,3 +301,13 @@ def test_torchscript_with_trust_inspects_and_says_it_cannot_be_edited(cli, scrip
     assert "output: [1, 1000]" in result.out
     assert "inspect only" in result.out
     assert "Traceback" not in result.out + result.err
+
+
+def test_missing_file_with_a_colon_in_its_name_is_still_a_missing_file(cli):
+    assert_one_line_error(cli("inspect", "run3:best.pt"), "no such file: run3:best.pt")
+
+
+def test_misspelled_spec_keyword_says_check_the_names(cli):
+    assert_one_line_error(
+        cli("inspect", "torchvision:resnet18(num_clases=3)"), "num_clases", "check the keyword"
+    )

@@ -24,6 +24,7 @@ from .errors import MissingDependencyError, SourceError
 
 _SPEC_RE = re.compile(r"^(?P<ns>[A-Za-z_][\w.]*):(?P<name>[A-Za-z_][\w.]*)(?P<args>\(.*\))?$", re.S)
 _BUILD_LOCK = threading.Lock()
+_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".pt2", ".tar", ".pkl")
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,10 @@ class ArchSpec:
 
 def looks_like_spec(text: str) -> bool:
     """True when ``text`` has the shape of an architecture spec rather than a file path."""
-    return bool(_SPEC_RE.match(text.strip())) and "/" not in text and "\\" not in text
+    text = text.strip()
+    if text.lower().endswith(_FILE_SUFFIXES):
+        return False  # 'run:best.pt' is a file name, not module 'run'
+    return bool(_SPEC_RE.match(text)) and "/" not in text and "\\" not in text
 
 
 def parse_spec(text: str) -> ArchSpec:
@@ -174,7 +178,9 @@ def _call_factory(factory: Callable[..., nn.Module], spec: ArchSpec) -> nn.Modul
             return factory(**spec.kwargs)
     except TypeError as err:
         if spec.kwargs and "argument" in str(err):
-            raise SourceError(f"'{spec}': {_one_line(err)}") from None
+            raise SourceError(
+                f"'{spec}': {_one_line(err)}; check the keyword names the factory takes"
+            ) from None
         raise
 
 
