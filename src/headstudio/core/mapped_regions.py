@@ -98,17 +98,18 @@ def copy_region(region: Region, out_fd: int, chunk: int, tick=None) -> None:
         os.close(src)
 
 
-def read_region(region: Region, chunk: int):
-    """The region's bytes in chunks, read from the file (not through the mapping)."""
+def read_region(region: Region, buffer: bytearray):
+    """The region's bytes as views of ``buffer``, read from the file (not through the mapping)."""
     fd = os.open(region.path, os.O_RDONLY)
     try:
         done = 0
         while done < region.nbytes:
-            data = os.pread(fd, min(chunk, region.nbytes - done), region.offset + done)
-            if not data:
+            view = memoryview(buffer)[: min(len(buffer), region.nbytes - done)]
+            got = os.preadv(fd, [view], region.offset + done)
+            if got <= 0:
                 raise OSError(5, f"{region.path} ended early while verifying")
-            done += len(data)
-            yield data
+            done += got
+            yield view[:got]
     finally:
         os.close(fd)
 

@@ -8,12 +8,14 @@ loads with plain ``load_file`` + ``load_state_dict``.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import struct
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+import numpy as np
 import torch
 
 from .errors import SaveError
@@ -27,6 +29,19 @@ _DTYPE_NAMES = {
 }  # fmt: skip
 
 Tick = Callable[[int], None]
+
+
+def _libc_memcmp() -> Any:
+    try:
+        memcmp = ctypes.CDLL(None).memcmp
+    except (OSError, AttributeError):
+        return None
+    memcmp.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+    memcmp.restype = ctypes.c_int
+    return memcmp
+
+
+_MEMCMP = _libc_memcmp()
 
 
 def safetensors_header(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> tuple[bytes, list]:
@@ -110,7 +125,8 @@ def compare_safetensors(path: Path, expected: dict[str, torch.Tensor]) -> int:
             raise SaveError(
                 f"verification failed: {path.name} lacks {len(missing)} tensors (e.g. {missing[0]})"
             )
-        buffer = bytearray(min(CHUNK_BYTES, max(1, _largest(expected))))
+        size = min(CHUNK_BYTES, max(1, _largest(expected)))
+        buffer, source_buffer = bytearray(size), bytearray(size)
         mapped = MappedFiles()
         for name, want in expected.items():
             start, end = header[name]["data_offsets"]
@@ -122,14 +138,24 @@ def compare_safetensors(path: Path, expected: dict[str, torch.Tensor]) -> int:
             fh.seek(base + start)
             offset = 0
             region = mapped.region(want)
-            for chunk in read_region(region, CHUNK_BYTES) if region else _byte_chunks(want):
+            for chunk in read_region(region, source_buffer) if region else _byte_chunks(want):
                 view = memoryview(buffer)[: len(chunk)]
-                if fh.readinto(view) != len(chunk) or view != chunk:
+                if fh.readinto(view) != len(chunk) or not _same_bytes(view, chunk):
                     raise SaveError(f"verification failed: tensor '{name}' differs after writing")
                 offset += len(chunk)
             if offset != end - start:
                 raise SaveError(f"verification failed: tensor '{name}' has another size in the file")
     return len(expected)
+
+
+def _same_bytes(a: memoryview, b: Any) -> bool:
+    """Byte equality at memcmp speed (memoryview ``==`` goes item by item, ~50x slower)."""
+    x, y = np.frombuffer(a, dtype=np.uint8), np.frombuffer(b, dtype=np.uint8)
+    if len(x) != len(y):
+        return False
+    if _MEMCMP is None:
+        return x.tobytes() == y.tobytes()
+    return _MEMCMP(x.ctypes.data, y.ctypes.data, len(x)) == 0
 
 
 def _largest(tensors: dict[str, torch.Tensor]) -> int:
