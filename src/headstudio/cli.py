@@ -110,7 +110,8 @@ def _inspect(args: argparse.Namespace) -> int:
 def _print_error(args: argparse.Namespace, source: str, message: str) -> None:
     if args.json:
         empty = dict.fromkeys(_JSON_KEYS)
-        print(json.dumps({**empty, "source": source, "modules": [], "heads": [], "error": message}))
+        fields = {"source": source, "modules": [], "head": None, "heads": [], "trace": None, "notes": []}
+        print(json.dumps({**empty, **fields, "error": message}), flush=True)
     else:
         print(f"headstudio: {message}", file=sys.stderr, flush=True)
 

@@ -115,7 +115,8 @@ def test_inspect_one_failing_source_does_not_stop_the_others(cli):
     assert result.status != 0
     assert first["error"] is None and first["head"]["path"] == "fc"
     assert "resnet81" in bad["error"] and bad["source"] == "torchvision:resnet81"
-    assert bad["heads"] == [] and bad["modules"] == []
+    assert bad["heads"] == [] and bad["modules"] == [] and bad["head"] is None
+    assert set(bad) == set(first)  # a failed line has every field, so consumers need no special case
     assert last["error"] is None and last["head"]["type"] == "Conv2d"
     assert "Traceback" not in result.out + result.err
 
