@@ -21,6 +21,7 @@ class EditCommand(QUndoCommand):
 
     def redo(self) -> None:
         """Apply the edit; a failure is reported and makes the command obsolete (dropped from the stack)."""
+        self._wait_for_background_work()
         try:
             _apply(self.document, self.edit)
         except HeadStudioError as err:
@@ -31,12 +32,19 @@ class EditCommand(QUndoCommand):
 
     def undo(self) -> None:
         """Revert the edit, restoring the original modules and weights."""
+        self._wait_for_background_work()
         try:
             _revert(self.document, self.edit)
         except HeadStudioError as err:
             self.controller.errorRaised.emit(str(err))
             return
         self._after()
+
+    def _wait_for_background_work(self) -> None:
+        """Never change a model a background trace or save is reading (history clicks come here too)."""
+        wait = getattr(self.controller, "wait_idle", None)
+        if callable(wait):
+            wait()
 
     def _after(self) -> None:
         if self.controller.document is not self.document:

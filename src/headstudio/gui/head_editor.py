@@ -230,7 +230,7 @@ class HeadEditor(QWidget):
         """The trained rows to keep: the first min(old, new) classes of the current head."""
         head = self._head_info()
         old = getattr(head, "out_features", None) or classes
-        return list(range(min(old, classes)))
+        return f"0-{min(old, classes) - 1}"  # the same spec the CLI's --keep-classes takes
 
     def _require_head(self) -> str:
         if not self.head_path:
@@ -341,7 +341,8 @@ class HeadEditor(QWidget):
     @property
     def ready(self) -> bool:
         """Shapes for the current model are traced and no background work is touching it."""
-        return self.controller.document is not None and self._traced and not self._busy
+        busy = getattr(self.controller, "busy", self._busy)
+        return self.controller.document is not None and self._traced and not busy
 
     def _on_document(self) -> None:
         self._traced = False  # the new model's shapes arrive with traceReady
@@ -360,9 +361,10 @@ class HeadEditor(QWidget):
 
     def _on_busy(self, busy: bool, _message: str = "") -> None:
         self._busy = busy
-        self._update_buttons()
-        if not busy:
-            self.schedule_preview()
+        if busy:
+            self._update_buttons()
+        else:
+            self._on_head(self.head_path or "")  # now the head's sizes can be read
 
     def _update_buttons(self) -> None:
         self.freezeButton.setEnabled(self.ready)
