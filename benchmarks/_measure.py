@@ -24,13 +24,17 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Run:
-    """One finished subprocess: exit code, wall seconds, peak RSS in bytes and what it printed."""
+    """One finished subprocess: exit code, wall and CPU seconds, peak RSS in bytes and what it printed.
+
+    CPU time (user + system) barely moves when other work shares the machine; wall time does.
+    """
 
     returncode: int
     wall: float
     peak_rss: int
     stdout: str
     stderr: str
+    cpu: float | None = None
 
 
 @dataclass
@@ -51,6 +55,12 @@ class Series:
         return statistics.median(r.peak_rss for r in self.runs)
 
     @property
+    def cpu(self) -> float:
+        """Median CPU seconds (user + system); NaN where not measured."""
+        values = [r.cpu for r in self.runs if r.cpu is not None]
+        return statistics.median(values) if values else float("nan")
+
+    @property
     def failed(self) -> Run | None:
         """The first run that exited non-zero, if any."""
         return next((r for r in self.runs if r.returncode != 0), None)
@@ -63,7 +73,8 @@ pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
 _, status, usage = os.wait4(pid, 0)
 wall = time.perf_counter() - start
 with open(sys.argv[1], "w") as fh:
-    fh.write(f"{os.waitstatus_to_exitcode(status)} {wall} {usage.ru_maxrss}")
+    cpu = usage.ru_utime + usage.ru_stime
+    fh.write(f"{os.waitstatus_to_exitcode(status)} {wall} {usage.ru_maxrss} {cpu}")
 """
 
 
@@ -78,11 +89,11 @@ def run_measured(cmd: Sequence[str], *, env: dict[str, str] | None = None, cwd: 
     ):
         launcher = [sys.executable, "-I", "-S", "-c", _LAUNCHER, result.name, *cmd]
         subprocess.run(launcher, stdout=out, stderr=err, env=env, cwd=cwd, check=True)
-        code, wall, maxrss = result.read().split()
+        code, wall, maxrss, cpu = result.read().split()
         peak = int(maxrss) * (1 if sys.platform == "darwin" else 1024)  # macOS reports bytes
         out.seek(0)
         err.seek(0)
-        return Run(int(code), float(wall), peak, out.read(), err.read())
+        return Run(int(code), float(wall), peak, out.read(), err.read(), float(cpu))
 
 
 def _run_polled(cmd: Sequence[str], *, env: dict[str, str] | None, cwd: str | None) -> Run:

@@ -96,7 +96,7 @@ def measure_model(name: str, path: Path, repeat: int) -> dict[str, Series]:
         for label, cmd in commands.items():
             print(f"  {name} round {round_ + 1}/{repeat}: {label} ...", end="", flush=True)
             run = run_measured(cmd)
-            print(f" {run.wall:.2f} s, {fmt_bytes(run.peak_rss)}", flush=True)
+            print(f" {run.wall:.2f} s ({run.cpu:.2f} s CPU), {fmt_bytes(run.peak_rss)}", flush=True)
             series[label].runs.append(run)
     return series
 
@@ -120,6 +120,7 @@ def render(name: str, path: Path, series: dict[str, Series]) -> str:
         (
             s.label,
             f"{s.wall:.2f} s",
+            f"{s.cpu:.2f} s",
             fmt_bytes(s.peak_rss),
             f"{s.wall / bare.wall:.2f}x",
             f"{s.peak_rss / bare.peak_rss:.2f}x",
@@ -131,9 +132,10 @@ def render(name: str, path: Path, series: dict[str, Series]) -> str:
     return "\n".join(
         [
             f"{name} ({size} state_dict, {len(ours.runs)} runs each, medians)",
-            fmt_table(("process", "wall", "peak RSS", "wall/bare", "RSS/bare"), rows),
+            fmt_table(("process", "wall", "CPU", "peak RSS", "wall/bare", "RSS/bare"), rows),
             f"headstudio/torchinfo wall: {wall_ratio:.2f}x  {_verdict(name, wall_ratio, WALL_TARGET)}",
             f"headstudio/bare peak RSS:  {rss_ratio:.2f}x  {_verdict(None, rss_ratio, RSS_TARGET)}",
+            f"headstudio/torchinfo CPU:  {ours.cpu / info.cpu:.2f}x  (less sensitive to a busy machine)",
             f"torchinfo/bare peak RSS:   {info.peak_rss / bare.peak_rss:.2f}x",
         ]
     )
