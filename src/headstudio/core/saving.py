@@ -13,6 +13,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,9 +92,11 @@ def save(
     try:
         report_progress(f"writing {target.name}", 0.0)
         WRITERS[fmt](doc, temp, notes, _scaled(report_progress, 0.0, 0.8))
-        _fsync(temp)
         report_progress("verifying", 0.8)
-        verified = VERIFIERS[fmt](doc, temp, notes)
+        with ThreadPoolExecutor(1) as pool:  # the disk flushes while we re-read from the page cache
+            flushed = pool.submit(_fsync, temp)
+            verified = VERIFIERS[fmt](doc, temp, notes)
+            flushed.result()
         size = temp.stat().st_size
         os.replace(temp, target)
         _fsync_dir(target.parent)
