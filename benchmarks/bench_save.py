@@ -78,8 +78,8 @@ fd = os.open(out, os.O_RDONLY)
 os.fsync(fd)
 os.close(fd)
 synced = time.perf_counter() - t0
-print(json.dumps({"seconds": seconds, "synced": synced, "bytes": os.path.getsize(out), "verified": 0, "edited": True,
-                  "peak_anon": peak_anon[0]}))
+print(json.dumps({"seconds": seconds, "synced": synced, "bytes": os.path.getsize(out), "verified": 0,
+                  "edited": True, "peak_anon": peak_anon[0]}))
 """
 )
 
