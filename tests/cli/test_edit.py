@@ -1,0 +1,167 @@
+"""``headstudio edit``: edits from options, a before/after summary, a verified save; bad input writes nothing."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("headstudio.core.edits")
+
+R18 = "torchvision:resnet18"
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def listing(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+def one_line_error(result) -> str:
+    """Bad input ends with exit status != 0 and exactly one line for the user, never a traceback."""
+    assert result.status != 0, result.out
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.err, result.err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def unused_branch(tmp_path_factory) -> str:
+    """A user's model with a module the output never depends on (a debug probe)."""
+    import sys
+
+    root = tmp_path_factory.mktemp("editpkg")
+    (root / "probemodels.py").write_text(
+        "import torch\nfrom torch import nn\n\n\n"
+        "class WithProbe(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.body = nn.Linear(8, 16)\n"
+        "        self.probe = nn.Linear(16, 2)\n"
+        "        self.fc = nn.Linear(16, 3)\n\n"
+        "    def forward(self, x):\n"
+        "        h = self.body(x)\n"
+        "        self.probe(h.detach())\n"
+        "        return self.fc(h)\n"
+    )
+    sys.path.insert(0, str(root))
+    yield "probemodels:WithProbe"
+    sys.path.remove(str(root))
+    sys.modules.pop("probemodels", None)
+
+
+def test_replace_head_and_freeze_backbone_survive_the_save_for_inspect(cli, tmp_path):
+    out = tmp_path / "x.safetensors"
+    result = cli("edit", R18, "--replace-head", "7", "--freeze-backbone", "-o", out)
+    assert result.status == 0, result.err
+    assert "verified" in result.out and "[1, 1000]" in result.out and "[1, 7]" in result.out
+    report = cli("inspect", out, "--json").records[0]
+    assert report["error"] is None, report
+    assert report["head"]["out_features"] == 7 and report["trainable_params"] == 3591
+
+
+def test_edit_prints_before_and_after_figures(cli, tmp_path):
+    result = cli("edit", R18, "--replace-head", "7", "--freeze-backbone", "-o", tmp_path / "x.pt")
+    lines = {line.split()[0]: line.split()[1:] for line in result.out.splitlines() if line.strip()}
+    assert lines["output"] == ["[1, 1000]", "[1, 7]"] or lines["output"] == ["[1,", "1000]", "[1,", "7]"]
+    assert lines["params"] == ["11,689,512", "11,180,103"]
+    assert lines["trainable"] == ["11,689,512", "3,591"]
+
+
+def test_edit_on_a_checkpoint_file_leaves_the_source_bytes_unchanged(cli, resnet18_pt, tmp_path):
+    before = sha(resnet18_pt)
+    out = tmp_path / "edited.safetensors"
+    result = cli("edit", resnet18_pt, "--arch", R18, "--replace-head", "3", "--mlp", "64", "-o", out)
+    assert result.status == 0, result.err
+    assert sha(resnet18_pt) == before
+    assert cli("inspect", out, "--json").records[0]["output_shape"] == [1, 3]
+
+
+def test_remove_head_saves_a_feature_extractor(cli, tmp_path):
+    out = tmp_path / "features.safetensors"
+    assert cli("edit", "torchvision:squeezenet1_1", "--remove-head", "-o", out).status == 0
+    report = cli("inspect", out, "--json").records[0]
+    assert report["output_shape"][1] != 1000
+
+
+def test_print_code_prints_the_plain_pytorch_snippet(cli, tmp_path):
+    result = cli("edit", R18, "--replace-head", "7", "--print-code", "-o", tmp_path / "x.safetensors")
+    assert result.status == 0, result.err
+    assert "nn.Linear" in result.out and "model.fc" in result.out
+
+
+def test_freeze_glob_and_unfreeze_glob_set_trainable_counts(cli, tmp_path):
+    out = tmp_path / "x.safetensors"
+    result = cli("edit", R18, "--freeze", "*", "--unfreeze", "layer4*", "-o", out)
+    assert result.status == 0, result.err
+    report = cli("inspect", out, "--json").records[0]
+    layer4 = next(m for m in report["modules"] if m["path"] == "layer4")
+    assert report["trainable_params"] == layer4["trainable_params"] > 0
+
+
+# --- bad input: one line, nothing written, source untouched ----------------------------------------
+
+
+@pytest.mark.parametrize("count", ["0", "-3"])
+def test_replace_head_with_no_classes_is_refused(cli, tmp_path, count):
+    message = one_line_error(cli("edit", R18, "--replace-head", count, "-o", tmp_path / "x.safetensors"))
+    assert count in message
+    assert listing(tmp_path) == []
+
+
+def test_a_head_path_that_does_not_exist_is_refused(cli, tmp_path):
+    result = cli("edit", R18, "--head", "classifier.9", "--replace-head", "3", "-o", tmp_path / "x.pt")
+    assert "classifier.9" in one_line_error(result)
+    assert listing(tmp_path) == []
+
+
+def test_cut_after_a_module_the_output_does_not_depend_on_is_refused(cli, tmp_path, unused_branch):
+    result = cli(
+        "edit", unused_branch, "--input-shape", "1,8", "--cut-after", "probe", "-o", tmp_path / "x.pt"
+    )
+    assert "probe" in one_line_error(result)
+    assert listing(tmp_path) == []
+
+
+def test_output_equal_to_the_source_is_refused(cli, resnet18_pt):
+    before = sha(resnet18_pt)
+    result = cli("edit", resnet18_pt, "--arch", R18, "--replace-head", "3", "-o", resnet18_pt)
+    assert "source" in one_line_error(result)
+    assert sha(resnet18_pt) == before
+
+
+def test_an_unwritable_directory_is_refused(cli, tmp_path):
+    (tmp_path / "afile").write_text("not a directory")
+    result = cli("edit", R18, "--replace-head", "3", "-o", tmp_path / "afile" / "x.safetensors")
+    assert "not a directory" in one_line_error(result)
+    assert listing(tmp_path) == ["afile"]
+
+
+def test_a_write_failing_midway_keeps_the_previous_file(cli, tmp_path, monkeypatch):
+    from headstudio.core import formats
+
+    out = tmp_path / "x.safetensors"
+    assert cli("edit", R18, "--replace-head", "3", "-o", out).status == 0
+    before = sha(out)
+
+    def failing(fh, tensors, metadata, tick=None):
+        fh.write(b"\0" * 4096)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(formats, "write_safetensors", failing)
+    message = one_line_error(cli("edit", R18, "--replace-head", "5", "-o", out))
+    assert "No space left" in message
+    assert listing(tmp_path) == ["x.safetensors"] and sha(out) == before
+
+
+@pytest.mark.parametrize(
+    "options",
+    [["--add-head", "age"], ["--mlp", "64"], ["--format", "onnx", "--replace-head", "3"]],
+    ids=["add-head-without-count", "mlp-without-replace", "unknown-format"],
+)
+def test_meaningless_options_are_refused(cli, tmp_path, options):
+    one_line_error(cli("edit", R18, *options, "-o", tmp_path / "x.pt"))
+    assert listing(tmp_path) == []
