@@ -1,4 +1,4 @@
-"""``headstudio edit``: edits from options, a before/after summary, a verified save; bad input writes nothing."""
+"""``headstudio edit``: edits from options, before/after figures, verified save; bad input writes nothing."""
 
 from __future__ import annotations
 
