@@ -315,3 +315,18 @@ def test_unmodified_memory_mapped_weights_are_copied_from_the_file_not_paged_in(
     with torch.no_grad():
         doc.model.layer4[1].conv2.weight.mul_(2)
     assert MappedFiles().region(doc.model.layer4[1].conv2.weight) is None
+
+
+def test_weights_mapped_from_a_file_replaced_since_are_read_from_memory(resnet18_pt, tmp_path):
+    from headstudio.core.mapped_regions import MappedFiles
+
+    copy = tmp_path / "r18.pt"
+    copy.write_bytes(resnet18_pt.read_bytes())
+    doc = open_source(str(copy), arch=R18)
+    expected = doc.model.fc.weight.clone()
+    replacement = tmp_path / "other.pt"
+    replacement.write_bytes(resnet18_pt.read_bytes())
+    os.replace(replacement, copy)  # same path, another file: its bytes are no longer the mapping's
+    assert MappedFiles().region(doc.model.fc.weight) is None
+    save(doc, tmp_path / "out.safetensors")
+    assert torch.equal(open_source(str(tmp_path / "out.safetensors")).model.fc.weight, expected)

@@ -34,7 +34,7 @@ class MappedFiles:
 
     def __init__(self) -> None:
         self._starts: list[int] = []
-        self._maps: list[tuple[int, int, int, str]] = []
+        self._maps: list[tuple[int, int, int, str, int]] = []
         try:
             with open("/proc/self/maps") as fh:
                 lines = fh.read().splitlines()
@@ -45,7 +45,7 @@ class MappedFiles:
             if len(parts) < 6 or not parts[5].startswith("/") or "r" not in parts[1]:
                 continue
             start, end = (int(x, 16) for x in parts[0].split("-"))
-            self._maps.append((start, end, int(parts[2], 16), parts[5]))
+            self._maps.append((start, end, int(parts[2], 16), parts[5], int(parts[4])))
         self._maps.sort()
         self._starts = [m[0] for m in self._maps]
 
@@ -57,10 +57,18 @@ class MappedFiles:
         i = bisect.bisect_right(self._starts, address) - 1
         if i < 0:
             return None
-        start, end, offset, path = self._maps[i]
-        if address + nbytes > end or not os.path.isfile(path) or not _pages_unmodified(address, nbytes):
+        start, end, offset, path, inode = self._maps[i]
+        if address + nbytes > end or not _same_inode(path, inode) or not _pages_unmodified(address, nbytes):
             return None
         return Region(path, offset + address - start, nbytes)
+
+
+def _same_inode(path: str, inode: int) -> bool:
+    """The path still names the mapped file (not a file that replaced it since it was opened)."""
+    try:
+        return os.stat(path).st_ino == inode
+    except OSError:
+        return False
 
 
 def _pages_unmodified(address: int, nbytes: int) -> bool:
