@@ -180,3 +180,19 @@ def test_changing_mapped_weights_in_memory_never_touches_the_file(tmp_path, resn
         doc.model.fc.weight.add_(1.0)  # copy-on-write: the mapping is private
     assert torch.equal(doc.model.fc.weight, resnet18_state["fc.weight"] + 1.0)
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "said"),
+    [
+        ("weights.h5", b"\x89HDF\r\n\x1a\n" + bytes(64), "HDF5 file"),
+        ("model.gguf", b"GGUF\x03\x00\x00\x00" + bytes(64), "GGUF file"),
+        ("w.npy", b"\x93NUMPY\x01\x00" + bytes(64), "NumPy array"),
+        ("model.pt.gz", b"\x1f\x8b\x08\x00" + bytes(64), "gzip-compressed"),
+        ("model.onnx", b"\x08\x07\x12\x07pytorch" + bytes(64), "ONNX model"),
+    ],
+)
+def test_other_frameworks_files_are_named_with_what_to_do(tmp_path, name, data, said):
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(SourceError, match=rf"{said}.*, not a PyTorch checkpoint; \w+"):
+        read_checkpoint(tmp_path / name)

@@ -25,6 +25,12 @@ _SAFETENSORS_DTYPES = {
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
     "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
 }  # fmt: skip
+_FOREIGN_MAGIC = (  # (first bytes, what the file is, what to do)
+    (b"\x89HDF", "an HDF5 file (Keras/TensorFlow weights)", "convert it to PyTorch first"),
+    (b"GGUF", "a GGUF file (llama.cpp)", "open the original PyTorch or safetensors weights"),
+    (b"\x93NUMPY", "a NumPy array (.npy)", "save the model's state_dict with torch.save instead"),
+    (b"\x1f\x8b", "gzip-compressed", "decompress it first (gunzip) and open the result"),
+)
 # Keys under which training code commonly stores the model; used only to break ties between
 # equally large candidates, never to require a layout.
 _PREFERRED_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights")
@@ -86,6 +92,11 @@ def sniff_format(path: Path) -> str:
         return "safetensors"
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return "pickle"
+    foreign = next((found[1:] for found in _FOREIGN_MAGIC if head.startswith(found[0])), None)
+    if foreign is None and path.suffix.lower() == ".onnx":
+        foreign = ("an ONNX model", "open the PyTorch model it was exported from")
+    if foreign:
+        raise SourceError(f"{path} is {foreign[0]}, not a PyTorch checkpoint; {foreign[1]}")
     if _is_text(path):
         raise SourceError(f"{path} is a text file, not a checkpoint; give a .pt/.pth/.safetensors file")
     raise SourceError(
