@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
+import torch
 from torch import nn
 
 from headstudio.core.shapes import trace_model
@@ -156,3 +159,24 @@ def test_tied_language_model_head_used_as_a_weight_is_found():
 
 def test_model_ending_in_a_norm_has_no_head():
     assert trace_model(nn.Sequential(nn.Linear(8, 8), nn.LayerNorm(8)), (1, 8)).heads == []
+
+
+def test_dataclass_output_has_one_head_per_field():
+    @dataclasses.dataclass
+    class Detections:
+        logits: torch.Tensor
+        boxes: torch.Tensor
+        level: int = 3
+
+    class Detector(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cls = nn.Linear(4, 3)
+            self.box = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return Detections(self.cls(x), self.box(x).sigmoid())
+
+    trace = trace_model(Detector(), (1, 4))
+    assert trace.output == {"logits": [1, 3], "boxes": [1, 2], "level": None}
+    assert trace.heads == ["cls", "box"]

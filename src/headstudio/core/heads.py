@@ -7,6 +7,7 @@ sets. Whatever the model returns then names its head(s) - whatever the attribute
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,13 +90,24 @@ class HeadTracker(TorchFunctionMode):
         """For each tensor the model returned (keyed by its place in the output), its head paths."""
         modules = dict(model.named_modules())
         result: dict[str, list[str]] = {}
-        leaves, _ = tree_flatten_with_path(output)
+        leaves, _ = tree_flatten_with_path(as_plain_tree(output))
         for key_path, leaf in leaves:
             if not isinstance(leaf, torch.Tensor):
                 continue
             paths = [p for p in self.sources.get(leaf, ()) if is_projection(modules[p])]
             result[keystr(key_path)] = sorted(paths, key=lambda p: self.first_call.get(p, len(modules)))
         return result
+
+
+def as_plain_tree(value: Any) -> Any:
+    """Dataclass outputs (``Output(logits=..., boxes=...)``) as dicts, so their tensors can be found."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: as_plain_tree(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: as_plain_tree(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(as_plain_tree(v) for v in value) if type(value) in (tuple, list) else value
+    return value
 
 
 def describe_head(model: nn.Module, path: str, inputs: dict, outputs: dict) -> HeadInfo:

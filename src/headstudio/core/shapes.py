@@ -6,6 +6,7 @@ The same pass tracks provenance for head detection. When fake tensors cannot run
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 from collections.abc import Iterator
@@ -62,6 +63,8 @@ def shape_of(value: Any) -> Shape:
     """JSON-ready shape of a module output: lists for tensors, nested lists/dicts, None otherwise."""
     if isinstance(value, torch.Tensor):
         return list(value.shape)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: shape_of(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
         return {str(k): shape_of(v) for k, v in value.items()}
     if isinstance(value, (tuple, list)):
