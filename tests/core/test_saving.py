@@ -330,3 +330,13 @@ def test_weights_mapped_from_a_file_replaced_since_are_read_from_memory(resnet18
     assert MappedFiles().region(doc.model.fc.weight) is None
     save(doc, tmp_path / "out.safetensors")
     assert torch.equal(open_source(str(tmp_path / "out.safetensors")).model.fc.weight, expected)
+
+
+def test_a_model_that_cannot_be_pickled_is_a_clear_error_for_the_full_format(tmp_path):
+    model = nn.Linear(4, 2)
+    model.activation = lambda x: x  # a lambda attribute: pickle refuses it
+    doc = Document(model, Origin("lin", "spec", "tests:Linear"), (1, 4))
+    with pytest.raises(SaveError, match="cannot be pickled") as info:
+        save(doc, tmp_path / "full.pt", format="full")
+    assert "\n" not in str(info.value) and listing(tmp_path) == []
+    assert save(doc, tmp_path / "weights.safetensors").tensors_verified == 2  # weights still save

@@ -21,7 +21,7 @@ import torch
 
 from .checkpoints import RECIPE_KEY
 from .document import Document
-from .errors import Cancelled, SaveError, UnsupportedOperationError
+from .errors import HeadStudioError, SaveError, UnsupportedOperationError
 
 Progress = Callable[[str, float], None]
 FORMATS = ("safetensors", "state_dict", "checkpoint", "full", "torchscript", "export")
@@ -100,12 +100,16 @@ def save(
         size = temp.stat().st_size
         os.replace(temp, target)
         _fsync_dir(target.parent)
-    except (SaveError, Cancelled, UnsupportedOperationError):
+    except HeadStudioError:
         _discard(temp)
         raise
     except OSError as err:
         _discard(temp)
         raise SaveError(f"could not write {target}: {err.strerror or err}; nothing was changed") from None
+    except Exception as err:
+        _discard(temp)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise SaveError(f"could not save {target} as {fmt}: {first}; nothing was changed") from None
     except BaseException:
         _discard(temp)
         raise
