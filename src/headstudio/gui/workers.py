@@ -1,0 +1,136 @@
+"""Background work (load, trace, save) off the UI thread, with progress and cancel; results come as signals.
+
+One queue per document controller runs its tasks one at a time, in order: a trace never overlaps an open or
+a save of the same model. Tasks are plain callables ``fn(progress) -> result``; ``progress(message,
+fraction)`` raises ``Cancelled`` once the task was cancelled, so core code stops at its next report.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+
+Progress = Callable[[str, float], None]
+Job = Callable[[Progress], Any]
+
+
+class TaskSignals(QObject):
+    """Lives on the UI thread; the worker thread emits, so receivers run on the UI thread (queued)."""
+
+    progress = Signal(str, float)
+    finished = Signal(object)  # the job's result
+    failed = Signal(object)  # the exception
+
+
+class Task(QRunnable):
+    """One job run on a pool thread; cancel() makes its next progress report raise ``Cancelled``."""
+
+    def __init__(self, job: Job, message: str) -> None:
+        super().__init__()
+        self.setAutoDelete(False)
+        self.job = job
+        self.message = message
+        self.signals = TaskSignals()
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Ask the job to stop at its next progress report."""
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def report(self, message: str, fraction: float) -> None:
+        """The progress callback handed to the job."""
+        if self._cancelled.is_set():
+            from headstudio.core.errors import Cancelled
+
+            raise Cancelled(f"{self.message} cancelled; nothing was changed")
+        self.signals.progress.emit(message, float(fraction))
+
+    def run(self) -> None:
+        """Run the job; exceptions become ``failed`` (unexpected ones are logged for developers)."""
+        try:
+            if self._cancelled.is_set():
+                self.report(self.message, 0.0)
+            result = self.job(self.report)
+        except BaseException as err:  # every failure goes back to the UI as a signal
+            if not _is_user_error(err):
+                traceback.print_exc()
+            self.signals.failed.emit(err)
+        else:
+            self.signals.finished.emit(result)
+
+
+class WorkQueue(QObject):
+    """Runs tasks one after another on a private thread; tracks how many are not yet delivered."""
+
+    activeChanged = Signal(bool, str)  # busy, message of the newest task
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
+        self._tasks: list[Task] = []
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._tasks)
+
+    def submit(
+        self,
+        job: Job,
+        message: str,
+        on_done: Callable[[Any], None],
+        on_error: Callable[[BaseException], None],
+        on_progress: Callable[[str, float], None] | None = None,
+    ) -> Task:
+        """Queue ``job``; ``on_done``/``on_error`` run on the UI thread when it ends."""
+        task = Task(job, message)
+        if on_progress is not None:
+            task.signals.progress.connect(on_progress)
+        task.signals.finished.connect(lambda result: self._deliver(task, on_done, result))
+        task.signals.failed.connect(lambda err: self._deliver(task, on_error, err))
+        self._tasks.append(task)
+        self.activeChanged.emit(True, message)
+        self._pool.start(task)
+        return task
+
+    def cancel_all(self) -> None:
+        """Ask every queued or running task to stop."""
+        for task in self._tasks:
+            task.cancel()
+
+    def wait(self, timeout_ms: int = -1) -> bool:
+        """Block until the worker thread is idle (results may still be queued for the UI thread)."""
+        return self._pool.waitForDone(timeout_ms)
+
+    def _deliver(self, task: Task, callback: Callable[[Any], None], value: Any) -> None:
+        try:
+            callback(value)
+        finally:
+            if task in self._tasks:
+                self._tasks.remove(task)
+            if not self._tasks:
+                self.activeChanged.emit(False, "")
+
+
+def _is_user_error(err: BaseException) -> bool:
+    from headstudio.core.errors import HeadStudioError
+
+    return isinstance(err, HeadStudioError)
+
+
+def one_line(err: BaseException) -> str:
+    """A user-facing line for any failure: HeadStudioError text as is, anything else named briefly."""
+    if _is_user_error(err):
+        return str(err)
+    if isinstance(err, MemoryError):
+        return "not enough memory for this model; close other programs or open a smaller model"
+    text = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+    return f"unexpected {type(err).__name__}: {text}" if text else f"unexpected {type(err).__name__}"
