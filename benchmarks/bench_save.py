@@ -50,7 +50,9 @@ path, out = sys.argv[1], sys.argv[2]
 doc = open_source(path, arch="torchvision:vit_h_14")
 try:
     from headstudio.core.edits import ReplaceHead
-    doc.apply(ReplaceHead(doc.head.path, 10, seed=0))
+    edit = ReplaceHead(doc.head.path, 10, seed=0)
+    edit.apply(doc)
+    doc.edits.append(edit)
     edited = True
 except ImportError:
     edited = False

@@ -87,7 +87,7 @@ def _edit(args: argparse.Namespace) -> int:
     edits = edits_from_args(args, doc)
     before = _figures(doc)
     for edit in edits:
-        doc.apply(edit)
+        apply_edit(doc, edit)
     after = _figures(doc)
     report = save(doc, out, args.format)
     print(_before_after(doc, edits, before, after))
@@ -100,6 +100,15 @@ def _edit(args: argparse.Namespace) -> int:
 
         print(snippet_for(Recipe.from_document(doc)))
     return 0
+
+
+def apply_edit(doc: Any, edit: Any) -> None:
+    """Apply one edit and record it in the document's history (what the recipe is made of)."""
+    if hasattr(doc, "apply"):
+        doc.apply(edit)
+        return
+    edit.apply(doc)
+    doc.edits.append(edit)
 
 
 def edits_from_args(args: argparse.Namespace, doc: Any) -> list[Any]:

@@ -166,7 +166,9 @@ def test_training_checkpoint_keeps_its_other_keys_and_prefix(training_ckpt, tmp_
 def test_training_checkpoint_drops_optimizer_state_after_the_head_changes(training_ckpt, tmp_path):
     edits = pytest.importorskip("headstudio.core.edits")
     doc = open_source(str(training_ckpt), arch=R18)
-    doc.apply(edits.ReplaceHead("fc", 7))
+    edit = edits.ReplaceHead("fc", 7)
+    edit.apply(doc)
+    doc.edits.append(edit)
     report = save(doc, tmp_path / "edited.ckpt")
     saved = torch.load(tmp_path / "edited.ckpt", weights_only=True)
     assert "optimizer" not in saved and saved["epoch"] == 7
