@@ -59,6 +59,21 @@ class Document:
         self._trace = None
         self._tree = None
 
+    def apply(self, edit: Any) -> None:
+        """Apply an edit (see core.edits) and record it in ``edits``."""
+        edit.apply(self)
+        self.edits.append(edit)
+        self.changed()
+
+    def revert(self, edit: Any) -> None:
+        """Revert an applied edit (the last one, for exact undo) and drop it from ``edits``."""
+        edit.revert(self)
+        for i in range(len(self.edits) - 1, -1, -1):
+            if self.edits[i] is edit:
+                del self.edits[i]
+                break
+        self.changed()
+
     def trace(self) -> Trace:
         """Shapes and heads for the current input shape (cached)."""
         if self._trace is None:

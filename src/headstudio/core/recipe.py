@@ -1,22 +1,126 @@
-"""Recipes: source architecture + input shape + edits, as JSON (filled in by the surgery issue)."""
+"""Recipes: source architecture + input shape + edits, as JSON; replayed on any checkpoint of that arch."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from .errors import SourceError
-from .specs import build_model, parse_spec
+from .edits import Edit, edit_from_json
+from .errors import EditError, HeadStudioError, SourceError
+from .specs import build_model, looks_like_spec, parse_spec
+
+if TYPE_CHECKING:
+    from .document import Document
+
+VERSION = 1
+
+
+@dataclass
+class Recipe:
+    """What was done to which architecture: replaying it on the same arch gives the same structure."""
+
+    arch: str
+    input_shape: tuple[int, ...]
+    edits: list[Edit] = field(default_factory=list)
+
+    @classmethod
+    def from_document(cls, doc: Document) -> Recipe:
+        """The document's edits, after any edits already recorded in the file it was opened from."""
+        earlier: list[Edit] = []
+        embedded = getattr(doc.origin.checkpoint, "recipe", None) if doc.origin.checkpoint else None
+        if embedded:
+            try:
+                base = cls.from_json(embedded)
+                earlier = base.edits if _same_arch(base.arch, doc.origin.arch) else []
+            except HeadStudioError:
+                earlier = []
+        return cls(doc.origin.arch, tuple(doc.input_shape), [*earlier, *doc.edits])
+
+    def to_json(self) -> str:
+        """The recipe as a JSON document (undo state is never part of it)."""
+        data = {
+            "format": "headstudio.recipe",
+            "version": VERSION,
+            "arch": self.arch,
+            "input_shape": list(self.input_shape),
+            "edits": [e.to_json() for e in self.edits],
+        }
+        return json.dumps(data, indent=2, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Recipe:
+        """Parse a recipe; EditError with one line for malformed JSON, missing fields or unknown edits."""
+        try:
+            data = json.loads(text)
+        except (ValueError, TypeError) as err:
+            raise EditError(f"the recipe is not valid JSON ({err}); check the file") from None
+        if not isinstance(data, dict) or not isinstance(data.get("arch"), str):
+            raise EditError("the recipe has no 'arch' (e.g. \"torchvision:resnet18\"); check the file")
+        if isinstance(data.get("version"), int) and data["version"] > VERSION:
+            raise EditError(
+                f"the recipe is version {data['version']}; this Head Studio reads up to {VERSION}"
+            )
+        shape = data.get("input_shape") or []
+        edits = data.get("edits", [])
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d > 0 for d in shape):
+            raise EditError(
+                f"the recipe's input_shape {shape!r} must be positive sizes, e.g. [1, 3, 224, 224]"
+            )
+        if not isinstance(edits, list):
+            raise EditError("the recipe's 'edits' must be a list of edits; check the file")
+        return cls(data["arch"], tuple(shape), [edit_from_json(e) for e in edits])
+
+    def replay(self, doc: Document) -> None:
+        """Apply every edit to ``doc`` in order; on any failure the model is left as it was."""
+        if not _same_arch(self.arch, doc.origin.arch):
+            raise EditError(
+                f"this recipe is for {self.arch} but the model is {doc.origin.arch}; "
+                f"open a {self.arch} checkpoint (or pass --arch {self.arch})"
+            )
+        if self.input_shape and tuple(self.input_shape) != tuple(doc.input_shape):
+            doc.set_input_shape(tuple(self.input_shape))
+        done: list[Edit] = []
+        try:
+            for edit in self.edits:
+                fresh = edit_from_json(edit.to_json())  # a recipe can be replayed many times
+                doc.apply(fresh)
+                done.append(fresh)
+        except HeadStudioError as err:
+            for fresh in reversed(done):
+                doc.revert(fresh)
+            step = len(done) + 1
+            raise type(err)(f"recipe step {step} ({self.edits[step - 1].describe()}): {err}") from None
 
 
 def build_from_recipe(text: str) -> tuple[nn.Module, str]:
-    """Rebuild the architecture a saved file's recipe describes (weights attached by the caller)."""
+    """Rebuild the edited architecture a saved file's recipe describes (on meta; weights come later)."""
+    from .document import Document, Origin
+
     try:
-        data = json.loads(text)
-        arch = data["arch"]
-    except (ValueError, KeyError, TypeError):
-        raise SourceError("the file's embedded recipe is unreadable; pass --arch") from None
-    if data.get("edits"):
-        raise SourceError("this file was edited by a newer Head Studio; pass --arch")
-    return build_model(arch), str(parse_spec(arch))
+        recipe = Recipe.from_json(text)
+    except EditError as err:
+        raise SourceError(f"the file's embedded recipe is unreadable ({err}); pass --arch") from None
+    spec = parse_spec(recipe.arch)
+    model = build_model(spec)
+    if recipe.edits:
+        doc = Document(model, Origin(recipe.arch, "spec", str(spec)), recipe.input_shape or None)
+        try:
+            recipe.replay(doc)
+        except HeadStudioError as err:
+            raise SourceError(f"the file's recipe cannot be replayed ({err}); pass --arch") from None
+        model = doc.model
+    return model, str(spec)
+
+
+def _same_arch(a: str, b: str) -> bool:
+    return _normal(a) == _normal(b)
+
+
+def _normal(arch: str) -> Any:
+    try:
+        return str(parse_spec(arch)) if looks_like_spec(arch) else arch
+    except HeadStudioError:
+        return arch

@@ -1,0 +1,72 @@
+"""CutAfter: keep the computation up to a module and return its output (torch.fx graph cut)."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from torch import fx, nn
+
+from .edits import Edit, find_module, traced_input
+from .errors import EditError
+
+if TYPE_CHECKING:
+    from .document import Document
+
+
+def cut_after(model: nn.Module, path: str) -> fx.GraphModule:
+    """A graph module computing ``model`` up to and including ``path`` and returning that output."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    cut = create_feature_extractor(model, return_nodes={path: "out"}, suppress_diff_warning=True)
+    for graph in {
+        id(g): g for g in (getattr(cut, "train_graph", cut.graph), getattr(cut, "eval_graph", cut.graph))
+    }.values():
+        output = next(n for n in graph.nodes if n.op == "output")
+        output.args = (output.args[0]["out"],)
+        graph.eliminate_dead_code()
+    cut.recompile()
+    return cut.train(model.training)
+
+
+@dataclass
+class CutAfter(Edit):
+    """Keep the model up to and including the module at ``path``; the model returns that module's output."""
+
+    kind = "cut_after"
+    path: str
+
+    def describe(self) -> str:
+        """E.g. 'Cut after layer4'."""
+        return f"Cut after {self.path}"
+
+    def check(self, doc: Document) -> tuple[list[str], list[str]]:
+        """The module must exist and be part of the forward."""
+        if not self.path:
+            return ["cut after what? name a module, e.g. layer4 (the empty path is the whole model)"], []
+        try:
+            find_module(doc, self.path)
+            traced_input(doc, self.path)
+        except EditError as err:
+            return [str(err)], []
+        return [], []
+
+    def _apply(self, doc: Document) -> None:
+        try:
+            cut = cut_after(doc.model, self.path)
+        except Exception as err:  # fx raises many types; the user needs one line
+            first = (str(err).strip().splitlines() or [""])[0][:200]
+            raise EditError(
+                f"cannot cut after '{self.path}': torch.fx cannot trace this model ({type(err).__name__}: "
+                f"{first}); use RemoveHead, or cut after a module of a Sequential"
+            ) from None
+        self._undo = doc.model
+        doc.model = cut
+
+    def _revert(self, doc: Document) -> None:
+        doc.model = self._undo
+
+    def code(self) -> list[str]:
+        """The same fx cut, as a small function the snippet defines."""
+        return [*inspect.getsource(cut_after).splitlines(), "", f"model = cut_after(model, {self.path!r})"]

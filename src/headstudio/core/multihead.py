@@ -1,0 +1,134 @@
+"""AddHead: a second head on the same features; the model returns a dict of named outputs."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from .edits import Edit, feature_size, find_module, module_expr, swap_module, traced_input
+from .errors import EditError
+from .replacing import build_head, head_code
+
+if TYPE_CHECKING:
+    from .document import Document
+
+
+class MultiHead(nn.Module):
+    """Several heads on the same features: a dict of their outputs, or only ``active``'s output when set."""
+
+    def __init__(self, heads: dict[str, nn.Module], active: str | None = None) -> None:
+        super().__init__()
+        self.heads = nn.ModuleDict(heads)
+        self.active = active
+
+    def forward(self, x: torch.Tensor) -> Any:
+        if self.active is not None:
+            return self.heads[self.active](x)
+        return {name: head(x) for name, head in self.heads.items()}
+
+
+@dataclass
+class AddHead(Edit):
+    """Add head ``name`` with ``num_classes`` next to the head at ``at``, on the same features.
+
+    The head at ``at`` becomes a MultiHead holding the old head (under its attribute name, or "main")
+    and the new one; set ``MultiHead.active`` to a name to return only that output. ``adapter=N``
+    inserts a Linear to N features (then ReLU) before the new classifier.
+    """
+
+    kind = "add_head"
+    checks_forward = True  # a dict output must flow through what follows the head
+    name: str
+    num_classes: int
+    at: str
+    adapter: int | None = None
+    seed: int | None = None
+
+    def describe(self) -> str:
+        """E.g. 'Add head age (5 classes) at fc'."""
+        via = f" via adapter {self.adapter}" if self.adapter else ""
+        return f"Add head {self.name} ({self.num_classes} classes) at {self.at}{via}"
+
+    @property
+    def head_path(self) -> str:
+        """Where the new head lives once applied."""
+        return f"{self.at}.heads.{self.name}"
+
+    def check(self, doc: Document) -> tuple[list[str], list[str]]:
+        """Name, class count, adapter size, and that the features at ``at`` can size the new head."""
+        problems = []
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            problems.append(f"head name {self.name!r} must be a Python identifier, e.g. aux")
+        if not isinstance(self.num_classes, int) or self.num_classes <= 0:
+            problems.append(f"num_classes {self.num_classes!r} must be a whole number of 1 or more")
+        if self.adapter is not None and (not isinstance(self.adapter, int) or self.adapter <= 0):
+            problems.append(f"adapter {self.adapter!r} cannot size a Linear; give a positive feature count")
+        try:
+            old, _features = self._features(doc)
+        except EditError as err:
+            return [*problems, str(err)], []
+        taken = list(old.heads) if isinstance(old, MultiHead) else [_old_key(self.at)]
+        if self.name in taken:
+            problems.append(f"a head named '{self.name}' already exists at '{self.at}'; choose another name")
+        return problems, []
+
+    def _features(self, doc: Document) -> tuple[nn.Module, int]:
+        if not self.at:
+            raise EditError("add the head next to which head? name it with at=, e.g. fc")
+        old = find_module(doc, self.at, "head")
+        shape = traced_input(doc, self.at)
+        size = feature_size(shape, channels=_conv_of(old) is not None)
+        if size is None:
+            raise EditError(
+                f"the input of '{self.at}' is {shape}, not one tensor, so a new head cannot be sized"
+            )
+        return old, size
+
+    def _apply(self, doc: Document) -> None:
+        old, size = self._features(doc)
+        conv = _conv_of(old)
+        hidden = (self.adapter,) if self.adapter else ()
+        new = build_head(size, self.num_classes, hidden, "relu", 0.0, conv, self.seed)
+        expr = module_expr(doc.model, self.at)
+        built = head_code(size, self.num_classes, hidden, "relu", 0.0, conv)
+        if isinstance(old, MultiHead):
+            old.heads[self.name] = new
+            self._undo = ("added", old)
+            self._code = [f"{expr}.heads[{self.name!r}] = {built}"]
+        else:
+            swap_module(doc.model, self.at, MultiHead({_old_key(self.at): old, self.name: new}))
+            self._undo = ("wrapped", old)
+            self._code = [f"{expr} = MultiHead({{{_old_key(self.at)!r}: {expr}, {self.name!r}: {built}}})"]
+
+    def _revert(self, doc: Document) -> None:
+        how, old = self._undo
+        if how == "added":
+            del old.heads[self.name]
+        else:
+            swap_module(doc.model, self.at, old)
+
+    def code(self) -> list[str]:
+        """Defines MultiHead (once per snippet) and wraps or extends the head."""
+        seed = [f"torch.manual_seed({self.seed})"] if self.seed is not None else []
+        return [*seed, *self._code]
+
+
+def multihead_source() -> list[str]:
+    """MultiHead's class source for snippets (plain PyTorch)."""
+    return inspect.getsource(MultiHead).splitlines()
+
+
+def _old_key(at: str) -> str:
+    last = at.rpartition(".")[2]
+    return last if last.isidentifier() else "main"
+
+
+def _conv_of(module: nn.Module) -> nn.Module | None:
+    """The conv a new head should mirror: the module itself, or a MultiHead's first head when conv."""
+    if isinstance(module, MultiHead):
+        module = next(iter(module.heads.values()))
+    return module if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) else None

@@ -1,0 +1,343 @@
+"""ReplaceHead and RemoveHead: a new classifier sized from the live trace, or none (a feature extractor)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from .edits import Edit, feature_size, find_module, module_expr, swap_module, traced_input
+from .errors import EditError
+from .heads import is_projection
+
+if TYPE_CHECKING:
+    from .document import Document
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+    "leaky_relu": nn.LeakyReLU,
+}
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+@dataclass
+class ReplaceHead(Edit):
+    """Replace the head at ``path`` with a new Linear (or conv of the same kind, or an MLP with ``hidden``).
+
+    ``keep_classes`` copies trained rows into the new head: an int N (the first N classes), a list of
+    class indices, or a spec string such as "0-9" or "0,3,7-9". ``seed`` makes the new weights reproducible.
+    """
+
+    kind = "replace_head"
+    path: str
+    num_classes: int
+    hidden: tuple[int, ...] = ()
+    activation: str = "relu"
+    dropout: float = 0.0
+    keep_classes: Any = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        self.hidden = tuple(self.hidden or ())
+
+    def describe(self) -> str:
+        """E.g. 'Replace head fc: 1000 → 10 classes'."""
+        old = getattr(self, "_old_classes", None)
+        mlp = f" (MLP {'-'.join(map(str, self.hidden))})" if self.hidden else ""
+        start = f"{old} → " if old else "→ "
+        return f"Replace head {self.path}: {start}{self.num_classes} classes{mlp}"
+
+    def check(self, doc: Document) -> tuple[list[str], list[str]]:
+        """Class count, path, sizes, activation, kept classes; a head block points to its classifier."""
+        problems = _count_problems(self.num_classes, self.hidden, self.dropout)
+        if self.activation not in ACTIVATIONS:
+            problems.append(f"activation '{self.activation}' is unknown; use one of {', '.join(ACTIVATIONS)}")
+        try:
+            module, shape = _head_and_input(doc, self.path)
+        except EditError as err:
+            return [*problems, str(err)], []
+        problems += _block_problems(doc, self.path, module, shape)
+        if self.keep_classes is not None and not problems:
+            problems += self._keep_problems(module, shape)
+        return problems, []
+
+    def _keep_problems(self, module: nn.Module, shape: Any) -> list[str]:
+        try:
+            keep = class_indices(self.keep_classes)
+        except EditError as err:
+            return [str(err)]
+        old = _out_features(module)
+        if self.hidden or not isinstance(module, (nn.Linear, *_CONVS)):
+            return ["keep_classes needs a Linear or conv head replaced by the same kind (no hidden layers)"]
+        if len(keep) > self.num_classes:
+            return [f"keep_classes keeps {len(keep)} classes but the new head has {self.num_classes}"]
+        if old is not None and keep and max(keep) >= old:
+            return [f"keep_classes names class {max(keep)} but '{self.path}' has only {old} classes"]
+        return []
+
+    def _apply(self, doc: Document) -> None:
+        self.notes.clear()
+        old, shape = _head_and_input(doc, self.path)
+        conv = old if isinstance(old, _CONVS) else None
+        layer_in = feature_size(shape, channels=conv is not None)
+        if layer_in is None:
+            raise EditError(f"the input of '{self.path}' is {shape}, not a tensor; pick the classifier layer")
+        new = build_head(
+            layer_in, self.num_classes, self.hidden, self.activation, self.dropout, conv, self.seed
+        )
+        new.to(dtype=_float_dtype(old), device=_real_device(old))
+        if self.keep_classes is not None and not getattr(doc, "is_shadow", False):
+            self._copy_rows(old, new)
+        self._old_classes = _out_features(old) or feature_size(doc.trace().outputs.get(self.path), bool(conv))
+        expr = module_expr(doc.model, self.path)
+        swap_module(doc.model, self.path, new)
+        changed = sync_class_attrs(doc.model, self.path, self._old_classes, self.num_classes)
+        self._undo = (old, changed)
+        self._code = (expr, layer_in, conv, changed)
+
+    def _copy_rows(self, old: nn.Module, new: nn.Module) -> None:
+        keep = class_indices(self.keep_classes)
+        if old.weight.is_meta:
+            self.notes.append("the old head has no real weights (meta), so no trained rows were kept")
+            return
+        with torch.no_grad():
+            new.weight[: len(keep)] = old.weight[keep].to(new.weight.dtype)
+            if new.bias is not None and old.bias is not None:
+                new.bias[: len(keep)] = old.bias[keep].to(new.bias.dtype)
+
+    def _revert(self, doc: Document) -> None:
+        old, changed = self._undo
+        swap_module(doc.model, self.path, old)
+        restore_attrs(changed)
+
+    def code(self) -> list[str]:
+        """``model.fc = nn.Linear(512, 10)`` and friends (sizes as the trace saw them)."""
+        expr, layer_in, conv, changed = self._code
+        lines = [f"torch.manual_seed({self.seed})"] if self.seed is not None else []
+        built = head_code(layer_in, self.num_classes, self.hidden, self.activation, self.dropout, conv)
+        if self.keep_classes is not None:
+            keep = class_indices(self.keep_classes)
+            lines += [f"old_head = {expr}", f"{expr} = {built}", "with torch.no_grad():"]
+            lines += [f"    {expr}.weight[:{len(keep)}] = old_head.weight[{_index_code(keep)}]"]
+            lines += [f"    {expr}.bias[:{len(keep)}] = old_head.bias[{_index_code(keep)}]"]
+        else:
+            lines.append(f"{expr} = {built}")
+        return lines + attr_code(changed)
+
+
+@dataclass
+class RemoveHead(Edit):
+    """Replace the head at ``path`` with ``nn.Identity``: the model then returns its features."""
+
+    kind = "remove_head"
+    path: str
+
+    def describe(self) -> str:
+        """E.g. 'Remove head fc (output: features)'."""
+        return f"Remove head {self.path} (output: features)"
+
+    def check(self, doc: Document) -> tuple[list[str], list[str]]:
+        """The path must name a module the forward calls."""
+        try:
+            _head_and_input(doc, self.path)
+        except EditError as err:
+            return [str(err)], []
+        return [], []
+
+    def _apply(self, doc: Document) -> None:
+        old = find_module(doc, self.path, "head")
+        expr = module_expr(doc.model, self.path)
+        classes = _out_features(old) or feature_size(doc.trace().outputs.get(self.path), False)
+        swap_module(doc.model, self.path, nn.Identity())
+        changed = sync_class_attrs(doc.model, self.path, classes, 0)
+        self._undo = (old, changed)
+        self._code = (expr, changed)
+
+    def _revert(self, doc: Document) -> None:
+        old, changed = self._undo
+        swap_module(doc.model, self.path, old)
+        restore_attrs(changed)
+
+    def code(self) -> list[str]:
+        """``model.fc = nn.Identity()``."""
+        expr, changed = self._code
+        return [f"{expr} = nn.Identity()", *attr_code(changed)]
+
+
+def build_head(
+    in_features: int,
+    num_classes: int,
+    hidden: tuple[int, ...] = (),
+    activation: str = "relu",
+    dropout: float = 0.0,
+    conv: nn.Module | None = None,
+    seed: int | None = None,
+) -> nn.Module:
+    """A new CPU head, default init: [Dropout] Linear (or conv like ``conv``), an MLP if hidden."""
+    sizes = [in_features, *hidden, num_classes]
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            layers.append(_conv_like(conv, a, b, first=i == 0) if conv is not None else nn.Linear(a, b))
+            if i < len(sizes) - 2:
+                layers.append(ACTIVATIONS[activation]())
+    return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
+
+
+def head_code(in_features: int, num_classes: int, hidden: tuple[int, ...], activation: str, dropout: float,
+              conv: nn.Module | None) -> str:  # fmt: skip
+    """The constructor expression ``build_head`` corresponds to."""
+    sizes = [in_features, *hidden, num_classes]
+    parts: list[str] = []
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+        if dropout:
+            parts.append(f"nn.Dropout({dropout})")
+        parts.append(_conv_code(conv, a, b, i == 0) if conv is not None else f"nn.Linear({a}, {b})")
+        if i < len(sizes) - 2:
+            parts.append(f"nn.{ACTIVATIONS[activation].__name__}()")
+    return parts[0] if len(parts) == 1 else "nn.Sequential(" + ", ".join(parts) + ")"
+
+
+def _conv_like(conv: nn.Module, a: int, b: int, first: bool) -> nn.Module:
+    kwargs = _conv_kwargs(conv, first)
+    return type(conv)(a, b, **kwargs)
+
+
+def _conv_kwargs(conv: Any, first: bool) -> dict[str, Any]:
+    if not first:
+        return {"kernel_size": 1, "bias": conv.bias is not None}
+    return {
+        "kernel_size": conv.kernel_size,
+        "stride": conv.stride,
+        "padding": conv.padding,
+        "dilation": conv.dilation,
+        "bias": conv.bias is not None,
+        "padding_mode": conv.padding_mode,
+    }
+
+
+def _conv_code(conv: nn.Module, a: int, b: int, first: bool) -> str:
+    args = ", ".join(f"{k}={v!r}" for k, v in _conv_kwargs(conv, first).items())
+    return f"nn.{type(conv).__name__}({a}, {b}, {args})"
+
+
+def class_indices(spec: Any) -> list[int]:
+    """Kept classes from an int N (first N), a list of ints, or a spec string like "0-9,15"."""
+    try:
+        if isinstance(spec, bool):
+            raise ValueError
+        if isinstance(spec, int):
+            indices = list(range(spec))
+        elif isinstance(spec, str):
+            indices = []
+            for part in (p.strip() for p in spec.split(",") if p.strip()):
+                lo, sep, hi = part.partition("-")
+                indices += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+        else:
+            indices = [int(i) for i in spec]
+    except (TypeError, ValueError):
+        raise EditError(
+            f"keep_classes {spec!r} is not understood; give N, a list, or a spec like 0-9"
+        ) from None
+    if not indices or min(indices) < 0 or len(set(indices)) != len(indices):
+        raise EditError(f"keep_classes {spec!r} must name distinct class indices >= 0, e.g. 0-9")
+    return indices
+
+
+def _index_code(keep: list[int]) -> str:
+    if keep == list(range(len(keep))):
+        return f":{len(keep)}"
+    return repr(keep)
+
+
+def sync_class_attrs(model: nn.Module, path: str, old: int | None, new: int) -> list[tuple[Any, str, Any]]:
+    """Keep ``num_classes`` / wrapper ``out_features`` on the head's ancestors equal to the new count."""
+    changed: list[tuple[Any, str, Any]] = []
+    if old is None:
+        return changed
+    parts = path.split(".")
+    for depth in range(len(parts)):
+        owner_path = ".".join(parts[:depth])
+        owner = model.get_submodule(owner_path)
+        for attr in ("num_classes", "out_features"):
+            if isinstance(owner, (nn.Linear, *_CONVS)) or getattr(owner, attr, None) != old:
+                continue
+            changed.append((owner, attr, old, owner_path))
+            setattr(owner, attr, new)
+    return changed
+
+
+def restore_attrs(changed: list[tuple]) -> None:
+    """Undo ``sync_class_attrs``."""
+    for owner, attr, old, _ in changed:
+        setattr(owner, attr, old)
+
+
+def attr_code(changed: list[tuple]) -> list[str]:
+    """Lines keeping describing attributes consistent, e.g. ``model.num_classes = 10``."""
+    lines = []
+    for owner, attr, _, owner_path in changed:
+        value = getattr(owner, attr)
+        lines.append(f"model{'.' + owner_path if owner_path else ''}.{attr} = {value!r}")
+    return lines
+
+
+def _count_problems(num_classes: Any, hidden: tuple, dropout: Any) -> list[str]:
+    problems = []
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes <= 0:
+        problems.append(f"num_classes {num_classes!r} must be a whole number of 1 or more")
+    if any(not isinstance(h, int) or h <= 0 for h in hidden):
+        problems.append(f"hidden sizes {list(hidden)} must be positive whole numbers, e.g. 512,256")
+    if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        problems.append(f"dropout {dropout!r} must be at least 0 and below 1")
+    return problems
+
+
+def _head_and_input(doc: Document, path: str) -> tuple[nn.Module, Any]:
+    if not path:
+        raise EditError("the head path is empty; name the head module, e.g. fc")
+    module = find_module(doc, path, "head")
+    return module, traced_input(doc, path)
+
+
+def _block_problems(doc: Document, path: str, module: nn.Module, shape: Any) -> list[str]:
+    """A head *block* (pool + norm + fc) is not silently replaced: point to the classifier inside."""
+    inner = [(p, m) for p, m in module.named_modules() if p and next(m.parameters(False), None) is not None]
+    if not inner:
+        return []
+    flat = isinstance(shape, list) and len(shape) == 2
+    if flat and all(isinstance(m, nn.Linear) for _, m in inner):
+        return []  # an MLP on flat features: replacing it whole is what the user means
+    heads = [p for p in doc.trace().heads if p.startswith(path + ".")]
+    projections = [f"{path}.{p}" for p, m in inner if is_projection(m)]
+    target = (heads or projections or [None])[-1 if not heads else 0]
+    types = ", ".join(dict.fromkeys(type(m).__name__ for m in module.children()))
+    hint = f"replace its classifier '{target}' instead" if target else "pick the classifier layer inside it"
+    return [f"'{path}' is a head block ({types}), not a classifier; {hint}"]
+
+
+def _out_features(module: nn.Module) -> int | None:
+    value = getattr(module, "out_features", None) or getattr(module, "out_channels", None)
+    return int(value) if isinstance(value, int) else None
+
+
+def _float_dtype(module: nn.Module) -> torch.dtype:
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.get_default_dtype()
+
+
+def _real_device(module: nn.Module) -> torch.device:
+    p = next(module.parameters(), None)
+    return torch.device("cpu") if p is None or p.is_meta else p.device
