@@ -28,6 +28,7 @@ class EditCommand(QUndoCommand):
             self.setObsolete(True)
             self.controller.errorRaised.emit(str(err))
             return
+        self.setText(self.edit.describe())  # now it can name what it replaced ("1000 → 10 classes")
         self._after()
 
     def undo(self) -> None:
@@ -67,8 +68,9 @@ class HistoryView(QUndoView):
 def _apply(document: Any, edit: Any) -> None:
     if hasattr(document, "apply"):
         document.apply(edit)
-    else:  # an older Document without apply(): the edit does the work, the document forgets its caches
+    else:  # a Document without apply(): the edit does the work, the document records it
         edit.apply(document)
+        document.edits.append(edit)
         document.changed()
 
 
@@ -77,4 +79,5 @@ def _revert(document: Any, edit: Any) -> None:
         document.revert(edit)
     else:
         edit.revert(document)
+        document.edits[:] = [e for e in document.edits if e is not edit]
         document.changed()

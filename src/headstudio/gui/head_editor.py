@@ -116,12 +116,15 @@ class HeadEditor(QWidget):
         self.headKind = QComboBox(objectName="headKind")
         self.headKind.addItems(["Linear", "MLP"])
         self.hiddenSizes = QLineEdit(objectName="hiddenSizes", placeholderText="e.g. 512,256", enabled=False)
+        self.activation = QComboBox(objectName="activation", enabled=False)
+        self.activation.addItems(_activations())
         self.dropout = QDoubleSpinBox(objectName="dropout", minimum=0.0, maximum=0.95, singleStep=0.1)
         self.keepClasses = QCheckBox("Keep trained rows of classes that stay", objectName="keepClasses")
         self.keepClasses.setToolTip("Copy the old head's weights for the first classes (e.g. 10 of 1000)")
         form.addRow("Classes", self.numClasses)
         form.addRow("Kind", self.headKind)
         form.addRow("Hidden sizes", self.hiddenSizes)
+        form.addRow("Activation", self.activation)
         form.addRow("Dropout", self.dropout)
         form.addRow(self.keepClasses)
         return page
@@ -178,12 +181,13 @@ class HeadEditor(QWidget):
         ctl.selectionChanged.connect(self._on_selection)
         ctl.busyChanged.connect(self._on_busy)
         self.operation.currentIndexChanged.connect(self.pages.setCurrentIndex)
-        self.headKind.currentIndexChanged.connect(lambda i: self.hiddenSizes.setEnabled(i == 1))
+        self.headKind.currentIndexChanged.connect(self._on_kind)
         for signal in (
             self.operation.currentIndexChanged,
             self.numClasses.valueChanged,
             self.headKind.currentIndexChanged,
             self.hiddenSizes.textChanged,
+            self.activation.currentIndexChanged,
             self.dropout.valueChanged,
             self.keepClasses.toggled,
             self.addHeadName.textChanged,
@@ -192,6 +196,10 @@ class HeadEditor(QWidget):
             signal.connect(self.schedule_preview)
         self.applyButton.clicked.connect(self.apply)
         self.freezeButton.clicked.connect(self.freeze_backbone)
+
+    def _on_kind(self, index: int) -> None:
+        self.hiddenSizes.setEnabled(index == 1)
+        self.activation.setEnabled(index == 1)
 
     # ----- what the inputs mean
     @property
@@ -223,14 +231,19 @@ class HeadEditor(QWidget):
         classes = self.numClasses.value()
         keep = self._keep_classes(classes) if self.keepClasses.isChecked() else None
         return edits.ReplaceHead(
-            self._require_head(), classes, hidden=hidden, dropout=self.dropout.value(), keep_classes=keep
+            self._require_head(),
+            classes,
+            hidden=hidden,
+            activation=self.activation.currentText() or "relu",
+            dropout=self.dropout.value(),
+            keep_classes=keep,
         )
 
     def _keep_classes(self, classes: int) -> Any:
         """The trained rows to keep: the first min(old, new) classes of the current head."""
         head = self._head_info()
         old = getattr(head, "out_features", None) or classes
-        return f"0-{min(old, classes) - 1}"  # the same spec the CLI's --keep-classes takes
+        return min(old, classes)  # the core keeps the first N classes' rows
 
     def _require_head(self) -> str:
         if not self.head_path:
@@ -400,6 +413,14 @@ class HeadEditor(QWidget):
         )
         if self.operation.currentIndex() == CUT:
             self.schedule_preview()
+
+
+def _activations() -> list[str]:
+    try:
+        from headstudio.core.replacing import ACTIVATIONS
+    except ImportError:
+        return ["relu"]
+    return list(ACTIVATIONS)
 
 
 def _summary(head: Any) -> str:
