@@ -128,10 +128,12 @@ def render(name: str, path: Path, series: dict[str, Series]) -> str:
         for s in (bare, ours, info)
     ]
     size = fmt_bytes(path.stat().st_size)
+    report = json.loads(ours.runs[-1].stdout.splitlines()[0]) if ours.runs[-1].stdout else {}
+    head = (report.get("head") or {}).get("path")
     wall_ratio, rss_ratio = ours.wall / info.wall, ours.peak_rss / bare.peak_rss
     return "\n".join(
         [
-            f"{name} ({size} state_dict, {len(ours.runs)} runs each, medians)",
+            f"{name} ({size} state_dict, {len(ours.runs)} runs each, medians; head found: {head!r})",
             fmt_table(("process", "wall", "CPU", "peak RSS", "wall/bare", "RSS/bare"), rows),
             f"headstudio/torchinfo wall: {wall_ratio:.2f}x  {_verdict(name, wall_ratio, WALL_TARGET)}",
             f"headstudio/bare peak RSS:  {rss_ratio:.2f}x  {_verdict(None, rss_ratio, RSS_TARGET)}",
