@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 import inspect
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 _GLOB = set("*?[")
 
 
-def keep_in_eval(module: nn.Module, args: Any) -> None:
+def keep_in_eval(module: nn.Module, args: tuple) -> None:
     """Forward pre-hook: this (frozen) BatchNorm always runs in eval mode, so its running stats stay put."""
     module.train(False)
 

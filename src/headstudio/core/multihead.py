@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from .edits import Edit, feature_size, find_module, module_expr, swap_module, traced_input
+from .edits import Edit, Preview, feature_size, find_module, module_expr, swap_module, traced_input
 from .errors import EditError
 from .replacing import build_head, head_code
 
@@ -25,7 +25,7 @@ class MultiHead(nn.Module):
         self.heads = nn.ModuleDict(heads)
         self.active = active
 
-    def forward(self, x: torch.Tensor) -> Any:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         if self.active is not None:
             return self.heads[self.active](x)
         return {name: head(x) for name, head in self.heads.items()}
@@ -76,6 +76,12 @@ class AddHead(Edit):
             problems.append(f"a head named '{self.name}' already exists at '{self.at}'; choose another name")
         return problems, []
 
+    def preview(self, doc: Document) -> Preview:
+        """As Edit.preview; a forward failing after the head says that the layers after it need one tensor."""
+        result = super().preview(doc)
+        result.problems = [_explain(p, self.at) for p in result.problems]
+        return result
+
     def _features(self, doc: Document) -> tuple[nn.Module, int]:
         if not self.at:
             raise EditError("add the head next to which head? name it with at=, e.g. fc")
@@ -120,6 +126,15 @@ class AddHead(Edit):
 def multihead_source() -> list[str]:
     """MultiHead's class source for snippets (plain PyTorch)."""
     return inspect.getsource(MultiHead).splitlines()
+
+
+def _explain(problem: str, at: str) -> str:
+    if not problem.startswith("the model's forward fails"):
+        return problem
+    return (
+        f"the layers after '{at}' cannot take several outputs ({problem.rpartition(': ')[2]}); "
+        "add heads at a head whose output is the model's output, or cut after it first"
+    )
 
 
 def _old_key(at: str) -> str:

@@ -50,8 +50,9 @@ class ReplaceHead(Edit):
         """E.g. 'Replace head fc: 1000 → 10 classes'."""
         old = getattr(self, "_old_classes", None)
         mlp = f" (MLP {'-'.join(map(str, self.hidden))})" if self.hidden else ""
-        start = f"{old} → " if old else "→ "
-        return f"Replace head {self.path}: {start}{self.num_classes} classes{mlp}"
+        if old:
+            return f"Replace head {self.path}: {old} → {self.num_classes} classes{mlp}"
+        return f"Replace head {self.path} with {self.num_classes} classes{mlp}"
 
     def check(self, doc: Document) -> tuple[list[str], list[str]]:
         """Class count, path, sizes, activation, kept classes; a head block points to its classifier."""

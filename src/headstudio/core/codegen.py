@@ -1,0 +1,46 @@
+"""Code export: the plain-PyTorch snippet that performs a recipe's edits on a variable ``model``.
+
+Sizes in the snippet are the ones the live trace measured (never guessed from attribute names), so a
+recipe that was not applied yet is first replayed on a meta-device build of its architecture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .edits import Edit
+from .errors import EditError
+from .multihead import multihead_source
+from .recipe import Recipe
+
+
+def snippet_for(recipe_or_edits: Recipe | Sequence[Edit]) -> str:
+    """Python source (``import torch; from torch import nn`` ...) doing the same edits on ``model``."""
+    if isinstance(recipe_or_edits, Recipe):
+        edits, arch = _applied_edits(recipe_or_edits), recipe_or_edits.arch
+    else:
+        edits, arch = list(recipe_or_edits), None
+        if any(getattr(e, "_undo", None) is None for e in edits):
+            raise EditError("code can be written for applied edits only; pass a Recipe to replay them")
+    lines = ["import torch", "from torch import nn", ""]
+    lines.append(
+        f"# `model` is your {arch} model (weights loaded as usual)." if arch else "# `model` is your model."
+    )
+    if any(e.kind == "add_head" for e in edits):
+        lines += ["", *multihead_source()]
+    for edit in edits:
+        lines += ["", f"# {edit.describe()}", *edit.code()]
+    return "\n".join(lines) + "\n"
+
+
+def _applied_edits(recipe: Recipe) -> list[Edit]:
+    """The recipe's edits with their traced sizes: as applied to a document, or replayed on meta."""
+    if recipe.edits and all(getattr(e, "_undo", None) is not None for e in recipe.edits):
+        return list(recipe.edits)
+    from .document import Document, Origin
+    from .specs import build_model, parse_spec
+
+    spec = parse_spec(recipe.arch)
+    doc = Document(build_model(spec), Origin(recipe.arch, "spec", str(spec)), recipe.input_shape or None)
+    recipe.replay(doc)
+    return list(doc.edits)

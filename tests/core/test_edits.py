@@ -1,0 +1,188 @@
+"""ReplaceHead and RemoveHead: sized from the live trace, previewed without touching the model, reverted exactly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from edit_fixtures import assert_restored, opened, snapshot
+from torch import nn
+
+from headstudio.core import edits as E
+from headstudio.core.errors import EditError
+
+
+def test_replace_head_on_resnet18_sizes_from_trace_and_reverts_bit_exact() -> None:
+    doc = opened("torchvision:resnet18")
+    snap = snapshot(doc)
+    edit = E.ReplaceHead("fc", 10)
+    doc.apply(edit)
+    assert isinstance(doc.model.fc, nn.Linear) and doc.model.fc.in_features == 512
+    assert doc.trace().output == [1, 10]
+    assert edit.describe() == "Replace head fc: 1000 → 10 classes"
+    assert doc.edits == [edit]
+    doc.revert(edit)
+    assert doc.edits == []
+    assert_restored(doc, snap)
+    assert doc.trace().output == [1, 1000]
+
+
+def test_preview_reports_shape_and_counts_without_touching_the_model() -> None:
+    doc = opened("torchvision:resnet18")
+    snap = snapshot(doc)
+    p = E.ReplaceHead("fc", 7).preview(doc)
+    assert p.ok and p.output_before == [1, 1000] and p.output_after == [1, 7]
+    assert p.params_before - p.params_after == (512 * 1000 + 1000) - (512 * 7 + 7)
+    assert p.trainable_after == p.params_after
+    assert_restored(doc, snap)
+
+
+def test_replace_head_on_squeezenet_keeps_conv_kind() -> None:
+    doc = opened("torchvision:squeezenet1_1")
+    old = doc.model.classifier[1]
+    doc.apply(E.ReplaceHead("classifier.1", 10))
+    new = doc.model.classifier[1]
+    assert type(new) is nn.Conv2d and new.in_channels == 512 and new.out_channels == 10
+    assert new.kernel_size == old.kernel_size and new.stride == old.stride
+    assert doc.model.num_classes == 10  # torchvision's describing attribute follows
+    assert doc.trace().output == [1, 10]
+
+
+def test_replace_head_on_vit_and_mobilenet_uses_traced_features() -> None:
+    vit = opened("torchvision:vit_b_16", materialize=False)
+    vit.apply(E.ReplaceHead("heads.head", 5))
+    assert vit.model.heads.head.in_features == 768 and vit.trace().output == [1, 5]
+    mobile = opened("torchvision:mobilenet_v3_small", materialize=False)
+    mobile.apply(E.ReplaceHead("classifier.3", 4, hidden=(64,), dropout=0.2, activation="gelu"))
+    head = mobile.model.classifier[3]
+    kinds = [type(m).__name__ for m in head]
+    assert kinds == ["Dropout", "Linear", "GELU", "Dropout", "Linear"]
+    assert head[1].in_features == 1024 and head[4].out_features == 4
+    assert mobile.trace().output == [1, 4]
+
+
+def test_new_head_on_a_meta_model_has_real_cpu_weights() -> None:
+    doc = opened("torchvision:resnet18", materialize=False)
+    assert doc.model.conv1.weight.is_meta
+    doc.apply(E.ReplaceHead("fc", 3, hidden=(16,)))
+    for p in doc.model.fc.parameters():
+        assert p.device.type == "cpu" and not p.is_meta and torch.isfinite(p).all()
+
+
+def test_seed_makes_the_new_head_reproducible() -> None:
+    heads = []
+    for _ in range(2):
+        doc = opened("torchvision:resnet18", materialize=False)
+        doc.apply(E.ReplaceHead("fc", 10, hidden=(32,), seed=123))
+        heads.append(doc.model.fc.state_dict())
+    assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
+    unseeded = opened("torchvision:resnet18", materialize=False)
+    unseeded.apply(E.ReplaceHead("fc", 10, hidden=(32,), seed=7))
+    assert not torch.equal(unseeded.model.fc[0].weight, heads[0]["0.weight"])
+
+
+@pytest.mark.parametrize(
+    "keep, rows", [(10, list(range(10))), ([5, 2, 900], [5, 2, 900]), ("0-2,7", [0, 1, 2, 7])]
+)
+def test_keep_classes_copies_trained_rows(keep: object, rows: list[int]) -> None:
+    doc = opened("torchvision:resnet18")
+    old = doc.model.fc
+    doc.apply(E.ReplaceHead("fc", 10, keep_classes=keep))
+    new = doc.model.fc
+    assert torch.equal(new.weight[: len(rows)], old.weight[rows])
+    assert torch.equal(new.bias[: len(rows)], old.bias[rows])
+
+
+def test_replacing_a_timm_head_block_points_to_its_classifier() -> None:
+    doc = opened("timm:convnext_atto", materialize=False)
+    edit = E.ReplaceHead("head", 10)
+    p = edit.preview(doc)
+    assert not p.ok and "head.fc" in p.problems[0] and "head block" in p.problems[0]
+    with pytest.raises(EditError, match="head.fc"):
+        doc.apply(edit)
+    assert doc.edits == []
+
+
+def test_replace_head_on_timm_keeps_num_classes_consistent() -> None:
+    doc = opened("timm:convnext_atto")
+    snap = snapshot(doc)
+    edit = E.ReplaceHead("head.fc", 12)
+    doc.apply(edit)
+    assert doc.model.num_classes == 12 and doc.model.get_classifier().out_features == 12
+    assert doc.trace().output == [1, 12]
+    doc.revert(edit)
+    assert doc.model.num_classes == 1000
+    assert_restored(doc, snap)
+
+
+def test_remove_head_leaves_a_feature_extractor() -> None:
+    for spec, path, features in [
+        ("torchvision:resnet18", "fc", 512),
+        ("torchvision:squeezenet1_1", "classifier.1", 512),
+    ]:
+        doc = opened(spec, materialize=False)
+        edit = E.RemoveHead(path)
+        assert edit.preview(doc).output_after == [1, features]
+        doc.apply(edit)
+        assert isinstance(doc.model.get_submodule(path), nn.Identity)
+        assert doc.trace().output == [1, features]
+
+
+def test_remove_head_on_timm_sets_num_classes_to_zero_and_reverts() -> None:
+    doc = opened("timm:convnext_atto")
+    snap = snapshot(doc)
+    edit = E.RemoveHead("head.fc")
+    doc.apply(edit)
+    assert doc.model.num_classes == 0 and doc.trace().output == [1, 320]
+    doc.revert(edit)
+    assert_restored(doc, snap)
+
+
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (E.ReplaceHead("fc", 0), "num_classes 0"),
+        (E.ReplaceHead("fc", -3), "num_classes -3"),
+        (E.ReplaceHead("fcc", 10), "no head 'fcc'"),
+        (E.ReplaceHead("fc", 10, hidden=(0,)), "hidden sizes"),
+        (E.ReplaceHead("fc", 10, dropout=1.5), "dropout"),
+        (E.ReplaceHead("fc", 10, activation="swish2"), "activation"),
+        (E.ReplaceHead("fc", 5, keep_classes=10), "keeps 10 classes"),
+        (E.ReplaceHead("fc", 10, keep_classes=[1000]), "only 1000 classes"),
+        (E.RemoveHead("nothing.here"), "no head"),
+    ],
+)
+def test_bad_edit_is_one_line_error_and_model_untouched(edit: E.Edit, words: str) -> None:
+    doc = opened("torchvision:resnet18")
+    snap = snapshot(doc)
+    p = edit.preview(doc)
+    assert not p.ok and words in p.problems[0]
+    with pytest.raises(EditError) as err:
+        doc.apply(edit)
+    assert words in str(err.value) and "\n" not in str(err.value)
+    assert_restored(doc, snap)
+    assert doc.edits == []
+
+
+def test_edits_round_trip_through_json() -> None:
+    samples = [
+        E.ReplaceHead(
+            "fc", 10, hidden=(256, 128), activation="gelu", dropout=0.1, keep_classes="0-4", seed=3
+        ),
+        E.RemoveHead("fc"),
+        E.CutAfter("layer4"),
+        E.AddHead("age", 5, at="fc", adapter=64),
+        E.SetTrainable("layer[12]*", False, bn_eval=True),
+        E.FreezeBackbone(bn_eval=True, heads=["fc"]),
+    ]
+    for edit in samples:
+        data = json.loads(json.dumps(edit.to_json()))
+        assert E.edit_from_json(data) == edit
+
+
+def test_unknown_edit_kind_is_an_edit_error() -> None:
+    with pytest.raises(EditError, match="unknown edit kind 'graft_head'"):
+        E.edit_from_json({"kind": "graft_head", "path": "fc"})
+    with pytest.raises(EditError, match="unknown field"):
+        E.edit_from_json({"kind": "remove_head", "path": "fc", "color": "red"})
