@@ -1,0 +1,117 @@
+"""``headstudio [SOURCE] [--screenshot PNG]``: the QApplication, its command line, and screenshots."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+RESOURCES = Path(__file__).resolve().parents[3] / "resources"
+SCREENSHOT_SIZE = (1440, 900)
+SCREENSHOT_TIMEOUT_MS = 300_000
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The app's command line (subcommands such as ``inspect`` are handled by cli.py)."""
+    from headstudio.cli import parse_shape
+
+    parser = argparse.ArgumentParser(prog="headstudio", description="Head Studio desktop app")
+    parser.add_argument("source", nargs="?", metavar="SOURCE", help="checkpoint file or spec to open")
+    parser.add_argument("--arch", metavar="SPEC", help="architecture for bare weights")
+    parser.add_argument("--input-shape", type=parse_shape, metavar="N,C,H,W", help="input shape to trace")
+    parser.add_argument("--trust", action="store_true", help="allow code inside this file to run")
+    parser.add_argument("--screenshot", metavar="PNG", help="render the window to PNG once traced and exit")
+    return parser
+
+
+def application():
+    """The running QApplication, created (with name and icon) if there is none yet."""
+    from PySide6.QtGui import QIcon
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("Head Studio")
+    app.setOrganizationName("HeadStudio")
+    app.setDesktopFileName("headstudio")
+    icon = RESOURCES / "headstudio.svg"
+    if icon.exists():
+        app.setWindowIcon(QIcon(str(icon)))
+    return app
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Launch the app; the window appears before the core (and torch) is imported."""
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.screenshot and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    app = application()
+    from .main_window import MainWindow
+
+    if args.screenshot:
+        import tempfile
+
+        from PySide6.QtCore import QSettings
+
+        with tempfile.TemporaryDirectory() as folder:  # a screenshot shows the default layout
+            settings = QSettings(str(Path(folder) / "screenshot.ini"), QSettings.Format.IniFormat)
+            window = MainWindow(settings=settings)
+            if not args.source:
+                print("headstudio: --screenshot needs a SOURCE to open", file=sys.stderr)
+                return 2
+            return screenshot(window, args, Path(args.screenshot))
+    window = MainWindow()
+    window.show()
+    if args.source:
+        window.open(args.source, arch=args.arch, trust=args.trust, input_shape=args.input_shape)
+    return app.exec()
+
+
+def screenshot(window, args: argparse.Namespace, target: Path) -> int:
+    """Open, wait for the trace, expand a bit, select the head, grab the window to ``target``."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    window.quiet = True
+    window.resize(*SCREENSHOT_SIZE)
+    window.show()
+    loop = QEventLoop()
+    result = {"code": 1}
+    ctl = window.controller
+
+    def traced() -> None:
+        if ctl.busy:
+            QTimer.singleShot(50, traced)
+            return
+        panel = window.tree_panel
+        panel.view.expandToDepth(1)
+        panel.go_to_head()
+        window.resize(*SCREENSHOT_SIZE)
+        QTimer.singleShot(300, grab)
+
+    def grab() -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        ok = window.grab().save(str(target), "PNG")
+        if not ok:
+            print(f"headstudio: could not write {target}", file=sys.stderr)
+        result["code"] = 0 if ok else 1
+        loop.quit()
+
+    def failed(*_: object) -> None:
+        if ctl.document is None:
+            loop.quit()
+
+    ctl.traceReady.connect(traced, type=_single_shot())
+    ctl.openFailed.connect(failed)
+    QTimer.singleShot(SCREENSHOT_TIMEOUT_MS, loop.quit)
+    window.open(args.source, arch=args.arch, trust=args.trust, input_shape=args.input_shape)
+    loop.exec()
+    window.controller.wait_idle()
+    window.close()
+    return result["code"]
+
+
+def _single_shot():
+    from PySide6.QtCore import Qt
+
+    return Qt.ConnectionType.SingleShotConnection

@@ -1,0 +1,178 @@
+"""Dialogs that ask the user something: consent to run code, which architecture, unsaved edits, where to save.
+
+The main window calls the module-level ``ask_*``/``show_error`` functions, so tests replace them with
+monkeypatch and never block on a modal dialog.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QSortFilterProxyModel, QStringListModel, Qt
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QLabel,
+    QLineEdit,
+    QListView,
+    QListWidget,
+    QMessageBox,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+SAVE_FILTERS = {
+    "Safetensors (*.safetensors)": "safetensors",
+    "PyTorch state_dict (*.pt *.pth)": "state_dict",
+    "Training checkpoint, container kept (*.pt *.pth *.ckpt)": "checkpoint",
+    "Whole model, pickled (*.pt)": "full",
+    "TorchScript (*.pt)": "torchscript",
+    "torch.export program (*.pt2)": "export",
+}
+_DEFAULT_SUFFIX = {"safetensors": ".safetensors", "export": ".pt2"}
+
+
+class ConsentDialog(QDialog):
+    """Lists exactly what a file would import to load; Cancel is the default (Enter/Escape refuse)."""
+
+    def __init__(self, path: str, globals_: list[str], parent: QWidget | None = None) -> None:
+        super().__init__(parent, objectName="consentDialog")
+        self.setWindowTitle("Allow code to run?")
+        layout = QVBoxLayout(self)
+        text = QLabel(
+            f"<b>{Path(path).name}</b> would import the following to load. Loading it runs code from "
+            "the file; nothing has run yet. Allow this only if you trust where the file came from.",
+            self,
+        )
+        text.setWordWrap(True)
+        layout.addWidget(text)
+        self.globals_list = QListWidget(self, objectName="consentGlobals")
+        self.globals_list.addItems(list(globals_))
+        layout.addWidget(self.globals_list)
+        buttons = QDialogButtonBox(self)
+        self.cancel_button = buttons.addButton(QDialogButtonBox.StandardButton.Cancel)
+        self.allow_button = QPushButton("Allow for this file", self, objectName="allowButton")
+        buttons.addButton(self.allow_button, QDialogButtonBox.ButtonRole.AcceptRole)
+        self.allow_button.setAutoDefault(False)
+        self.cancel_button.setDefault(True)
+        self.cancel_button.setFocus()
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+
+
+class ArchitectureDialog(QDialog):
+    """A searchable list of torchvision/timm names; any ``ns:name`` or ``module:callable`` may be typed."""
+
+    def __init__(self, path: str, names: list[str], parent: QWidget | None = None) -> None:
+        super().__init__(parent, objectName="architectureDialog")
+        self.setWindowTitle("Which architecture?")
+        layout = QVBoxLayout(self)
+        label = QLabel(f"<b>{Path(path).name}</b> holds only weights. Which architecture are they for?")
+        label.setWordWrap(True)
+        layout.addWidget(label)
+        self.search = QLineEdit(self, objectName="archSearch", placeholderText="resnet50, timm:…, pkg.mod:fn")
+        layout.addWidget(self.search)
+        self.names = QStringListModel(names, self)
+        self.proxy = QSortFilterProxyModel(self)
+        self.proxy.setSourceModel(self.names)
+        self.proxy.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.list = QListView(self, objectName="archList")
+        self.list.setModel(self.proxy)
+        layout.addWidget(self.list)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self
+        )
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+        self.search.textChanged.connect(self.proxy.setFilterFixedString)
+        self.list.doubleClicked.connect(self.accept)
+
+    def choice(self) -> str | None:
+        """The selected name, else the typed text when it looks like a spec."""
+        index = self.list.currentIndex()
+        if index.isValid():
+            return str(index.data())
+        text = self.search.text().strip()
+        if ":" in text:
+            return text
+        if self.proxy.rowCount() == 1:
+            return str(self.proxy.index(0, 0).data())
+        return f"torchvision:{text}" if text else None
+
+
+def architecture_names() -> list[str]:
+    """torchvision classification names, then timm's when installed."""
+    names: list[str] = []
+    try:
+        import torchvision
+
+        names += [f"torchvision:{n}" for n in torchvision.models.list_models()]
+    except Exception:  # a broken optional install must not block the dialog
+        pass
+    try:
+        import timm
+
+        names += [f"timm:{n}" for n in timm.list_models()]
+    except Exception:
+        pass
+    return names
+
+
+def ask_consent(parent: QWidget | None, path: str, globals_: list[str]) -> bool:
+    """True only if the user explicitly allows the listed imports for this file."""
+    return ConsentDialog(path, globals_, parent).exec() == QDialog.DialogCode.Accepted
+
+
+def ask_architecture(parent: QWidget | None, path: str) -> str | None:
+    """The architecture spec the user picked for a bare state_dict, or None."""
+    dialog = ArchitectureDialog(path, architecture_names(), parent)
+    return dialog.choice() if dialog.exec() == QDialog.DialogCode.Accepted else None
+
+
+def ask_save_changes(parent: QWidget | None) -> str:
+    """'save', 'discard' or 'cancel' for unsaved edits."""
+    buttons = QMessageBox.StandardButton
+    answer = QMessageBox.question(
+        parent,
+        "Unsaved edits",
+        "The model has edits that are not saved. Save them first?",
+        buttons.Save | buttons.Discard | buttons.Cancel,
+        buttons.Save,
+    )
+    return {buttons.Save: "save", buttons.Discard: "discard"}.get(answer, "cancel")
+
+
+def ask_open_path(parent: QWidget | None, directory: str = "") -> str | None:
+    """A checkpoint path chosen by the user, or None."""
+    path, _ = QFileDialog.getOpenFileName(
+        parent,
+        "Open checkpoint",
+        directory,
+        "Checkpoints (*.pt *.pth *.bin *.ckpt *.tar *.safetensors *.pt2);;All files (*)",
+    )
+    return path or None
+
+
+def ask_save_path(parent: QWidget | None, suggested: str) -> tuple[str, str | None] | None:
+    """(path, format) chosen by the user; the format follows the chosen filter."""
+    path, chosen = QFileDialog.getSaveFileName(parent, "Save model as", suggested, ";;".join(SAVE_FILTERS))
+    if not path:
+        return None
+    fmt = SAVE_FILTERS.get(chosen)
+    if fmt and not Path(path).suffix:
+        path += _DEFAULT_SUFFIX.get(fmt, ".pt")
+    return path, fmt
+
+
+def show_error(parent: QWidget | None, message: str) -> None:
+    """One line for people, in a message box."""
+    QMessageBox.warning(parent, "Head Studio", message)
+
+
+def show_info(parent: QWidget | None, title: str, message: str) -> None:
+    """A short notice (e.g. a save's verification result)."""
+    QMessageBox.information(parent, title, message)

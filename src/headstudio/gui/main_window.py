@@ -1,0 +1,408 @@
+"""The main window: menus, actions, toolbar, status bar, and the panels laid out around the module tree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QByteArray, QSettings, Qt
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QLabel,
+    QMainWindow,
+    QProgressBar,
+    QSplitter,
+    QStackedWidget,
+    QToolButton,
+    QWidget,
+)
+
+from . import dialogs
+from .controller import DocumentController, needs_architecture, needs_consent
+from .start_page import StartPage
+from .tree_panel import ModuleTreePanel
+
+MAX_RECENT = 10
+
+
+class MainWindow(QMainWindow):
+    """Head Studio's window. ``open(source)`` starts loading in the background."""
+
+    def __init__(
+        self, controller: DocumentController | None = None, settings: QSettings | None = None
+    ) -> None:
+        super().__init__()
+        self.setObjectName("mainWindow")
+        self.controller = controller or DocumentController(self)
+        self.controller.asks_user = True
+        self.settings = settings or QSettings()
+        self.quiet = False  # --screenshot: errors go to stderr, no dialogs
+        self._pending: dict[str, Any] = {}
+        self._progress_message = ""
+        self.setAcceptDrops(True)
+        self.start_page = StartPage(self)
+        self.start_page.openRequested.connect(self.open)
+        self.start_page.browseRequested.connect(self.browse)
+        self.tree_panel = ModuleTreePanel(self.controller, self)
+        self.pages = QStackedWidget(self)
+        self.pages.addWidget(self.start_page)
+        self.pages.addWidget(self._workspace())
+        self.setCentralWidget(self.pages)
+        self._make_actions()
+        self._make_menus()
+        self._make_status_bar()
+        self._connect()
+        self.resize(1280, 800)
+        self._restore()
+        self._refresh_recent()
+        self._update_title()
+
+    # -- layout ----------------------------------------------------------------------------------------
+    def _workspace(self) -> QWidget:
+        split = QSplitter(Qt.Orientation.Horizontal, self, objectName="workspace")
+        split.addWidget(self.tree_panel)
+        self.head_editor = _panel("head_editor", "HeadEditor", self.controller, split)
+        split.addWidget(self.head_editor)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        split.setSizes([640, 400])
+        self.inspector = _panel("inspector", "Inspector", self.controller, self)
+        self.chart = _panel("charts", "ParamsChart", self.controller, self)
+        self.history = _panel("commands", "HistoryView", self.controller, self)
+        right, bottom = Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.BottomDockWidgetArea
+        self.setCorner(Qt.Corner.BottomRightCorner, right)
+        self.inspector_dock = self._dock("Inspector", "inspectorDock", self.inspector, right)
+        self.chart_dock = self._dock("Parameters per block", "chartDock", self.chart, bottom)
+        self.history_dock = self._dock("History", "historyDock", self.history, bottom)
+        self.tabifyDockWidget(self.chart_dock, self.history_dock)
+        return split
+
+    def _dock(self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        dock = QDockWidget(title, self, objectName=name)
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        dock.hide()  # shown once a model is open
+        return dock
+
+    def _action(self, name: str, text: str, keys: Any = None, slot: Any = None) -> QAction:
+        action = QAction(text, self, objectName=name)
+        if keys is not None:
+            action.setShortcut(QKeySequence(keys))
+        if slot is not None:
+            action.triggered.connect(slot)
+        self.addAction(action)
+        return action
+
+    def _make_actions(self) -> None:
+        keys = QKeySequence.StandardKey
+        ctl = self.controller
+        self.action_open = self._action("actionOpen", "&Open…", keys.Open, self.browse)
+        self.action_save = self._action("actionSave", "&Save", keys.Save, self.save)
+        self.action_save_as = self._action("actionSaveAs", "Save &As…", "Ctrl+Shift+S", self.save_as)
+        self.action_quit = self._action("actionQuit", "&Quit", keys.Quit, self.close)
+        self.action_undo = self._action("actionUndo", "&Undo", keys.Undo, ctl.undo)
+        self.action_redo = self._action("actionRedo", "&Redo", "Ctrl+Shift+Z", ctl.redo)
+        self.action_mark_head = self._action("actionMarkHead", "&Mark as head", "Ctrl+M", self.mark_head)
+        self.action_freeze = self._action("actionFreezeBackbone", "&Freeze backbone", "Ctrl+B", self.freeze)
+        self.action_code = self._action("actionShowCode", "Show &code…", "Ctrl+Shift+C", self.show_code)
+        self.action_undo.setEnabled(False)
+        self.action_redo.setEnabled(False)
+        ctl.undo_stack.canUndoChanged.connect(self.action_undo.setEnabled)
+        ctl.undo_stack.canRedoChanged.connect(self.action_redo.setEnabled)
+        ctl.undo_stack.undoTextChanged.connect(lambda t: self.action_undo.setText(f"&Undo {t}".strip()))
+        ctl.undo_stack.redoTextChanged.connect(lambda t: self.action_redo.setText(f"&Redo {t}".strip()))
+
+    def _make_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        file_menu.addAction(self.action_open)
+        self.recent_menu = file_menu.addMenu("Open &recent")
+        file_menu.addSeparator()
+        file_menu.addActions([self.action_save, self.action_save_as])
+        file_menu.addSeparator()
+        file_menu.addAction(self.action_quit)
+        bar.addMenu("&Edit").addActions([self.action_undo, self.action_redo])
+        model_menu = bar.addMenu("&Model")
+        panel = self.tree_panel
+        model_menu.addActions([self.action_mark_head, panel.action_go_to_head, self.action_freeze])
+        model_menu.addSeparator()
+        model_menu.addAction(self.action_code)
+        view_menu = bar.addMenu("&View")
+        view_menu.addActions([panel.action_expand, panel.action_collapse])
+        view_menu.addSeparator()
+        docks = (self.inspector_dock, self.chart_dock, self.history_dock)
+        view_menu.addActions([dock.toggleViewAction() for dock in docks])
+        tools = self.addToolBar("Main")
+        tools.setObjectName("mainToolBar")
+        tools.addActions([self.action_open, self.action_save, self.action_undo, self.action_redo])
+        tools.addSeparator()
+        tools.addActions(
+            [self.action_mark_head, panel.action_go_to_head, self.action_freeze, self.action_code]
+        )
+
+    def _make_status_bar(self) -> None:
+        status = self.statusBar()
+        self.params_label = QLabel(self, objectName="statusParams")
+        self.memory_label = QLabel(self, objectName="statusMemory")
+        self.format_label = QLabel(self, objectName="statusFormat")
+        self.dirty_label = QLabel(self, objectName="statusDirty")
+        self.progress = QProgressBar(self, objectName="progress", maximum=100, maximumWidth=180)
+        self.cancel_button = QToolButton(self, objectName="cancelWork", text="Cancel")
+        self.cancel_button.clicked.connect(self.controller.cancel)
+        for widget in (self.progress, self.cancel_button):
+            widget.hide()
+            status.addPermanentWidget(widget)
+        for label in (self.params_label, self.memory_label, self.format_label, self.dirty_label):
+            status.addPermanentWidget(label)
+
+    def _connect(self) -> None:
+        ctl = self.controller
+        ctl.documentChanged.connect(self._on_document)
+        ctl.traceReady.connect(self._update_status)
+        ctl.modelEdited.connect(self._update_status)
+        ctl.busyChanged.connect(self._on_busy)
+        ctl.progressChanged.connect(self._on_progress)
+        ctl.errorRaised.connect(self.show_error)
+        ctl.openFailed.connect(self._on_open_failed)
+        ctl.saveFinished.connect(self._on_saved)
+        ctl.undo_stack.cleanChanged.connect(self._update_title)
+
+    # -- opening ---------------------------------------------------------------------------------------
+    def open(
+        self, source: str, arch: str | None = None, trust: bool = False, input_shape: Any = None
+    ) -> None:
+        """Start opening ``source`` in the background (asks first about unsaved edits)."""
+        if not self.maybe_keep_edits():
+            return
+        self._pending = {"source": str(source), "arch": arch, "input_shape": input_shape}
+        self.controller.open(str(source), arch=arch, trust=trust, input_shape=input_shape)
+
+    def browse(self) -> None:
+        """File ▸ Open: choose a checkpoint."""
+        recent = self.recent_files()
+        path = dialogs.ask_open_path(self, str(Path(recent[0]).parent) if recent else "")
+        if path:
+            self.open(path)
+
+    def _on_open_failed(self, source: str, err: BaseException) -> None:
+        pending = self._pending if self._pending.get("source") == source else {"source": source}
+        if needs_consent(err) and not self.quiet:
+            if dialogs.ask_consent(self, source, list(getattr(err, "globals", []))):
+                self.controller.open(source, pending.get("arch"), True, pending.get("input_shape"))
+        elif needs_architecture(err) and not self.quiet:
+            arch = dialogs.ask_architecture(self, source)
+            if arch:
+                self._pending = {**pending, "arch": arch}
+                self.controller.open(source, arch, False, pending.get("input_shape"))
+        else:
+            from .workers import one_line
+
+            self.show_error(one_line(err))
+
+    def _on_document(self) -> None:
+        ctl = self.controller
+        opened = ctl.document is not None
+        self.pages.setCurrentIndex(1 if opened else 0)
+        if opened and not self.settings.value("window/state"):
+            for dock in (self.inspector_dock, self.chart_dock, self.history_dock):
+                dock.show()
+            self.chart_dock.raise_()
+            self.resizeDocks([self.inspector_dock], [400], Qt.Orientation.Horizontal)
+            self.resizeDocks([self.chart_dock], [190], Qt.Orientation.Vertical)
+        if opened and ctl.source and ctl.document.origin.path is not None:
+            self.add_recent(str(Path(ctl.source).expanduser().resolve()))
+        self._update_status()
+        self._update_title()
+
+    # -- editing ---------------------------------------------------------------------------------------
+    def mark_head(self) -> None:
+        """Model ▸ Mark as head: the selected module becomes the head the editor works on."""
+        path = self.controller.selected_path
+        if self.controller.document is None or not path:
+            self.show_error("select a module in the tree first, then mark it as the head")
+            return
+        self.controller.mark_head(path)
+        self.statusBar().showMessage(f"{path} marked as head", 5000)
+
+    def freeze(self) -> None:
+        """Model ▸ Freeze backbone: everything but the head stops training."""
+        from headstudio.core.edits import FreezeBackbone
+
+        if self.controller.document is None:
+            return
+        head = self.controller.head_path
+        self.controller.push_edit(FreezeBackbone(heads=[head] if head else None))
+
+    def show_code(self) -> None:
+        """Model ▸ Show code: plain PyTorch for the edits so far."""
+        if self.controller.document is None:
+            return
+        from .code_view import CodeView
+
+        CodeView(self.controller, self).show()
+
+    # -- saving ----------------------------------------------------------------------------------------
+    def save(self) -> bool:
+        """Save to the last save target; the first save asks where (the source is never written)."""
+        if self.controller.document is None:
+            return False
+        if self.controller.saved_path is None:
+            return self.save_as()
+        self.controller.save(self.controller.saved_path)
+        return True
+
+    def save_as(self) -> bool:
+        """Choose a file and format, then save in the background."""
+        ctl = self.controller
+        if ctl.document is None:
+            return False
+        name = Path(ctl.source or "model").name.replace(":", "_")
+        stem = name.split(".")[0] or "model"
+        folder = ctl.document.origin.path.parent if ctl.document.origin.path else Path.home()
+        choice = dialogs.ask_save_path(self, str(folder / f"{stem}-edited.safetensors"))
+        if choice is None:
+            return False
+        path, fmt = choice
+        ctl.save(path, fmt)
+        return True
+
+    def _on_saved(self, report: Any) -> None:
+        self.statusBar().showMessage(report.describe() + "".join(f"; {w}" for w in report.warnings), 15000)
+        self._update_title()
+
+    def maybe_keep_edits(self) -> bool:
+        """True if it is fine to drop the current document (saved, discarded, or no edits)."""
+        ctl = self.controller
+        if ctl.document is None or not ctl.dirty:
+            return True
+        answer = dialogs.ask_save_changes(self)
+        if answer == "discard":
+            return True
+        if answer == "save" and self.save():
+            ctl.wait_idle()
+            _deliver_pending_events()
+            return not ctl.dirty
+        return False
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        """Ask about unsaved edits; remember geometry and layout."""
+        if not self.maybe_keep_edits():
+            event.ignore()
+            return
+        self.controller.cancel()
+        self.controller.wait_idle()
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/state", self.saveState())
+        event.accept()
+
+    # -- status ----------------------------------------------------------------------------------------
+    def _on_busy(self, busy: bool, message: str) -> None:
+        self.progress.setVisible(busy)
+        self.cancel_button.setVisible(busy)
+        if busy:
+            self.progress.setRange(0, 0)
+            self._show_progress_message(message)
+        elif self.statusBar().currentMessage() == self._progress_message:
+            self.statusBar().clearMessage()
+
+    def _show_progress_message(self, message: str) -> None:
+        self._progress_message = message
+        self.statusBar().showMessage(message)
+
+    def _on_progress(self, message: str, fraction: float) -> None:
+        self.progress.setRange(0, 100)
+        self.progress.setValue(int(fraction * 100))
+        self._show_progress_message(message)
+
+    def _update_status(self) -> None:
+        doc = self.controller.document
+        if doc is None:
+            for label in (self.params_label, self.memory_label, self.format_label):
+                label.clear()
+            return
+        total, trainable = doc.param_counts()
+        self.params_label.setText(f"{total:,} params · {trainable:,} trainable")
+        self.memory_label.setText(_memory_text(doc.model))
+        self.format_label.setText(f"{doc.origin.format} · {doc.origin.arch}")
+
+    def _update_title(self) -> None:
+        ctl = self.controller
+        name = Path(ctl.source).name if ctl.source else ""
+        self.setWindowTitle(f"{name}[*] — Head Studio" if name else "Head Studio")
+        self.setWindowModified(ctl.dirty)
+        self.dirty_label.setText("• unsaved" if ctl.dirty else "")
+
+    def show_error(self, message: str) -> None:
+        """Errors are one line: a dialog (or stderr for --screenshot), never a traceback."""
+        self.statusBar().showMessage(message, 10000)
+        if self.quiet:
+            import sys
+
+            print(f"headstudio: {message}", file=sys.stderr)
+        else:
+            dialogs.show_error(self, message)
+
+    # -- recent files, settings, drag and drop -------------------------------------------------------------
+    def recent_files(self) -> list[str]:
+        """Recently opened files, newest first."""
+        value = self.settings.value("recent", [])
+        return [value] if isinstance(value, str) else list(value or [])
+
+    def add_recent(self, path: str) -> None:
+        """Remember ``path`` at the top of the recent list."""
+        paths = [path] + [p for p in self.recent_files() if p != path]
+        self.settings.setValue("recent", paths[:MAX_RECENT])
+        self._refresh_recent()
+
+    def _refresh_recent(self) -> None:
+        paths = self.recent_files()
+        self.start_page.set_recent(paths)
+        self.recent_menu.clear()
+        for path in paths:
+            self.recent_menu.addAction(Path(path).name, lambda p=path: self.open(p)).setToolTip(path)
+        self.recent_menu.setEnabled(bool(paths))
+
+    def _restore(self) -> None:
+        geometry, state = self.settings.value("window/geometry"), self.settings.value("window/state")
+        if isinstance(geometry, QByteArray):
+            self.restoreGeometry(geometry)
+        if isinstance(state, QByteArray):
+            self.restoreState(state)
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        """Accept dropped local files."""
+        if any(url.isLocalFile() for url in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        """Open the first dropped file."""
+        files = [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]
+        if files:
+            event.acceptProposedAction()
+            self.open(files[0])
+
+
+def _panel(module: str, name: str, controller: Any, parent: QWidget) -> QWidget:
+    """A panel from the panels' modules, constructed as ``cls(controller, parent)``; a note if missing."""
+    import importlib
+
+    try:
+        cls = getattr(importlib.import_module(f"headstudio.gui.{module}"), name)
+    except (ImportError, AttributeError):
+        return QLabel(f"{name} is not available in this build", parent)
+    return cls(controller, parent)
+
+
+def _memory_text(model: Any) -> str:
+    tensors = [*model.parameters(), *model.buffers()]
+    if tensors and all(t.is_meta for t in tensors):
+        return "weights not loaded (meta)"
+    size = sum(t.numel() * t.element_size() for t in tensors if not t.is_meta)
+    return f"{size / 2**20:,.1f} MiB in memory"
+
+
+def _deliver_pending_events() -> None:
+    from PySide6.QtCore import QCoreApplication
+
+    QCoreApplication.processEvents()

@@ -1,0 +1,206 @@
+"""The module tree panel: filter box, input shape editor, expand/collapse, Go to head, and the tree view."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QModelIndex, Qt
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMenu,
+    QToolButton,
+    QTreeView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .tree_model import MODULE, PARAMS, SHAPE, TRAINABLE, TYPE, ModuleFilter, ModuleTreeModel, PathRole
+
+
+def parse_input_shape(text: str) -> tuple[int, ...] | None:
+    """'1,3,224,224' or '1x3x224x224' -> (1, 3, 224, 224); None when it is not a shape."""
+    parts = text.replace("x", ",").replace("×", ",").replace("[", "").replace("]", "").split(",")
+    try:
+        shape = tuple(int(p) for p in parts if p.strip())
+    except ValueError:
+        return None
+    return shape if shape and all(d > 0 for d in shape) else None
+
+
+class ModuleTreePanel(QWidget):
+    """Shows the controller's module tree; never holds model state of its own."""
+
+    def __init__(self, controller: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.controller = controller
+        self.model = ModuleTreeModel(self)
+        self.model.on_trainable = self._set_trainable
+        self.proxy = ModuleFilter(self)
+        self.proxy.setSourceModel(self.model)
+        self.view = self._make_view()
+        self.filter_box = QLineEdit(self, objectName="treeFilter", placeholderText="Filter by name or type")
+        self.filter_box.setClearButtonEnabled(True)
+        self.filter_box.textChanged.connect(self._on_filter)
+        self.shape_box = QLineEdit(self, objectName="inputShape", placeholderText="1,3,224,224")
+        self.shape_box.setToolTip("Input shape to trace (press Enter to re-trace)")
+        self.shape_box.setMaximumWidth(150)
+        self.shape_box.returnPressed.connect(self._apply_shape)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(self._make_bar())
+        layout.addWidget(self.view)
+        controller.documentChanged.connect(self._on_document)
+        controller.traceReady.connect(self.rebuild)
+        controller.headMarked.connect(self.model.set_head)
+        controller.selectionChanged.connect(self._on_selection)
+        controller.inputShapeChanged.connect(self._show_shape)
+
+    def _make_view(self) -> QTreeView:
+        view = QTreeView(self, objectName="moduleTree")
+        view.setModel(self.proxy)
+        view.setUniformRowHeights(True)  # lets Qt skip measuring rows: smooth on 10k modules
+        view.setAlternatingRowColors(True)
+        view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        view.customContextMenuRequested.connect(self._context_menu)
+        header = view.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(MODULE, QHeaderView.ResizeMode.Interactive)
+        for column, width in ((MODULE, 210), (TYPE, 140), (SHAPE, 130), (PARAMS, 95), (TRAINABLE, 70)):
+            header.resizeSection(column, width)
+        view.selectionModel().currentChanged.connect(self._on_current)
+        return view
+
+    def _make_bar(self) -> QHBoxLayout:
+        bar = QHBoxLayout()
+        bar.addWidget(self.filter_box, 1)
+        bar.addWidget(QLabel("Input:", self))
+        bar.addWidget(self.shape_box)
+        self.action_expand = self._tool(bar, "actionExpandAll", "Expand all", "Ctrl+E", self.view.expandAll)
+        self.action_collapse = self._tool(bar, "actionCollapseAll", "Collapse", "Ctrl+Shift+E", self.collapse)
+        self.action_go_to_head = self._tool(bar, "actionGoToHead", "Go to head", "Ctrl+H", self.go_to_head)
+        return bar
+
+    def _tool(self, bar: QHBoxLayout, name: str, text: str, keys: str, slot: Any) -> QAction:
+        action = QAction(text, self, objectName=name, shortcut=QKeySequence(keys))
+        action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        action.triggered.connect(slot)
+        self.addAction(action)
+        button = QToolButton(self)
+        button.setDefaultAction(action)
+        bar.addWidget(button)
+        return action
+
+    # -- rebuilding from the controller ----------------------------------------------------------------
+    def _on_document(self) -> None:
+        ctl = self.controller
+        self.model.set_head(None)
+        self.model.set_tree(ctl.tree, ctl.original_tree)
+        self.model.set_head(ctl.head_path)
+        self._show_shape(ctl.document.input_shape if ctl.document is not None else None)
+        root = self.proxy.index(0, 0)
+        if root.isValid():
+            self.view.expand(root)
+
+    def rebuild(self) -> None:
+        """Show the controller's new tree snapshot, keeping expansion and the selected module."""
+        ctl = self.controller
+        expanded = self.expanded_paths()
+        self.model.set_tree(ctl.tree, ctl.original_tree)
+        self.model.head_path = ctl.head_path
+        for path in expanded:
+            index = self._proxy_index(path)
+            if index.isValid():
+                self.view.setExpanded(index, True)
+        if ctl.selected_path is not None:
+            self._on_selection(ctl.selected_path)
+
+    def expanded_paths(self) -> list[str]:
+        """Paths of expanded rows (visits only expanded branches)."""
+        paths: list[str] = []
+        pending = [self.proxy.index(r, 0) for r in range(self.proxy.rowCount())]
+        while pending:
+            index = pending.pop()
+            if self.view.isExpanded(index):
+                paths.append(index.data(PathRole))
+                pending.extend(self.proxy.index(r, 0, index) for r in range(self.proxy.rowCount(index)))
+        return paths
+
+    def _proxy_index(self, path: str) -> QModelIndex:
+        return self.proxy.mapFromSource(self.model.index_for_path(path))
+
+    def _show_shape(self, shape: Any) -> None:
+        self.shape_box.setText(",".join(str(d) for d in shape) if shape else "")
+
+    # -- user actions ----------------------------------------------------------------------------------
+    def _on_current(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        if current.isValid():
+            self.controller.select(current.data(PathRole))
+
+    def _on_selection(self, path: str) -> None:
+        index = self._proxy_index(path)
+        if not index.isValid() or self.view.currentIndex().data(PathRole) == path:
+            return
+        self.view.setCurrentIndex(index)
+        self.view.scrollTo(index)
+
+    def go_to_head(self) -> None:
+        """Reveal and select the head row."""
+        path = self.controller.head_path
+        if path is None:
+            self.controller.errorRaised.emit("no head detected; select a module and use Model ▸ Mark as head")
+            return
+        if self.filter_box.text():
+            self.filter_box.clear()
+        index = self._proxy_index(path)
+        if index.isValid():
+            self.view.setCurrentIndex(index)
+            self.view.scrollTo(index, QAbstractItemView.ScrollHint.PositionAtCenter)
+            self.view.setFocus()
+
+    def collapse(self) -> None:
+        """Collapse everything but the model row."""
+        self.view.collapseAll()
+        root = self.proxy.index(0, 0)
+        if root.isValid():
+            self.view.expand(root)
+
+    def _on_filter(self, text: str) -> None:
+        self.proxy.set_text(text)
+        if text.strip():
+            self.view.expandAll()
+
+    def _apply_shape(self) -> None:
+        shape = parse_input_shape(self.shape_box.text())
+        if shape is None:
+            self.controller.errorRaised.emit(
+                f"'{self.shape_box.text()}' is not an input shape; write sizes like 1,3,224,224"
+            )
+            return
+        self.controller.set_input_shape(shape)
+
+    def _set_trainable(self, path: str, trainable: bool) -> None:
+        from headstudio.core.edits import SetTrainable
+
+        self.controller.push_edit(SetTrainable(path, trainable))
+
+    def _context_menu(self, pos: Any) -> None:
+        index = self.view.indexAt(pos)
+        if not index.isValid():
+            return
+        path = index.data(PathRole)
+        menu = QMenu(self)
+        menu.addAction("Mark as head", lambda: self.controller.mark_head(path))
+        menu.addAction("Copy path", lambda: _copy(path))
+        menu.exec(self.view.viewport().mapToGlobal(pos))
+
+
+def _copy(text: str) -> None:
+    from PySide6.QtGui import QGuiApplication
+
+    QGuiApplication.clipboard().setText(text)
