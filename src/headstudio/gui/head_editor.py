@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import QEvent, QTimer, Signal
-from PySide6.QtGui import QColor, QPalette
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from headstudio.core.errors import HeadStudioError
+from .previews import InputProblem, PreviewRunner, format_delta, parse_sizes, problem_color, warning_color
 
 OPERATIONS = (
     "Replace head",
@@ -32,43 +32,6 @@ OPERATIONS = (
 )
 REPLACE, REMOVE, CUT, ADD = range(4)
 PREVIEW_DELAY_MS = 150
-
-
-class InputProblem(ValueError):
-    """The panel's inputs do not describe an edit yet (e.g. hidden sizes 'abc')."""
-
-
-def problem_color(palette: QPalette) -> QColor:
-    """A red readable on this palette's window colour (dark mode gets a lighter red)."""
-    return (
-        QColor("#ff6b6b") if palette.color(QPalette.ColorRole.Window).lightness() < 128 else QColor("#c62828")
-    )
-
-
-def warning_color(palette: QPalette) -> QColor:
-    """An amber readable on this palette's window colour."""
-    return (
-        QColor("#ffb74d") if palette.color(QPalette.ColorRole.Window).lightness() < 128 else QColor("#a35a00")
-    )
-
-
-def parse_sizes(text: str) -> tuple[int, ...]:
-    """'512, 256' -> (512, 256); raises InputProblem for anything that is not positive integers."""
-    parts = [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
-    try:
-        sizes = tuple(int(p) for p in parts)
-    except ValueError:
-        raise InputProblem(f"hidden sizes '{text}' must be positive integers, e.g. 512,256") from None
-    if not sizes or any(s <= 0 for s in sizes):
-        raise InputProblem(f"hidden sizes '{text}' must be positive integers, e.g. 512,256")
-    return sizes
-
-
-def format_delta(before: int, after: int) -> str:
-    """'11,689,512 → 11,181,642 (−507,870)'."""
-    delta = after - before
-    sign = "+" if delta > 0 else "−" if delta < 0 else "±"
-    return f"{before:,} → {after:,} ({sign}{abs(delta):,})"
 
 
 class HeadEditor(QWidget):
@@ -86,6 +49,8 @@ class HeadEditor(QWidget):
         self._shown_head: tuple[int, str] | None = None
         self._timer = QTimer(self, singleShot=True, interval=PREVIEW_DELAY_MS)
         self._timer.timeout.connect(self.refresh_preview)
+        self._runner = PreviewRunner(self)
+        self._runner.finished.connect(self._on_previewed)
         self._build()
         self._connect()
         self._on_document()
@@ -268,19 +233,28 @@ class HeadEditor(QWidget):
         self._timer.start()
 
     def refresh_preview(self) -> None:
-        """Run the edit's preview now and show it; input problems show in red and disable Apply."""
+        """Start the edit's preview (background); input problems show in red at once and disable Apply."""
         self._timer.stop()
+        self._runner.discard()
         self.preview = None
         doc = self.controller.document
         if doc is None or not self.ready:
             self._show_idle("open a model" if doc is None else "waiting for shapes…")
             return
+        self.applyButton.setEnabled(False)
         try:
-            self.preview = self.current_edit().preview(doc)
-        except (InputProblem, HeadStudioError) as err:
-            self._show_problems([str(err)], [])
+            edit = self.current_edit()
+        except InputProblem as err:
+            self._on_previewed(None, str(err))
+            return
+        self._runner.request(edit, doc)
+
+    def _on_previewed(self, preview: Any, problem: str) -> None:
+        self.preview = preview
+        if preview is None:
+            self._show_problems([problem], [])
         else:
-            self._show_preview(self.preview)
+            self._show_preview(preview)
         self.previewUpdated.emit()
 
     def _show_preview(self, p: Any) -> None:
@@ -323,32 +297,27 @@ class HeadEditor(QWidget):
 
     # ----- actions
     def apply(self) -> None:
-        """Push the previewed edit as an undoable command (validated first; nothing changes on failure)."""
-        doc = self.controller.document
-        if doc is None:
+        """Push the previewed edit as an undoable command (the controller validates it first)."""
+        if self.controller.document is None:
             return
         try:
             edit = self.current_edit()
-            edit.validate(doc)
-        except (InputProblem, HeadStudioError) as err:
+        except InputProblem as err:
             self._show_problems([str(err)], [])
             return
+        self._runner.discard()
+        self._runner.wait()  # the preview thread must not be copying the model while the edit changes it
         self.controller.push_edit(edit)
 
     def freeze_backbone(self) -> None:
         """Freeze everything but the head(s), with the BatchNorm-eval choice, as one undoable edit."""
         from headstudio.core import edits
 
-        doc = self.controller.document
-        if doc is None:
+        if self.controller.document is None:
             return
-        edit = edits.FreezeBackbone(bn_eval=self.bnEval.isChecked())
-        try:
-            edit.validate(doc)
-        except HeadStudioError as err:
-            self.controller.errorRaised.emit(str(err))
-            return
-        self.controller.push_edit(edit)
+        self._runner.discard()
+        self._runner.wait()
+        self.controller.push_edit(edits.FreezeBackbone(bn_eval=self.bnEval.isChecked()))
 
     # ----- controller signals
     @property
@@ -365,6 +334,7 @@ class HeadEditor(QWidget):
 
     def _on_model_edited(self) -> None:
         self._traced = False
+        self._runner.discard()
         self._update_buttons()
         self.schedule_preview()
 
