@@ -7,7 +7,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QPalette
 
 from headstudio.gui.code_view import CodeView
-from headstudio.gui.head_editor import ADD, CUT, REMOVE, HeadEditor, problem_color
+from headstudio.gui.head_editor import ADD, CUT, REMOVE, HeadEditor
+from headstudio.gui.previews import problem_color
 
 pytest_plugins = ("panel_fixtures",)
 OPEN_TIMEOUT_MS = 120_000  # opening + tracing in the background on a busy 2-core machine
