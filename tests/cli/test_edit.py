@@ -30,7 +30,7 @@ def one_line_error(result) -> str:
 
 @pytest.fixture(scope="module")
 def unused_branch(tmp_path_factory) -> str:
-    """A user's model with a module the output never depends on (a debug probe)."""
+    """A user's model with an auxiliary head used only in training (like googlenet's aux heads)."""
     import sys
 
     root = tmp_path_factory.mktemp("editpkg")
@@ -44,7 +44,8 @@ def unused_branch(tmp_path_factory) -> str:
         "        self.fc = nn.Linear(16, 3)\n\n"
         "    def forward(self, x):\n"
         "        h = self.body(x)\n"
-        "        self.probe(h.detach())\n"
+        "        if self.training:\n"
+        "            self.probe(h)\n"
         "        return self.fc(h)\n"
     )
     sys.path.insert(0, str(root))
