@@ -1,4 +1,4 @@
-"""ReplaceHead and RemoveHead: sized from the live trace, previewed without touching the model, reverted exactly."""
+"""ReplaceHead and RemoveHead: sized from the live trace, previewed untouched, reverted exactly."""
 
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def test_replacing_a_timm_head_block_points_to_its_classifier() -> None:
     edit = E.ReplaceHead("head", 10)
     p = edit.preview(doc)
     assert not p.ok and "head.fc" in p.problems[0] and "head block" in p.problems[0]
-    with pytest.raises(EditError, match="head.fc"):
+    with pytest.raises(EditError, match=r"head\.fc"):
         doc.apply(edit)
     assert doc.edits == []
 

@@ -171,8 +171,8 @@ class FreezeBackbone(_FlagEdit):
         found = [h.path for h in doc.heads()]
         for edit in doc.edits:
             made = getattr(edit, "head_path", None) or (edit.path if edit.kind == "replace_head" else None)
-            if made and any(h == made or h.startswith(made + ".") for h in found):
-                found = [made, *(h for h in found if h != made and not h.startswith(made + "."))]
+            if made:  # a new MLP head is detected by its last Linear; keep all of it trainable
+                found = [made if h == made or h.startswith(made + ".") else h for h in found]
         return list(dict.fromkeys(found))
 
     def _apply(self, doc: Document) -> None:
