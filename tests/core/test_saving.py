@@ -342,3 +342,60 @@ def test_a_model_that_cannot_be_pickled_is_a_clear_error_for_the_full_format(tmp
         save(doc, tmp_path / "full.pt", format="full")
     assert "\n" not in str(info.value) and listing(tmp_path) == []
     assert save(doc, tmp_path / "weights.safetensors").tensors_verified == 2  # weights still save
+
+
+# --- edited models -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def edited_r18():
+    from headstudio.core.edits import FreezeBackbone, ReplaceHead
+
+    torch.manual_seed(0)
+    doc = open_source(R18, materialize=True)
+    doc.apply(ReplaceHead("fc", 7, seed=0))
+    doc.apply(FreezeBackbone())
+    return doc
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "state_dict", "full"])
+def test_edited_model_reopens_with_its_new_head_and_trainable_flags(edited_r18, tmp_path, fmt):
+    out = tmp_path / f"edited{SUFFIX[fmt]}"
+    save(edited_r18, out, format=fmt)
+    doc = open_source(str(out), trust=fmt == "full")
+    assert doc.head.out_features == 7 and doc.param_counts() == (11_180_103, 3591)
+    assert same_weights(doc.model, edited_r18.model.state_dict())
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "export"])
+def test_edited_model_compiles_with_its_new_output(edited_r18, tmp_path, fmt):
+    report = save(edited_r18, tmp_path / f"edited{SUFFIX[fmt]}", format=fmt)
+    assert report.tensors_verified >= 60  # export keeps parameters and persistent buffers
+    if fmt == "torchscript":
+        doc = open_source(str(tmp_path / "edited.pt"), trust=True)
+        assert doc.trace().output == [1, 7]
+
+
+def test_a_two_headed_model_reopens_from_safetensors_with_both_heads(tmp_path):
+    from headstudio.core.edits import AddHead
+
+    doc = open_source("torchvision:mobilenet_v3_small", materialize=True)
+    doc.apply(AddHead("age", 5, at=doc.head.path))
+    save(doc, tmp_path / "two.safetensors")
+    reopened = open_source(str(tmp_path / "two.safetensors"))
+    assert reopened.trace().output == doc.trace().output
+    assert same_weights(reopened.model, doc.model.state_dict())
+
+
+def test_editing_a_saved_file_again_records_both_edits(edited_r18, tmp_path):
+    from headstudio.core.edits import SetTrainable
+    from headstudio.core.recipe import Recipe
+
+    save(edited_r18, tmp_path / "first.safetensors")
+    doc = open_source(str(tmp_path / "first.safetensors"))
+    doc.apply(SetTrainable("layer4", True))
+    save(doc, tmp_path / "second.safetensors")
+    again = open_source(str(tmp_path / "second.safetensors"))
+    kinds = [e.kind for e in Recipe.from_document(again).edits]
+    assert kinds == ["replace_head", "freeze_backbone", "set_trainable"]
+    assert again.param_counts()[1] == doc.param_counts()[1] > 3591
