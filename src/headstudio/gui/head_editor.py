@@ -79,7 +79,8 @@ class HeadEditor(QWidget):
         self.numClasses = QSpinBox(objectName="numClasses", minimum=0, maximum=10_000_000, value=10)
         self.numClasses.setToolTip("Number of output classes of the new head")
         self.headKind = QComboBox(objectName="headKind")
-        self.headKind.addItems(["Linear", "MLP"])
+        self.headKind.addItems(["Single layer", "MLP"])
+        self.headKind.setToolTip("Single layer: a Linear, or a conv of the same kind for a conv head")
         self.hiddenSizes = QLineEdit(objectName="hiddenSizes", placeholderText="e.g. 512,256", enabled=False)
         self.activation = QComboBox(objectName="activation", enabled=False)
         self.activation.addItems(_activations())
@@ -239,7 +240,7 @@ class HeadEditor(QWidget):
         self.preview = None
         doc = self.controller.document
         if doc is None or not self.ready:
-            self._show_idle("open a model" if doc is None else "waiting for shapes…")
+            self._show_idle(self._idle_text())
             return
         self.applyButton.setEnabled(False)
         try:
@@ -366,7 +367,14 @@ class HeadEditor(QWidget):
             self._follow_head(path, head)
         self._on_selection(getattr(self.controller, "selected_path", None) or "")
         self._update_buttons()
+        if self.preview is None:
+            self._show_idle(self._idle_text())
         self.schedule_preview()
+
+    def _idle_text(self) -> str:
+        if self.controller.document is None:
+            return "open a model"
+        return "computing…" if self.ready else "waiting for shapes…"
 
     def _follow_head(self, path: str, head: Any) -> None:
         """A newly shown head starts the class count at its current number of outputs."""

@@ -119,7 +119,7 @@ class Inspector(QWidget):
         self.paramTable.verticalHeader().setVisible(False)
         columns = self.paramTable.horizontalHeader()
         columns.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        columns.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        columns.setStretchLastSection(True)
         self.paramTable.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)
         self.paramTable.itemSelectionChanged.connect(self._on_parameter_selected)
         self.plot = pg.PlotWidget(objectName="weightHistogram")
@@ -254,7 +254,9 @@ class Inspector(QWidget):
             return
         edges, counts = data
         self.curve.setData(edges, counts)
-        self.plotNote.setText("")
+        single = sum(1 for c in counts if c) == 1
+        self.plotNote.setText("all values are equal" if single else "")
+        self.plotNote.setPos((edges[0] + edges[-1]) / 2, max(counts) / 2)
         self.plot.setTitle(name)
         self.plot.autoRange()
 
