@@ -128,6 +128,16 @@ def test_public_freeze_backbone_is_one_undoable_step(qtbot, controller, editor, 
     assert controller.document.param_counts()[1] == 11_689_512
 
 
+def test_freeze_backbone_keeps_the_head_the_user_marked_trainable(qtbot, controller, editor, resnet):
+    controller.select("layer4.1")
+    controller.mark_head("layer4.1")
+    assert "layer4.1" in editor.headLabel.text()
+    with qtbot.waitSignal(controller.traceReady, timeout=OPEN_TIMEOUT_MS):
+        editor.freeze_backbone()
+    block = controller.document.model.layer4[1]
+    assert controller.document.param_counts()[1] == sum(p.numel() for p in block.parameters())
+
+
 def test_remove_head_turns_resnet18_into_a_512_feature_extractor(qtbot, controller, editor, resnet):
     editor.operation.setCurrentIndex(REMOVE)
     wait_preview(qtbot, editor, lambda p: p.output_after == [1, 512])

@@ -318,7 +318,12 @@ class HeadEditor(QWidget):
             return
         self._runner.discard()
         self._runner.wait()
-        self.controller.push_edit(edits.FreezeBackbone(bn_eval=self.bnEval.isChecked()))
+        wait = getattr(self.controller, "wait_idle", None)
+        if callable(wait):
+            wait()  # the model's trace is read below
+        doc, head = self.controller.document, self.head_path
+        marked = [head] if head and head not in doc.trace().heads else None  # else every detected head
+        self.controller.push_edit(edits.FreezeBackbone(bn_eval=self.bnEval.isChecked(), heads=marked))
 
     # ----- controller signals
     @property
