@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("headstudio.core.edits")
 
@@ -101,6 +102,29 @@ def test_freeze_glob_and_unfreeze_glob_set_trainable_counts(cli, tmp_path):
     report = cli("inspect", out, "--json").records[0]
     layer4 = next(m for m in report["modules"] if m["path"] == "layer4")
     assert report["trainable_params"] == layer4["trainable_params"] > 0
+
+
+def test_keep_classes_carries_the_trained_rows_into_the_saved_head(
+    cli, resnet18_pt, resnet18_state, tmp_path
+):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "ten.safetensors"
+    result = cli(
+        "edit", resnet18_pt, "--arch", R18, "--replace-head", "10", "--keep-classes", "0-9", "-o", out
+    )
+    assert result.status == 0, result.err
+    saved = load_file(str(out))
+    assert torch.equal(saved["fc.weight"], resnet18_state["fc.weight"][:10])
+
+
+def test_add_head_saves_a_two_headed_model_that_inspect_reopens(cli, tmp_path):
+    out = tmp_path / "two.safetensors"
+    result = cli("edit", R18, "--add-head", "age:5", "-o", out)
+    assert result.status == 0, result.err
+    report = cli("inspect", out, "--json").records[0]
+    assert report["error"] is None and isinstance(report["output_shape"], dict)
+    assert [1, 5] in report["output_shape"].values()
 
 
 # --- bad input: one line, nothing written, source untouched ----------------------------------------
