@@ -181,3 +181,24 @@ def test_squeezenet_head_is_its_final_conv_and_replacing_keeps_a_conv(qtbot, edi
     type_into(qtbot, editor.numClasses, "7")
     wait_preview(qtbot, editor, lambda p: p.output_after == [1, 7])
     assert editor.preview.params_after - editor.preview.params_before == (512 * 7 + 7) - (512 * 1000 + 1000)
+
+
+def test_in_the_main_window_apply_changes_the_tree_and_ctrl_z_undoes(qtbot, window, open_in, resnet18_file):
+    from PySide6.QtWidgets import QPushButton, QSpinBox, QTreeView, QWidget
+
+    open_in(window, resnet18_file, arch=RESNET18)
+    panel = window.findChild(QWidget, "headEditor")
+    classes = panel.findChild(QSpinBox, "numClasses")
+    apply = panel.findChild(QPushButton, "applyHead")
+    type_into(qtbot, classes, "10")
+    qtbot.waitUntil(apply.isEnabled, timeout=10_000)
+    apply_and_wait(qtbot, window.controller, apply)
+    qtbot.waitUntil(lambda: not window.controller.busy, timeout=OPEN_TIMEOUT_MS)
+    tree = window.findChild(QTreeView, "moduleTree")
+    shape_column = [tree.model().headerData(c, Qt.Orientation.Horizontal) for c in range(5)].index(
+        "Output shape"
+    )
+    assert tree.model().index(0, shape_column).data() == "[1, 10]"  # the model row's output
+    with qtbot.waitSignal(window.controller.traceReady, timeout=OPEN_TIMEOUT_MS):
+        qtbot.keyClick(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: tree.model().index(0, shape_column).data() == "[1, 1000]", timeout=10_000)
