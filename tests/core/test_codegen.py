@@ -53,6 +53,7 @@ CASES = [
     ("torchvision:squeezenet1_1", [E.ReplaceHead("classifier.1", 6, hidden=(32,), dropout=0.3, seed=4)]),
     ("torchvision:mobilenet_v3_small", [E.RemoveHead("classifier.3"), E.SetTrainable("features.0", False)]),
     ("timm:convnext_atto", [E.ReplaceHead("head.fc", 3, seed=5), E.SetTrainable("stages.3", False)]),
+    ("torchvision:vit_b_16", [E.ReplaceHead("heads.head", 10, seed=6), E.FreezeBackbone()]),
 ]
 
 
@@ -65,7 +66,7 @@ def test_snippet_does_what_the_tool_did(spec: str, edits: list[E.Edit]) -> None:
     recipe.replay(doc)
     code = snippet_for(Recipe.from_document(doc))
     assert code.startswith("import torch\nfrom torch import nn\n")
-    assert_same_model(doc.model, run_snippet(code, fresh), torch.randn(1, 3, 64, 64))
+    assert_same_model(doc.model, run_snippet(code, fresh), torch.randn(doc.input_shape))
 
 
 def test_snippet_from_a_recipe_file_replays_on_meta_for_traced_sizes() -> None:

@@ -172,3 +172,49 @@ def test_add_head_where_later_layers_need_one_tensor_says_so() -> None:
     with pytest.raises(EditError, match="cannot take several outputs"):
         doc.apply(E.AddHead("aux", 3, at="classifier.1"))
     assert doc.trace().output == [1, 1000]
+
+
+class _Branchy(nn.Module):
+    """Control flow on tensor values: torch.fx cannot trace it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(8, 8)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.body(x)
+        if h.sum() > 0:
+            h = h * 2
+        return self.fc(h)
+
+
+def test_cut_after_on_an_untraceable_model_is_a_clear_error() -> None:
+    from headstudio.core.document import Document, Origin
+
+    doc = Document(_Branchy(), Origin("branchy", "module", "branchy"), (1, 8))
+    snap = snapshot(doc)
+    p = E.CutAfter("body").preview(doc)
+    assert not p.ok and "torch.fx cannot trace this model" in p.problems[0]
+    with pytest.raises(EditError, match="cannot cut after 'body'"):
+        doc.apply(E.CutAfter("body"))
+    assert_restored(doc, snap)
+
+
+def test_freeze_backbone_with_named_heads_and_a_wrong_name() -> None:
+    doc = opened("torchvision:resnet18", materialize=False)
+    doc.apply(E.FreezeBackbone(heads=["layer4", "fc"]))
+    assert trainable(doc) == sum(
+        p.numel() for p in [*doc.model.layer4.parameters(), *doc.model.fc.parameters()]
+    )
+    with pytest.raises(EditError, match="no head 'head9'"):
+        doc.apply(E.FreezeBackbone(heads=["head9"]))
+
+
+def test_preview_after_a_cut_works_on_the_cut_model() -> None:
+    doc = opened("torchvision:resnet18")
+    doc.apply(E.CutAfter("layer4"))
+    p = E.SetTrainable("layer4", False).preview(doc)
+    assert p.ok and p.output_after == [1, 512, 7, 7]
+    assert p.trainable_before - p.trainable_after == sum(x.numel() for x in doc.model.layer4.parameters())
+    assert doc.param_counts()[1] == p.trainable_before
