@@ -202,3 +202,29 @@ def test_in_the_main_window_apply_changes_the_tree_and_ctrl_z_undoes(qtbot, wind
     with qtbot.waitSignal(window.controller.traceReady, timeout=OPEN_TIMEOUT_MS):
         qtbot.keyClick(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     qtbot.waitUntil(lambda: tree.model().index(0, shape_column).data() == "[1, 1000]", timeout=10_000)
+
+
+def test_marking_a_timm_head_block_points_to_its_classifier_in_red(qtbot, controller, editor, open_model):
+    open_model("timm:convnext_atto")
+    assert "head.fc" in editor.headLabel.text()
+    controller.mark_head("head")
+    type_into(qtbot, editor.numClasses, "10")
+    qtbot.waitUntil(lambda: "head.fc" in editor.previewProblems.text(), timeout=10_000)
+    assert "head block" in editor.previewProblems.text()
+    assert not editor.applyButton.isEnabled()
+
+
+def test_warnings_show_in_amber_and_do_not_block_apply(qtbot, editor, resnet):
+    from headstudio.core.edits import Preview
+    from headstudio.gui.previews import warning_color
+
+    type_into(qtbot, editor.numClasses, "10")
+    wait_preview(qtbot, editor, lambda p: p.ok)
+    with qtbot.waitSignal(editor.previewUpdated):
+        editor._on_previewed(Preview([1, 1000], [1, 10], 1, 1, 1, 1, [], ["no trained rows were kept"]), "")
+    assert "no trained rows were kept" in editor.previewWarnings.text()
+    assert not editor.previewWarnings.isHidden()
+    assert editor.previewWarnings.palette().color(QPalette.ColorRole.WindowText) == warning_color(
+        editor.palette()
+    )
+    assert editor.applyButton.isEnabled()
