@@ -57,3 +57,16 @@ def test_counts_read_like_people_write_them():
     assert short_count(513_000) == "513k"
     assert short_count(900) == "900"
     assert short_count(2.5e9) == "2.5G"
+
+
+def test_each_bar_carries_its_count_so_small_blocks_stay_readable(
+    qtbot, controller, chart, open_model, resnet18_file
+):
+    from headstudio.core.edits import FreezeBackbone
+
+    open_model(resnet18_file, arch=RESNET18)
+    assert [t.toPlainText() for t in chart.totals][-2:] == ["8.39M", "513k"]
+    with qtbot.waitSignal(controller.traceReady, timeout=OPEN_TIMEOUT_MS):
+        controller.push_edit(FreezeBackbone(heads=["layer4.1"]))
+    labels = dict(zip([b.name for b in chart.blocks], [t.toPlainText() for t in chart.totals], strict=True))
+    assert labels["layer4"] == "4.72M/8.39M"  # partly frozen: trainable / total

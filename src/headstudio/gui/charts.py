@@ -68,6 +68,7 @@ class ParamsChart(QWidget):
         self.setObjectName("paramsChart")
         self.controller = controller
         self.blocks: list[Block] = []
+        self.totals: list[pg.TextItem] = []  # the count written above each bar
         self.plot = pg.PlotWidget(axisItems={"left": _CountAxis("left")})
         self.plot.setMenuEnabled(False)
         self.plot.setMouseEnabled(x=False, y=False)
@@ -103,8 +104,24 @@ class ParamsChart(QWidget):
         ticks = [(i, _label(b.name)) for i, b in enumerate(self.blocks)]
         self.plot.getAxis("bottom").setTicks([ticks, []])
         top = max((b.total for b in self.blocks), default=1)
-        self.plot.setRange(xRange=(-0.6, max(len(xs), 1) - 0.4), yRange=(0, top * 1.05), padding=0)
+        self.plot.setRange(xRange=(-0.6, max(len(xs), 1) - 0.4), yRange=(0, top * 1.12), padding=0)
+        self._write_totals()
         self._update_legend()
+
+    def _write_totals(self) -> None:
+        """Small bars stay readable: each bar carries its count (trainable/total when partly frozen)."""
+        for item in self.totals:
+            self.plot.removeItem(item)
+        color = self.palette().color(QPalette.ColorRole.Text)
+        self.totals = []
+        for i, block in enumerate(self.blocks):
+            text = short_count(block.total)
+            if block.trainable and block.frozen:
+                text = f"{short_count(block.trainable)}/{text}"
+            item = pg.TextItem(text, color=color, anchor=(0.5, 1.0))
+            item.setPos(i, block.total)
+            self.plot.addItem(item)
+            self.totals.append(item)
 
     def _colors(self) -> tuple[QColor, QColor]:
         palette = self.palette()
@@ -123,6 +140,8 @@ class ParamsChart(QWidget):
         trainable, frozen = self._colors()
         self.trainableBars.setOpts(brush=pg.mkBrush(trainable), pen=pg.mkPen(None))
         self.frozenBars.setOpts(brush=pg.mkBrush(frozen), pen=pg.mkPen(None))
+        for item in self.totals:
+            item.setColor(text)
         self._update_legend()
 
     def _update_legend(self) -> None:

@@ -191,7 +191,9 @@ class Inspector(QWidget):
         for row, (name, param) in enumerate(self.parameters.items()):
             cells = (name, str(list(param.shape)), str(param.dtype).removeprefix("torch."))
             for col, text in enumerate(cells):
-                table.setItem(row, col, QTableWidgetItem(text))
+                item = QTableWidgetItem(text)
+                item.setToolTip(text)
+                table.setItem(row, col, item)
             trainable = QTableWidgetItem("yes" if param.requires_grad else "no")
             table.setItem(row, 3, trainable)
             self._fill_stats(row, name, param)
@@ -207,7 +209,7 @@ class Inspector(QWidget):
 
     def _show_stats(self, row: int, stats: tuple[float, float] | None) -> None:
         for col, value in zip((MEAN, STD), stats or (math.nan, math.nan), strict=True):
-            text = DASH if math.isnan(value) else f"{value:.4g}"
+            text = DASH if math.isnan(value) else f"{value:.3g}"
             item = QTableWidgetItem(text)
             item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.paramTable.setItem(row, col, item)
