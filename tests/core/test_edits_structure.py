@@ -19,6 +19,10 @@ def trainable(doc: Document) -> int:
 def test_freeze_backbone_after_replace_head_trains_only_the_new_head() -> None:
     doc = opened("torchvision:resnet18")
     doc.apply(E.ReplaceHead("fc", 7))
+    p = E.FreezeBackbone().preview(doc)
+    assert (
+        p.ok and p.trainable_after == 3591 and p.output_after == [1, 7] and trainable(doc) == p.params_after
+    )
     doc.apply(E.FreezeBackbone())
     assert trainable(doc) == 3591  # 512 * 7 + 7
     assert all(p.requires_grad == n.startswith("fc.") for n, p in doc.model.named_parameters())

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .edits import Edit, find_module, module_expr
+from .edits import Edit, Preview, find_module, module_expr
 from .errors import EditError
 
 if TYPE_CHECKING:
@@ -52,7 +52,32 @@ def matches(name: str, pattern: str) -> bool:
 
 
 class _FlagEdit(Edit):
-    """Shared undo for edits that set requires_grad flags and keep-in-eval hooks."""
+    """Edits that set requires_grad flags and keep-in-eval hooks: a plan, a cheap preview, exact undo."""
+
+    def _plan(self, doc: Document) -> tuple[dict[str, bool], dict[str, bool]]:
+        """({parameter name: requires_grad}, {BatchNorm path: keep in eval}) this edit would set."""
+        raise NotImplementedError
+
+    def preview(self, doc: Document) -> Preview:
+        """Counts from the plan; the structure and output shape do not change, so nothing is traced again."""
+        before = doc.trace().output
+        total, trainable = doc.param_counts()
+        problems, warnings = self.check(doc)
+        result = Preview(
+            before, None if problems else before, total, total, trainable, trainable, problems, warnings
+        )
+        if not problems:
+            flags, _ = self._plan(doc)
+            params = doc.model.named_parameters()
+            result.trainable_after = sum(p.numel() for n, p in params if flags.get(n, p.requires_grad))
+        return result
+
+    def _apply(self, doc: Document) -> None:
+        self._set(doc.model, *self._plan(doc))
+        self._remember(doc)
+
+    def _remember(self, doc: Document) -> None:
+        """Keep what ``code`` needs."""
 
     def _set(self, model: nn.Module, trainable: dict[str, bool], bn_eval: dict[str, bool]) -> None:
         params = dict(model.named_parameters())
@@ -121,12 +146,14 @@ class SetTrainable(_FlagEdit):
             return matches(name, self.path)
         return name == self.path or name.startswith(self.path + ".")
 
-    def _apply(self, doc: Document) -> None:
+    def _plan(self, doc: Document) -> tuple[dict[str, bool], dict[str, bool]]:
         names, norms = self._select(doc)
         bn = dict.fromkeys(norms, False) if self.trainable else {}
         if self.bn_eval and not self.trainable:
             bn = dict.fromkeys(norms, True)
-        self._set(doc.model, dict.fromkeys(names, self.trainable), bn)
+        return dict.fromkeys(names, self.trainable), bn
+
+    def _remember(self, doc: Document) -> None:
         self._code = _selection_code(doc.model, self.path)
 
     def code(self) -> list[str]:
@@ -175,15 +202,15 @@ class FreezeBackbone(_FlagEdit):
                 found = [made if h == made or h.startswith(made + ".") else h for h in found]
         return list(dict.fromkeys(found))
 
-    def _apply(self, doc: Document) -> None:
+    def _plan(self, doc: Document) -> tuple[dict[str, bool], dict[str, bool]]:
         heads = self.resolve(doc)
         if not heads:
             raise EditError("no head was detected; name the head(s) to keep trainable with heads=[...]")
+        self._resolved = heads
         inside = lambda name: any(name == h or name.startswith(h + ".") for h in heads)  # noqa: E731
         flags = {n: inside(n) for n, _ in doc.model.named_parameters()}
         norms = [p for p, m in doc.model.named_modules() if isinstance(m, _BatchNorm) and not inside(p)]
-        self._set(doc.model, flags, dict.fromkeys(norms, True) if self.bn_eval else {})
-        self._resolved = heads
+        return flags, dict.fromkeys(norms, True) if self.bn_eval else {}
 
     def code(self) -> list[str]:
         """Freeze all but the head prefixes (and keep frozen BatchNorm in eval when asked)."""
