@@ -195,10 +195,10 @@ class MainWindow(QMainWindow):
             if arch:
                 self._pending = {**pending, "arch": arch}
                 self.controller.open(source, arch, False, pending.get("input_shape"))
-        else:
+        elif self.quiet and (needs_consent(err) or needs_architecture(err)):
             from .workers import one_line
 
-            self.show_error(one_line(err))
+            self.show_error(one_line(err))  # other failures arrive through errorRaised
 
     def _on_document(self) -> None:
         ctl = self.controller

@@ -257,9 +257,10 @@ class ModuleFilter(QSortFilterProxyModel):
         super().__init__(parent)
         self.setRecursiveFilteringEnabled(True)
         self.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self._text = ""
 
     def filterAcceptsRow(self, source_row: int, source_parent: Index) -> bool:
-        text = self.filterRegularExpression().pattern().lower()
+        text = self._text
         if not text:
             return True
         model = self.sourceModel()
@@ -270,7 +271,8 @@ class ModuleFilter(QSortFilterProxyModel):
 
     def set_text(self, text: str) -> None:
         """Show only modules whose name/path or type contains ``text``."""
-        self.setFilterFixedString(text.strip())
+        self._text = text.strip().lower()
+        self.setFilterFixedString(self._text)  # re-runs filterAcceptsRow
 
 
 _ICON: list[Any] = []
