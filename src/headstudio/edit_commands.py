@@ -136,9 +136,13 @@ def edits_from_args(args: argparse.Namespace, doc: Any) -> list[Any]:
         name, _, count = spec.partition(":")
         if not name or not count.strip().isdigit() or int(count) <= 0:
             raise EditError(f"--add-head '{spec}': write NAME:N with N classes, e.g. --add-head age:5")
-        out.append(E.AddHead(name, int(count), at=head))
+        out.append(E.AddHead(name, int(count), at=head, seed=args.seed))
+    if args.bn_eval and not (args.freeze_backbone or args.freeze):
+        raise EditError(
+            "--bn-eval keeps frozen BatchNorm layers in eval mode; add --freeze-backbone or --freeze"
+        )
     if args.freeze_backbone:
-        out.append(E.FreezeBackbone(bn_eval=args.bn_eval))
+        out.append(E.FreezeBackbone(bn_eval=args.bn_eval, heads=[args.head] if args.head else None))
     out += [E.SetTrainable(glob, False, bn_eval=args.bn_eval) for glob in args.freeze]
     out += [E.SetTrainable(glob, True, bn_eval=False) for glob in args.unfreeze]
     return out

@@ -127,6 +127,17 @@ def test_add_head_saves_a_two_headed_model_that_inspect_reopens(cli, tmp_path):
     assert [1, 5] in report["output_shape"].values()
 
 
+def test_freeze_backbone_with_bn_eval_survives_the_save_and_keeps_batchnorm_stats(cli, tmp_path):
+    from headstudio.core.sources import open_source
+
+    out = tmp_path / "x.safetensors"
+    assert cli("edit", R18, "--freeze-backbone", "--bn-eval", "-o", out).status == 0
+    model = open_source(str(out)).model.train()
+    stats = model.bn1.running_mean.clone()
+    model(torch.randn(2, 3, 64, 64))  # a training step's forward: frozen BatchNorm statistics stay put
+    assert torch.equal(model.bn1.running_mean, stats) and model.fc.training
+
+
 # --- bad input: one line, nothing written, source untouched ----------------------------------------
 
 
@@ -184,8 +195,8 @@ def test_a_write_failing_midway_keeps_the_previous_file(cli, tmp_path, monkeypat
 
 @pytest.mark.parametrize(
     "options",
-    [["--add-head", "age"], ["--mlp", "64"], ["--format", "onnx", "--replace-head", "3"]],
-    ids=["add-head-without-count", "mlp-without-replace", "unknown-format"],
+    [["--add-head", "age"], ["--mlp", "64"], ["--format", "onnx", "--replace-head", "3"], ["--bn-eval"]],
+    ids=["add-head-without-count", "mlp-without-replace", "unknown-format", "bn-eval-without-freeze"],
 )
 def test_meaningless_options_are_refused(cli, tmp_path, options):
     one_line_error(cli("edit", R18, *options, "-o", tmp_path / "x.pt"))
