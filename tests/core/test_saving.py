@@ -67,10 +67,22 @@ def test_resnet18_saves_and_reopens_bit_identical_in_every_format(r18, tmp_path,
     assert listing(tmp_path) == [out.name]  # no temp file left behind
 
 
-@pytest.mark.parametrize("fmt", ["safetensors", "state_dict", "full", "torchscript"])
+@pytest.mark.parametrize("fmt", ["safetensors", "state_dict", "full", "torchscript", "export"])
 def test_squeezenet_saves_and_reopens_bit_identical(squeeze, tmp_path, fmt):
     report = save(squeeze, tmp_path / f"sq{SUFFIX[fmt]}", format=fmt)
     assert report.tensors_verified == len(squeeze.model.state_dict())
+
+
+def test_edited_timm_model_reopens_from_safetensors_and_pt(tmp_path):
+    pytest.importorskip("timm")
+    from headstudio.core.edits import ReplaceHead
+
+    doc = open_source("timm:resnet10t", materialize=True)
+    doc.apply(ReplaceHead(doc.head.path, 4, hidden=(32,), seed=1))
+    for name in ("t.safetensors", "t.pt"):
+        save(doc, tmp_path / name)
+        reopened = open_source(str(tmp_path / name))
+        assert reopened.trace().output == [1, 4] and same_weights(reopened.model, doc.model.state_dict())
 
 
 def test_safetensors_reopens_without_arch_through_the_embedded_recipe(r18, tmp_path):
