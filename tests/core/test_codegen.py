@@ -53,6 +53,7 @@ CASES = [
     ("torchvision:squeezenet1_1", [E.ReplaceHead("classifier.1", 6, hidden=(32,), dropout=0.3, seed=4)]),
     ("torchvision:mobilenet_v3_small", [E.RemoveHead("classifier.3"), E.SetTrainable("features.0", False)]),
     ("timm:convnext_atto", [E.ReplaceHead("head.fc", 3, seed=5), E.SetTrainable("stages.3", False)]),
+    ("torchvision:resnet18", [E.FreezeBackbone(bn_eval=True), E.SetTrainable("layer4", True)]),
     ("torchvision:vit_b_16", [E.ReplaceHead("heads.head", 10, seed=6), E.FreezeBackbone()]),
 ]
 

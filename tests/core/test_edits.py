@@ -186,3 +186,24 @@ def test_unknown_edit_kind_is_an_edit_error() -> None:
         E.edit_from_json({"kind": "graft_head", "path": "fc"})
     with pytest.raises(EditError, match="unknown field"):
         E.edit_from_json({"kind": "remove_head", "path": "fc", "color": "red"})
+
+
+def test_replacing_a_whole_mlp_head_warns_that_hidden_layers_go() -> None:
+    doc = opened("torchvision:mobilenet_v3_small", materialize=False)
+    p = E.ReplaceHead("classifier", 5).preview(doc)
+    assert p.ok and p.output_after == [1, 5]
+    assert "whole block 'classifier' (Linear, Hardswish, Dropout, Linear)" in p.warnings[0]
+
+
+def test_only_the_last_edit_can_be_reverted() -> None:
+    doc = opened("torchvision:resnet18", materialize=False)
+    first, second = E.ReplaceHead("fc", 10), E.AddHead("aux", 2, at="fc")
+    doc.apply(first)
+    doc.apply(second)
+    with pytest.raises(EditError, match="not the last edit"):
+        doc.revert(first)
+    doc.revert(second)
+    doc.revert(first)
+    assert doc.trace().output == [1, 1000]
+    with pytest.raises(EditError, match="not applied"):
+        doc.revert(first)

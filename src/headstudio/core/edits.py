@@ -101,9 +101,11 @@ class Edit:
         doc.changed()
 
     def revert(self, doc: Document) -> None:
-        """Restore the original module objects, weights and flags exactly."""
+        """Restore the original module objects, weights and flags exactly (undo the last edit first)."""
         if getattr(self, "_undo", None) is None:
             raise EditError(f"'{self.describe()}' is not applied, so there is nothing to revert")
+        if any(e is self for e in doc.edits) and doc.edits[-1] is not self:
+            raise EditError(f"'{self.describe()}' is not the last edit; revert the edits after it first")
         self._revert(doc)
         self._undo = None
         doc.changed()

@@ -154,15 +154,15 @@ class SetTrainable(_FlagEdit):
         return dict.fromkeys(names, self.trainable), bn
 
     def _remember(self, doc: Document) -> None:
-        self._code = _selection_code(doc.model, self.path)
+        self._code = (*_selection_code(doc.model, self.path), bool(self._undo[1]))
 
     def code(self) -> list[str]:
-        """A requires_grad loop over the same selection (and the keep-in-eval hook when asked)."""
-        loop, select = self._code
+        """A requires_grad loop over the same selection (and the keep-in-eval hook when it changed)."""
+        loop, select, hooks_changed = self._code
         lines = [f"{loop}", f"    p.requires_grad = {self.trainable}"] if not select else [
             loop, f"    if {select}:", f"        p.requires_grad = {self.trainable}"]  # fmt: skip
-        if self.bn_eval and not self.trainable:
-            lines += _bn_code(self.path)
+        if hooks_changed:
+            lines += _bn_code(self.path, keep=not self.trainable)
         return lines
 
 
@@ -241,15 +241,22 @@ def _selection_code(model: nn.Module, path: str) -> tuple[str, str | None]:
     return f"for p in {module_expr(model, path)}.parameters():", None
 
 
-def _bn_code(path: str) -> list[str]:
+def _bn_code(path: str, keep: bool) -> list[str]:
+    """Register (keep) or remove the keep-in-eval hook on the selected BatchNorm layers."""
     sel = f"model.get_submodule({path!r})" if path and not _GLOB & set(path) else "model"
     cond = f" and {_glob_code(path)}" if _GLOB & set(path) else ""
-    return [
-        *inspect.getsource(keep_in_eval).splitlines(),
+    head = [
         f"for name, m in {sel}.named_modules():",
         f"    if isinstance(m, nn.modules.batchnorm._BatchNorm){cond}:",
-        "        m.register_forward_pre_hook(keep_in_eval)",
     ]
+    if keep:
+        return [
+            *inspect.getsource(keep_in_eval).splitlines(),
+            *head,
+            "        m.register_forward_pre_hook(keep_in_eval)",
+        ]
+    release = "[k for k, h in m._forward_pre_hooks.items() if getattr(h, '__name__', '') == 'keep_in_eval']"
+    return [*head, f"        for key in {release}:", "            del m._forward_pre_hooks[key]"]
 
 
 def _glob_code(pattern: str) -> str:

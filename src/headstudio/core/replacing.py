@@ -66,7 +66,7 @@ class ReplaceHead(Edit):
         problems += _block_problems(doc, self.path, module, shape)
         if self.keep_classes is not None and not problems:
             problems += self._keep_problems(module, shape)
-        return problems, []
+        return problems, _block_warnings(self.path, module)
 
     def _keep_problems(self, module: nn.Module, shape: Any) -> list[str]:
         try:
@@ -261,9 +261,9 @@ def _index_code(keep: list[int]) -> str:
     return repr(keep)
 
 
-def sync_class_attrs(model: nn.Module, path: str, old: int | None, new: int) -> list[tuple[Any, str, Any]]:
+def sync_class_attrs(model: nn.Module, path: str, old: int | None, new: int) -> list[tuple]:
     """Keep ``num_classes`` / wrapper ``out_features`` on the head's ancestors equal to the new count."""
-    changed: list[tuple[Any, str, Any]] = []
+    changed: list[tuple] = []  # (owner module, attribute, old value, owner path)
     if old is None:
         return changed
     parts = path.split(".")
@@ -325,6 +325,15 @@ def _block_problems(doc: Document, path: str, module: nn.Module, shape: Any) -> 
     types = ", ".join(dict.fromkeys(type(m).__name__ for m in module.children()))
     hint = f"replace its classifier '{target}' instead" if target else "pick the classifier layer inside it"
     return [f"'{path}' is a head block ({types}), not a classifier; {hint}"]
+
+
+def _block_warnings(path: str, module: nn.Module) -> list[str]:
+    """Replacing a whole MLP head drops its hidden layers: say so."""
+    layers = list(module.children())
+    if not any(next(m.parameters(), None) is not None for m in layers):
+        return []
+    types = ", ".join(type(m).__name__ for m in layers)
+    return [f"this replaces the whole block '{path}' ({types}); replace its last layer to keep the others"]
 
 
 def _out_features(module: nn.Module) -> int | None:
