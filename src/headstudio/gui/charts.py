@@ -57,7 +57,7 @@ class _CountAxis(pg.AxisItem):
     """A y axis labelled 1.2M, 500k instead of 1.2e+06."""
 
     def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:
-        return [short_count(v * scale) for v in values]
+        return [short_count(v * scale) if float(v * scale).is_integer() else "" for v in values]
 
 
 class ParamsChart(QWidget):
@@ -78,6 +78,9 @@ class ParamsChart(QWidget):
         self.frozenBars = pg.BarGraphItem(x=[0], y0=[0], height=[0], width=BAR_WIDTH)
         self.plot.addItem(self.trainableBars)
         self.plot.addItem(self.frozenBars)
+        self.emptyNote = pg.TextItem("Open a model to see its parameters per block", anchor=(0.5, 0.5))
+        self.emptyNote.setPos(0, 0.5)
+        self.plot.addItem(self.emptyNote)
         self.legend = QLabel(objectName="paramsLegend")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -98,6 +101,8 @@ class ParamsChart(QWidget):
         visible = bool(self.blocks)
         self.trainableBars.setVisible(visible)
         self.frozenBars.setVisible(visible)
+        self.plot.getAxis("left").setStyle(showValues=visible)
+        self.emptyNote.setVisible(not visible)
         if visible:
             self.trainableBars.setOpts(x=xs, height=trainable)
             self.frozenBars.setOpts(x=xs, y0=trainable, height=frozen)
@@ -140,7 +145,7 @@ class ParamsChart(QWidget):
         trainable, frozen = self._colors()
         self.trainableBars.setOpts(brush=pg.mkBrush(trainable), pen=pg.mkPen(None))
         self.frozenBars.setOpts(brush=pg.mkBrush(frozen), pen=pg.mkPen(None))
-        for item in self.totals:
+        for item in (*self.totals, self.emptyNote):
             item.setColor(text)
         self._update_legend()
 

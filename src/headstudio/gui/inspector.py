@@ -249,7 +249,8 @@ class Inspector(QWidget):
         if data is None:
             self.curve.setData([0, 1], [0])
             meta = name is not None and self.parameters[name].is_meta
-            self.plotNote.setText("weights not loaded (meta device)" if meta else "no parameters")
+            empty = "no parameters" if self.path is not None else "select a module in the tree"
+            self.plotNote.setText("weights not loaded (meta device)" if meta else empty)
             self.plot.setTitle(name or "")
             self.plotNote.setPos(0.5, 0.5)
             self.plot.setRange(xRange=(0, 1), yRange=(0, 1))
