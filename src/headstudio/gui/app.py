@@ -87,7 +87,7 @@ def screenshot(window, args: argparse.Namespace, target: Path) -> int:
         panel.view.expandToDepth(1)
         panel.go_to_head()
         window.resize(*SCREENSHOT_SIZE)
-        QTimer.singleShot(300, grab)
+        QTimer.singleShot(1000, grab)  # let panels finish their previews
 
     def grab() -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
