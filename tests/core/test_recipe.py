@@ -109,3 +109,29 @@ def test_saved_edited_state_dict_reopens_edited_and_keeps_its_recipe(tmp_path: P
     again.apply(later)
     kinds = [e.kind for e in Recipe.from_document(again).edits]
     assert kinds == ["replace_head", "freeze_backbone", "set_trainable"]
+
+
+@pytest.mark.parametrize(
+    "edits",
+    [
+        [E.CutAfter("layer4")],
+        [E.AddHead("age", 5, at="fc", adapter=16)],
+        [E.ReplaceHead("fc", 7, hidden=(32,), dropout=0.1), E.FreezeBackbone(bn_eval=True)],
+    ],
+    ids=["cut", "add", "mlp-freeze"],
+)
+def test_saved_safetensors_reopen_with_the_edited_architecture(tmp_path: Path, edits: list[E.Edit]) -> None:
+    from headstudio.core.saving import save
+    from headstudio.core.sources import open_source
+
+    doc = opened("torchvision:resnet18")
+    Recipe("torchvision:resnet18", doc.input_shape, edits).replay(doc)
+    save(doc, tmp_path / "out.safetensors")
+    again = open_source(str(tmp_path / "out.safetensors"))
+    assert again.trace().output == doc.trace().output
+    a, b = doc.model.state_dict(), again.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [p.requires_grad for p in again.model.parameters()] == [
+        p.requires_grad for p in doc.model.parameters()
+    ]
+    assert [e.kind for e in Recipe.from_document(again).edits] == [e.kind for e in edits]

@@ -66,7 +66,14 @@ class ReplaceHead(Edit):
         problems += _block_problems(doc, self.path, module, shape)
         if self.keep_classes is not None and not problems:
             problems += self._keep_problems(module, shape)
-        return problems, _block_warnings(self.path, module)
+        warnings = _block_warnings(self.path, module)
+        if (
+            self.keep_classes is not None
+            and getattr(module, "weight", None) is not None
+            and module.weight.is_meta
+        ):
+            warnings.append("the old head has no real weights (meta), so no trained rows can be kept")
+        return problems, warnings
 
     def _keep_problems(self, module: nn.Module, shape: Any) -> list[str]:
         try:
