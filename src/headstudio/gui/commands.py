@@ -42,7 +42,10 @@ class EditCommand(QUndoCommand):
         self._after()
 
     def _wait_for_background_work(self) -> None:
-        """Never change a model a background trace or save is reading (history clicks come here too)."""
+        """Never change a model that a trace, save or preview is reading (history clicks come here too)."""
+        from .previews import wait_for_previews
+
+        wait_for_previews()
         wait = getattr(self.controller, "wait_idle", None)
         if callable(wait):
             wait()

@@ -7,6 +7,7 @@ A preview runs the core's ``edit.preview`` (a trace of a meta copy of the model:
 from __future__ import annotations
 
 import copy
+import weakref
 from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
@@ -61,6 +62,19 @@ def pinned_document(doc: Any) -> Any:
     return pinned
 
 
+_RUNNERS: weakref.WeakSet[PreviewRunner] = weakref.WeakSet()
+
+
+def wait_for_previews() -> None:
+    """Before an edit changes a model: drop running previews and wait until none is copying the model.
+
+    A preview deep-copies the live model; copied mid-edit (or mid-trace, hooks and all) it would be wrong.
+    """
+    for runner in list(_RUNNERS):
+        runner.discard()
+        runner.wait()
+
+
 class _Signals(QObject):
     done = Signal(int, object, str)  # generation, Preview or None, problem text
 
@@ -95,6 +109,7 @@ class PreviewRunner(QObject):
         self._signals = _Signals()  # not parented: a job finishing after its widget closed emits harmlessly
         self._signals.done.connect(self._on_done)
         self._latest = [0]  # the newest request's number, shared with the jobs (read on their thread)
+        _RUNNERS.add(self)
 
     @property
     def running(self) -> bool:
