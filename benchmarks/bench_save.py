@@ -123,7 +123,8 @@ def render(series: dict[str, Series], inner: dict[str, list[dict]]) -> str:
         speed[label] = statistics.median(r["bytes"] / r["seconds"] for r in runs) / 1e9 if runs else 0.0
         anon[label] = statistics.median(r["peak_anon"] for r in runs) if runs else 0.0
         rows.append(
-            (label, f"{s.wall:.2f} s", f"{speed[label]:.2f} GB/s" if runs else "-", fmt_bytes(s.peak_rss),
+            (label, f"{s.wall:.2f} s", f"{s.cpu:.2f} s", f"{speed[label]:.2f} GB/s" if runs else "-",
+             fmt_bytes(s.peak_rss),
              f"{s.peak_rss / bare.peak_rss:.2f}x", fmt_bytes(anon[label]) if runs else "-")
         )  # fmt: skip
     ours, plain = "headstudio save", "safetensors save_file"
@@ -134,7 +135,9 @@ def render(series: dict[str, Series], inner: dict[str, list[dict]]) -> str:
         [
             f"{MODEL}: edit ({'ReplaceHead 10' if edited else 'no edit: edits API missing'}) + save "
             f"to .safetensors ({len(bare.runs)} runs each, medians)",
-            fmt_table(("process", "wall", "save throughput", "peak RSS", "RSS/bare", "peak anon"), rows),
+            fmt_table(
+                ("process", "wall", "CPU", "save throughput", "peak RSS", "RSS/bare", "peak anon"), rows
+            ),
             f"headstudio/save_file throughput: {ratio:.2f}x  (target >= {THROUGHPUT_TARGET}x: "
             f"{'ok' if ratio >= THROUGHPUT_TARGET else 'MISSED'}; ours includes fsync + full verification)",
             f"headstudio/bare peak RSS:        {rss:.2f}x  (target <= {RSS_TARGET}x: "
