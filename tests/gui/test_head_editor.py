@@ -228,3 +228,12 @@ def test_warnings_show_in_amber_and_do_not_block_apply(qtbot, editor, resnet):
         editor.palette()
     )
     assert editor.applyButton.isEnabled()
+
+
+def test_a_new_input_shape_updates_the_preview(qtbot, controller, editor, resnet):
+    type_into(qtbot, editor.numClasses, "10")
+    wait_preview(qtbot, editor, lambda p: p.ok)
+    with qtbot.waitSignal(controller.traceReady, timeout=OPEN_TIMEOUT_MS):
+        controller.set_input_shape((2, 3, 160, 160))
+    wait_preview(qtbot, editor, lambda p: p.output_after == [2, 10])
+    assert editor.preview.output_before == [2, 1000]

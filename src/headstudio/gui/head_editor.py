@@ -146,6 +146,8 @@ class HeadEditor(QWidget):
         ctl.headMarked.connect(self._on_head)
         ctl.selectionChanged.connect(self._on_selection)
         ctl.busyChanged.connect(self._on_busy)
+        if hasattr(ctl, "inputShapeChanged"):  # emitted before the re-trace starts
+            ctl.inputShapeChanged.connect(self._on_input_shape)
         self.operation.currentIndexChanged.connect(self.pages.setCurrentIndex)
         self.headKind.currentIndexChanged.connect(self._on_kind)
         for signal in (
@@ -343,6 +345,11 @@ class HeadEditor(QWidget):
         self._runner.discard()
         self._update_buttons()
         self.schedule_preview()
+
+    def _on_input_shape(self, *_: Any) -> None:
+        self._traced = False
+        self._runner.discard()
+        self._runner.wait()  # the re-trace about to start must not race a preview copying the model
 
     def _on_trace(self) -> None:
         self._traced = True
