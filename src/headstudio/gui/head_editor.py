@@ -22,7 +22,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .previews import InputProblem, PreviewRunner, format_delta, parse_sizes, problem_color, warning_color
+from .previews import (
+    InputProblem,
+    PreviewRunner,
+    activation_names,
+    describe_head_sizes,
+    format_delta,
+    format_shape,
+    parse_sizes,
+    problem_color,
+    warning_color,
+)
 
 OPERATIONS = (
     "Replace head",
@@ -83,7 +93,7 @@ class HeadEditor(QWidget):
         self.headKind.setToolTip("Single layer: a Linear, or a conv of the same kind for a conv head")
         self.hiddenSizes = QLineEdit(objectName="hiddenSizes", placeholderText="e.g. 512,256", enabled=False)
         self.activation = QComboBox(objectName="activation", enabled=False)
-        self.activation.addItems(_activations())
+        self.activation.addItems(activation_names())
         self.dropout = QDoubleSpinBox(objectName="dropout", minimum=0.0, maximum=0.95, singleStep=0.1)
         self.keepClasses = QCheckBox("Keep trained rows of classes that stay", objectName="keepClasses")
         self.keepClasses.setToolTip("Copy the old head's weights for the first classes (e.g. 10 of 1000)")
@@ -261,7 +271,7 @@ class HeadEditor(QWidget):
         self.previewUpdated.emit()
 
     def _show_preview(self, p: Any) -> None:
-        self.previewOutput.setText(f"{_shape(p.output_before)} → {_shape(p.output_after)}")
+        self.previewOutput.setText(f"{format_shape(p.output_before)} → {format_shape(p.output_after)}")
         self.previewParams.setText(format_delta(p.params_before, p.params_after))
         self.previewTrainable.setText(format_delta(p.trainable_before, p.trainable_after))
         self._show_messages(list(p.problems), list(p.warnings))
@@ -375,7 +385,7 @@ class HeadEditor(QWidget):
             self.headLabel.setText("No head detected: select a module and use Mark as head")
         else:
             head = self._head_info() if self.ready else None
-            self.headLabel.setText(f"Head: <b>{path}</b>{_summary(head)}")
+            self.headLabel.setText(f"Head: <b>{path}</b>{describe_head_sizes(head)}")
             self._follow_head(path, head)
         self._on_selection(getattr(self.controller, "selected_path", None) or "")
         self._update_buttons()
@@ -403,22 +413,3 @@ class HeadEditor(QWidget):
         )
         if self.operation.currentIndex() == CUT:
             self.schedule_preview()
-
-
-def _activations() -> list[str]:
-    try:
-        from headstudio.core.replacing import ACTIVATIONS
-    except ImportError:
-        return ["relu"]
-    return list(ACTIVATIONS)
-
-
-def _summary(head: Any) -> str:
-    if head is None:
-        return ""
-    sizes = f" {head.in_features} → {head.out_features}" if head.in_features else ""
-    return f" ({head.type}{sizes})"
-
-
-def _shape(shape: Any) -> str:
-    return "—" if shape is None else str(shape)

@@ -39,6 +39,28 @@ def format_delta(before: int, after: int) -> str:
     return f"{before:,} → {after:,} ({sign}{abs(delta):,})"
 
 
+def activation_names() -> list[str]:
+    """The MLP activations the core offers."""
+    try:
+        from headstudio.core.replacing import ACTIVATIONS
+    except ImportError:
+        return ["relu"]
+    return list(ACTIVATIONS)
+
+
+def describe_head_sizes(head: Any) -> str:
+    """' (Linear 512 → 1000)' for a HeadInfo; '' when unknown."""
+    if head is None:
+        return ""
+    sizes = f" {head.in_features} → {head.out_features}" if head.in_features else ""
+    return f" ({head.type}{sizes})"
+
+
+def format_shape(shape: Any) -> str:
+    """'[1, 10]', or a dash when there is no shape."""
+    return "—" if shape is None else str(shape)
+
+
 def problem_color(palette: QPalette) -> QColor:
     """A red readable on this palette's window colour (dark mode gets a lighter red)."""
     dark = palette.color(QPalette.ColorRole.Window).lightness() < 128
