@@ -17,7 +17,7 @@ from headstudio.core.specs import build_model
 def run_snippet(code: str, model: nn.Module) -> nn.Module:
     """Execute the snippet as a user would, with ``model`` defined, and return the resulting model."""
     scope: dict = {"model": model}
-    exec(compile(code, "<snippet>", "exec"), scope)
+    exec(compile(code, "<snippet>", "exec", dont_inherit=True), scope)
     return scope["model"]
 
 
@@ -79,3 +79,10 @@ def test_snippet_from_a_recipe_file_replays_on_meta_for_traced_sizes() -> None:
 def test_snippet_for_unapplied_edits_without_a_recipe_is_refused() -> None:
     with pytest.raises(EditError, match="pass a Recipe"):
         snippet_for([E.RemoveHead("fc")])
+
+
+def test_snippet_defines_each_helper_once() -> None:
+    edits = [E.SetTrainable("layer1", False, bn_eval=True), E.FreezeBackbone(bn_eval=True)]
+    code = snippet_for(Recipe("torchvision:resnet18", (1, 3, 224, 224), edits))
+    assert code.count("def keep_in_eval") == 1
+    compile(code, "<snippet>", "exec", dont_inherit=True)

@@ -28,9 +28,25 @@ def snippet_for(recipe_or_edits: Recipe | Sequence[Edit]) -> str:
     )
     if any(e.kind == "add_head" for e in edits):
         lines += ["", *multihead_source()]
+    defined: set[str] = set()
     for edit in edits:
-        lines += ["", f"# {edit.describe()}", *edit.code()]
+        lines += ["", f"# {edit.describe()}", *_once(edit.code(), defined)]
     return "\n".join(lines) + "\n"
+
+
+def _once(lines: list[str], defined: set[str]) -> list[str]:
+    """Drop a ``def`` block (and its body) already written earlier in the snippet."""
+    out: list[str] = []
+    skipping = False
+    for line in lines:
+        if line.startswith("def "):
+            skipping = line in defined
+            defined.add(line)
+        elif skipping and not line.startswith((" ", "\t")) and line.strip():
+            skipping = False
+        if not skipping:
+            out.append(line)
+    return out
 
 
 def _applied_edits(recipe: Recipe) -> list[Edit]:

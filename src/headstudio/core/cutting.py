@@ -6,7 +6,8 @@ import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from torch import fx, nn
+import torch
+from torch import nn
 
 from .edits import Edit, find_module, traced_input
 from .errors import EditError
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     from .document import Document
 
 
-def cut_after(model: nn.Module, path: str) -> fx.GraphModule:
+def cut_after(model: nn.Module, path: str) -> torch.fx.GraphModule:
     """A graph module computing ``model`` up to and including ``path`` and returning that output."""
     from torchvision.models.feature_extraction import create_feature_extractor
 
