@@ -207,3 +207,37 @@ def test_only_the_last_edit_can_be_reverted() -> None:
     assert doc.trace().output == [1, 1000]
     with pytest.raises(EditError, match="not applied"):
         doc.revert(first)
+
+
+class _Classifier(nn.Module):
+    """A wrapper describing its head with ``out_features`` (as many hand-written heads do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(8, 10)
+        self.out_features = 10
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(4, 8)
+        self.classifier = _Classifier()
+        self.num_classes = 10
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.body(x))
+
+
+def test_replace_head_keeps_wrapper_out_features_and_num_classes_in_step() -> None:
+    from headstudio.core.document import Document, Origin
+
+    doc = Document(_Net(), Origin("net", "module", "net"), (1, 4))
+    edit = E.ReplaceHead("classifier.proj", 3)
+    doc.apply(edit)
+    assert doc.model.classifier.out_features == 3 and doc.model.num_classes == 3
+    doc.revert(edit)
+    assert doc.model.classifier.out_features == 10 and doc.model.num_classes == 10
