@@ -75,13 +75,17 @@ class Edit:
         result = Preview(before, None, total, total, trainable, trainable, problems, warnings)
         if problems:
             return result
-        shadow = shadow_document(doc)
         trial = dataclasses.replace(self)
         try:
+            shadow = shadow_document(doc)
             trial._apply(shadow)
             shadow.changed()
         except HeadStudioError as err:
             result.problems.append(str(err))
+            return result
+        except Exception as err:  # a model we cannot copy or edit on meta: say so, never crash the caller
+            first = (str(err).strip().splitlines() or [""])[0][:200]
+            result.problems.append(f"cannot preview this edit on this model ({type(err).__name__}: {first})")
             return result
         trace = shadow.trace()
         if trace.error:
