@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import struct
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -128,23 +130,26 @@ def compare_safetensors(path: Path, expected: dict[str, torch.Tensor]) -> int:
         size = min(CHUNK_BYTES, max(1, _largest(expected)))
         buffer, source_buffer = bytearray(size), bytearray(size)
         mapped = MappedFiles()
-        for name, want in expected.items():
-            start, end = header[name]["data_offsets"]
-            info = header[name]
-            if info["shape"] != list(want.shape) or info["dtype"] != _DTYPE_NAMES.get(want.dtype):
-                raise SaveError(
-                    f"verification failed: tensor '{name}' has another shape or dtype in the file"
-                )
-            fh.seek(base + start)
-            offset = 0
-            region = mapped.region(want)
-            for chunk in read_region(region, source_buffer) if region else _byte_chunks(want):
-                view = memoryview(buffer)[: len(chunk)]
-                if fh.readinto(view) != len(chunk) or not _same_bytes(view, chunk):
-                    raise SaveError(f"verification failed: tensor '{name}' differs after writing")
-                offset += len(chunk)
-            if offset != end - start:
-                raise SaveError(f"verification failed: tensor '{name}' has another size in the file")
+        with ThreadPoolExecutor(1) as pool:  # the written file is read while the source is read
+            for name, want in expected.items():
+                info = header[name]
+                if info["shape"] != list(want.shape) or info["dtype"] != _DTYPE_NAMES.get(want.dtype):
+                    raise SaveError(
+                        f"verification failed: tensor '{name}' has another shape or dtype in the file"
+                    )
+                start, end = info["data_offsets"]
+                if end - start != want.numel() * want.element_size():
+                    raise SaveError(f"verification failed: tensor '{name}' has another size in the file")
+                region = mapped.region(want)
+                source = iter(read_region(region, source_buffer) if region else _byte_chunks(want))
+                done, nbytes = 0, end - start
+                while done < nbytes:
+                    view = memoryview(buffer)[: min(size, nbytes - done)]
+                    written = pool.submit(os.preadv, fh.fileno(), [view], base + start + done)
+                    chunk = next(source)  # read while the pool reads the written file
+                    if written.result() != len(view) or not _same_bytes(view, chunk):
+                        raise SaveError(f"verification failed: tensor '{name}' differs after writing")
+                    done += len(view)
     return len(expected)
 
 
