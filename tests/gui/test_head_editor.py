@@ -237,3 +237,22 @@ def test_a_new_input_shape_updates_the_preview(qtbot, controller, editor, resnet
         controller.set_input_shape((2, 3, 160, 160))
     wait_preview(qtbot, editor, lambda p: p.output_after == [2, 10])
     assert editor.preview.output_before == [2, 1000]
+
+
+def test_keep_trained_rows_copies_the_first_classes_into_the_new_head(qtbot, controller, editor, resnet):
+    import torch
+
+    old_weight = resnet.model.fc.weight.detach().clone()
+    type_into(qtbot, editor.numClasses, "10")
+    qtbot.mouseClick(editor.keepClasses, Qt.MouseButton.LeftButton)
+    assert editor.keepClasses.isChecked()
+    wait_preview(qtbot, editor, lambda p: p.ok and p.output_after == [1, 10])
+    apply_and_wait(qtbot, controller, editor.applyButton)
+    assert torch.equal(controller.document.model.fc.weight, old_weight[:10])
+
+
+def test_show_code_before_any_edit_says_so_and_offers_nothing_to_copy(qtbot, controller, resnet):
+    dialog = CodeView(controller)
+    qtbot.addWidget(dialog)
+    assert dialog.code.startswith("# No edits yet")
+    assert not dialog.copyButton.isEnabled()

@@ -66,7 +66,9 @@ class CodeView(QDialog):
         ok = False
         try:
             text = snippet_for_document(self.controller.document)
-            ok = True
+            ok = bool(
+                getattr(self.controller.document, "edits", None)
+            )  # a comment alone is not worth copying
         except HeadStudioError as err:
             text = f"# Cannot write code for these edits: {err}"
         except ImportError:
