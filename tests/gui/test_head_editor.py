@@ -256,3 +256,12 @@ def test_show_code_before_any_edit_says_so_and_offers_nothing_to_copy(qtbot, con
     qtbot.addWidget(dialog)
     assert dialog.code.startswith("# No edits yet")
     assert not dialog.copyButton.isEnabled()
+
+
+def test_an_open_code_view_follows_each_new_edit(qtbot, controller, editor, resnet):
+    dialog = CodeView(controller)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    apply_and_wait(qtbot, controller, editor.freezeButton)
+    assert "requires_grad" in dialog.code
+    assert dialog.copyButton.isEnabled()

@@ -52,9 +52,18 @@ class CodeView(QDialog):
         layout.addWidget(self.note)
         layout.addWidget(self.editor, 1)
         layout.addWidget(buttons)
-        controller.modelEdited.connect(self.refresh)
-        controller.documentChanged.connect(self.refresh)
+        controller.modelEdited.connect(self._on_model_changed)
+        controller.documentChanged.connect(self._on_model_changed)
         self.refresh()
+
+    def _on_model_changed(self) -> None:
+        if self.isVisible():  # a closed dialog catches up when shown again
+            self.refresh()
+
+    def showEvent(self, event: Any) -> None:
+        """Show the code for the edits as they are now."""
+        self.refresh()
+        super().showEvent(event)
 
     @property
     def code(self) -> str:
