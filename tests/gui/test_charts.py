@@ -70,3 +70,15 @@ def test_each_bar_carries_its_count_so_small_blocks_stay_readable(
         controller.push_edit(FreezeBackbone(heads=["layer4.1"]))
     labels = dict(zip([b.name for b in chart.blocks], [t.toPlainText() for t in chart.totals], strict=True))
     assert labels["layer4"] == "4.72M/8.39M"  # partly frozen: trainable / total
+
+
+def test_a_dark_palette_restyles_the_chart(chart):
+    from PySide6.QtGui import QColor, QPalette
+
+    dark = QPalette(chart.palette())
+    dark.setColor(QPalette.ColorRole.Window, QColor("#202020"))
+    dark.setColor(QPalette.ColorRole.Base, QColor("#1a1a1a"))
+    dark.setColor(QPalette.ColorRole.Text, QColor("#eeeeee"))
+    chart.setPalette(dark)
+    assert chart.plot.backgroundBrush().color() == QColor("#1a1a1a")
+    assert chart.plot.getAxis("bottom").textPen().color() == QColor("#eeeeee")

@@ -265,3 +265,14 @@ def test_an_open_code_view_follows_each_new_edit(qtbot, controller, editor, resn
     apply_and_wait(qtbot, controller, editor.freezeButton)
     assert "requires_grad" in dialog.code
     assert dialog.copyButton.isEnabled()
+
+
+def test_problems_stay_readable_red_in_a_dark_palette(editor):
+    from PySide6.QtGui import QColor
+
+    dark = QPalette(editor.palette())
+    dark.setColor(QPalette.ColorRole.Window, QColor("#202020"))
+    editor.setPalette(dark)
+    shown = editor.previewProblems.palette().color(QPalette.ColorRole.WindowText)
+    assert shown == problem_color(dark)
+    assert shown.lightness() > 128  # a light red on a dark window
