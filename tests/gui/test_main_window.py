@@ -39,8 +39,26 @@ def test_actions_have_their_names_and_standard_shortcuts(window):
         action = window.findChild(QAction, name)
         assert action is not None, name
         assert action.shortcut() == QKeySequence(keys), name
-    for name in ("moduleTree", "headEditor"):
-        assert window.findChild(object, name) is not None, name
+    assert window.findChild(object, "moduleTree") is not None
+
+
+def test_window_appears_without_importing_torch_and_panels_follow_the_model(qtbot, tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from headstudio.gui.app import application; from headstudio.gui import MainWindow\n"
+        "app = application(); w = MainWindow(); w.show(); app.processEvents()\n"
+        "print('torch' in sys.modules, w.findChild(object, 'moduleTree') is not None)"
+    )
+    env = {**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split() == ["False", "True"]
+
+
+def test_panels_are_placed_once_a_model_is_open(resnet):
+    for name in ("moduleTree", "headEditor", "numClasses", "applyHead", "historyView"):
+        assert resnet.findChild(object, name) is not None, name
 
 
 def test_changing_the_input_shape_retraces_in_the_background(resnet, qtbot, retraced):

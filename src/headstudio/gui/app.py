@@ -65,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     window.show()
     if args.source:
         window.open(args.source, arch=args.arch, trust=args.trust, input_shape=args.input_shape)
+    else:
+        window.controller.warm_up()  # the start page is up; PyTorch loads while the user picks a file
     return app.exec()
 
 

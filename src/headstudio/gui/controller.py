@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 class DocumentController(QObject):
     """Opens, edits (through the undo stack), re-traces and saves one Document at a time."""
 
+    documentAboutToChange = Signal()  # a loaded document is about to be shown (torch is imported by now)
     documentChanged = Signal()  # a document was opened or closed (rebuild everything)
     modelEdited = Signal()  # an edit was applied/reverted (refresh tree, status, panels)
     traceReady = Signal()  # shapes/heads recomputed in the background and available
@@ -44,6 +45,7 @@ class DocumentController(QObject):
         self.original_tree: ModuleNode | None = None  # as loaded, to show what edits changed
         self.source: str | None = None
         self.saved_path: Path | None = None
+        self.preload: list[str] = []  # modules to import on the worker (panels that need torch/pyqtgraph)
         self.asks_user = False  # the window handles openFailed for consent/architecture with dialogs
         self._user_head = False
         self._generation = 0  # results of work started for an older document/state are dropped
@@ -89,8 +91,10 @@ class DocumentController(QObject):
         generation = self._generation
         self._queue.cancel_all()
 
+        preload = tuple(self.preload)
+
         def job(progress: Any) -> Document:
-            return _load(source, arch, trust, input_shape, progress)
+            return _load(source, arch, trust, input_shape, progress, preload)
 
         self._queue.submit(
             job,
@@ -99,6 +103,11 @@ class DocumentController(QObject):
             lambda err: self._on_open_failed(generation, source, err),
             self.progressChanged.emit,
         )
+
+    def warm_up(self) -> None:
+        """Import the core and the panels' heavy modules in the background, so the first open is quicker."""
+        preload = ("headstudio.core.sources", *self.preload)
+        self._queue.submit(lambda progress: _settle_imports(preload), "Loading PyTorch…", _ignore, _ignore)
 
     def close_document(self) -> None:
         """Forget the open document (the caller has asked about unsaved edits)."""
@@ -112,6 +121,7 @@ class DocumentController(QObject):
     def _on_opened(self, generation: int, source: str, doc: Document) -> None:
         if generation != self._generation:
             return
+        self.documentAboutToChange.emit()
         self.undo_stack.clear()
         self.undo_stack.setClean()
         self.document, self.source, self.saved_path = doc, source, None
@@ -259,12 +269,18 @@ class DocumentController(QObject):
 
 
 def _load(
-    source: str, arch: str | None, trust: bool, input_shape: tuple[int, ...] | None, progress: Any
+    source: str,
+    arch: str | None,
+    trust: bool,
+    input_shape: tuple[int, ...] | None,
+    progress: Any,
+    preload: tuple[str, ...] = (),
 ) -> Document:
     """Runs on the worker thread: open (spec models with real weights, so they can be saved) and trace."""
     from headstudio.core.sources import open_source
     from headstudio.core.specs import looks_like_spec
 
+    _settle_imports(preload)
     is_spec = not Path(source).expanduser().exists() and looks_like_spec(source)
     doc = open_source(
         source, arch=arch, trust=trust, input_shape=input_shape, materialize=is_spec, progress=progress
@@ -272,6 +288,29 @@ def _load(
     progress("tracing shapes", 0.9)
     doc.tree()
     return doc
+
+
+_FROZEN: list[bool] = []
+
+
+def _settle_imports(preload: tuple[str, ...]) -> None:
+    """Import heavy modules here, not on the UI thread, then exempt them from garbage collection.
+
+    After ``import torch`` a full collection walks millions of objects (~200 ms) and stops every thread,
+    the UI included; frozen objects are skipped, so later collections are short.
+    """
+    import gc
+    import importlib
+
+    for name in preload:
+        importlib.import_module(name)
+    if not _FROZEN:
+        gc.freeze()
+        _FROZEN.append(True)
+
+
+def _ignore(_value: object) -> None:
+    """Warm-up results need no handling (a failing import shows up again, with a message, on open)."""
 
 
 def _detected_head(doc: Document) -> str | None:

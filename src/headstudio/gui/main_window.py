@@ -24,6 +24,7 @@ from .start_page import StartPage
 from .tree_panel import ModuleTreePanel
 
 MAX_RECENT = 10
+PANEL_MODULES = ("head_editor", "inspector", "charts", "commands", "code_view", "headstudio.core.edits")
 
 
 class MainWindow(QMainWindow):
@@ -36,6 +37,7 @@ class MainWindow(QMainWindow):
         self.setObjectName("mainWindow")
         self.controller = controller or DocumentController(self)
         self.controller.asks_user = True
+        self.controller.preload = [m if "." in m else f"headstudio.gui.{m}" for m in PANEL_MODULES]
         self.settings = settings or QSettings()
         self.quiet = False  # --screenshot: errors go to stderr, no dialogs
         self._pending: dict[str, Any] = {}
@@ -62,25 +64,35 @@ class MainWindow(QMainWindow):
     def _workspace(self) -> QWidget:
         split = QSplitter(Qt.Orientation.Horizontal, self, objectName="workspace")
         split.addWidget(self.tree_panel)
-        self.head_editor = _panel("head_editor", "HeadEditor", self.controller, split)
-        split.addWidget(self.head_editor)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 2)
-        split.setSizes([640, 400])
-        self.inspector = _panel("inspector", "Inspector", self.controller, self)
-        self.chart = _panel("charts", "ParamsChart", self.controller, self)
-        self.history = _panel("commands", "HistoryView", self.controller, self)
+        self.workspace = split
+        self.head_editor = self.inspector = self.chart = self.history = None
         right, bottom = Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.BottomDockWidgetArea
         self.setCorner(Qt.Corner.BottomRightCorner, right)
-        self.inspector_dock = self._dock("Inspector", "inspectorDock", self.inspector, right)
-        self.chart_dock = self._dock("Parameters per block", "chartDock", self.chart, bottom)
-        self.history_dock = self._dock("History", "historyDock", self.history, bottom)
+        self.inspector_dock = self._dock("Inspector", "inspectorDock", right)
+        self.chart_dock = self._dock("Parameters per block", "chartDock", bottom)
+        self.history_dock = self._dock("History", "historyDock", bottom)
         self.tabifyDockWidget(self.chart_dock, self.history_dock)
         return split
 
-    def _dock(self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+    def build_panels(self) -> None:
+        """Create the panels once the core is loaded (they import torch; the window must not wait for it)."""
+        if self.head_editor is not None:
+            return
+        ctl = self.controller
+        self.head_editor = _panel("head_editor", "HeadEditor", ctl, self.workspace)
+        self.workspace.addWidget(self.head_editor)
+        self.workspace.setStretchFactor(0, 3)
+        self.workspace.setStretchFactor(1, 2)
+        self.workspace.setSizes([640, 400])
+        self.inspector = _panel("inspector", "Inspector", ctl, self.inspector_dock)
+        self.chart = _panel("charts", "ParamsChart", ctl, self.chart_dock)
+        self.history = _panel("commands", "HistoryView", ctl, self.history_dock)
+        self.inspector_dock.setWidget(self.inspector)
+        self.chart_dock.setWidget(self.chart)
+        self.history_dock.setWidget(self.history)
+
+    def _dock(self, title: str, name: str, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self, objectName=name)
-        dock.setWidget(widget)
         self.addDockWidget(area, dock)
         dock.hide()  # shown once a model is open
         return dock
@@ -158,6 +170,7 @@ class MainWindow(QMainWindow):
 
     def _connect(self) -> None:
         ctl = self.controller
+        ctl.documentAboutToChange.connect(self.build_panels)
         ctl.documentChanged.connect(self._on_document)
         ctl.traceReady.connect(self._update_status)
         ctl.modelEdited.connect(self._update_status)
