@@ -93,13 +93,13 @@ def test_marking_a_module_as_head_and_going_back_to_it(resnet, qtbot):
 
 def test_freeze_backbone_trains_only_the_head_and_undo_restores(resnet, qtbot, retraced):
     retraced(resnet, resnet.action_freeze.trigger)
-    assert "513,000 trainable" in resnet.params_label.text()
-    assert resnet.isWindowModified() and "•" in resnet.dirty_label.text()
+    assert "513,000 trainable" in resnet.status.params_label.text()
+    assert resnet.isWindowModified() and "•" in resnet.status.dirty_label.text()
     retraced(
         resnet,
         lambda: qtbot.keyClick(resnet.tree_panel.view, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier),
     )
-    assert "11,689,512 trainable" in resnet.params_label.text()
+    assert "11,689,512 trainable" in resnet.status.params_label.text()
     assert not resnet.isWindowModified()
 
 

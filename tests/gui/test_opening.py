@@ -49,7 +49,7 @@ def test_resnet18_demo_shows_live_shapes_and_its_fc_head(window, open_in):
     assert shape_of(window, "fc") == "[1, 1000]"
     assert shape_of(window, "layer4") == "[1, 512, 7, 7]"
     assert window.controller.head_path == "fc"
-    assert "11,689,512 params" in window.params_label.text()
+    assert "11,689,512 params" in window.status.params_label.text()
 
 
 def test_squeezenet_demo_opens_from_its_start_page_button(window, qtbot):
@@ -131,3 +131,30 @@ def test_opening_another_model_replaces_the_tree(window, open_in):
     root = window.tree_panel.model.index_for_path("")
     assert window.tree_panel.model.index(0, 0, root).data(PathRole) == "features"
     assert window.controller.undo_stack.count() == 0
+
+
+def test_dropping_a_file_on_the_window_opens_it(window, qtbot, answers, resnet18_state_dict):
+    from PySide6.QtCore import QMimeData, QPointF, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    answers.arch = RESNET18
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(resnet18_state_dict)])
+    drop = QDropEvent(
+        QPointF(50, 50),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
+    with qtbot.waitSignal(window.controller.traceReady, timeout=120_000):
+        window.dropEvent(drop)
+    assert window.controller.document.origin.path.name == "resnet18_weights.pt"
+
+
+def test_cancelling_an_open_opens_nothing_and_shows_no_error(window, qtbot, answers):
+    window.open("torchvision:efficientnet_b0")
+    window.status.cancel_button.click()
+    qtbot.waitUntil(lambda: not window.controller.busy, timeout=120_000)
+    assert window.controller.document is None or window.controller.document.origin.arch.endswith("b0")
+    assert not answers.errors

@@ -33,6 +33,7 @@ class DocumentController(QObject):
     progressChanged = Signal(str, float)  # message, fraction 0..1 of the running task
     openFailed = Signal(str, object)  # source, the exception (the window decides: consent, arch, error)
     saveFinished = Signal(object)  # SaveReport of a verified save
+    cancelled = Signal(str)  # long work stopped at the user's request; nothing changed
     inputShapeChanged = Signal(object)  # the new input shape tuple
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -135,6 +136,9 @@ class DocumentController(QObject):
 
     def _on_open_failed(self, generation: int, source: str, err: BaseException) -> None:
         if generation != self._generation:
+            return
+        if _is_cancelled(err):
+            self.cancelled.emit(str(err))
             return
         self.openFailed.emit(source, err)
         if not (self.asks_user and _needs_user_choice(err)):
@@ -256,9 +260,15 @@ class DocumentController(QObject):
             job,
             f"Saving {target.name}…",
             lambda report: self._on_saved(doc, clean_index, report),
-            lambda err: self.errorRaised.emit(one_line(err)),
+            self._on_save_failed,
             self.progressChanged.emit,
         )
+
+    def _on_save_failed(self, err: BaseException) -> None:
+        if _is_cancelled(err):
+            self.cancelled.emit(str(err))
+        else:
+            self.errorRaised.emit(one_line(err))
 
     def _on_saved(self, doc: Document, clean_index: int, report: Any) -> None:
         if doc is self.document:
@@ -307,6 +317,12 @@ def _settle_imports(preload: tuple[str, ...]) -> None:
     if not _FROZEN:
         gc.freeze()
         _FROZEN.append(True)
+
+
+def _is_cancelled(err: BaseException) -> bool:
+    from headstudio.core.errors import Cancelled
+
+    return isinstance(err, Cancelled)
 
 
 def _ignore(_value: object) -> None:

@@ -11,16 +11,15 @@ from PySide6.QtWidgets import (
     QDockWidget,
     QLabel,
     QMainWindow,
-    QProgressBar,
     QSplitter,
     QStackedWidget,
-    QToolButton,
     QWidget,
 )
 
 from . import dialogs
 from .controller import DocumentController, needs_architecture, needs_consent
 from .start_page import StartPage
+from .status_bar import DocumentStatusBar
 from .tree_panel import ModuleTreePanel
 
 MAX_RECENT = 10
@@ -41,7 +40,6 @@ class MainWindow(QMainWindow):
         self.settings = settings or QSettings()
         self.quiet = False  # --screenshot: errors go to stderr, no dialogs
         self._pending: dict[str, Any] = {}
-        self._progress_message = ""
         self.setAcceptDrops(True)
         self.start_page = StartPage(self)
         self.start_page.openRequested.connect(self.open)
@@ -53,7 +51,8 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.pages)
         self._make_actions()
         self._make_menus()
-        self._make_status_bar()
+        self.status = DocumentStatusBar(self.controller, self)
+        self.setStatusBar(self.status)
         self._connect()
         self.resize(1280, 800)
         self._restore()
@@ -153,29 +152,10 @@ class MainWindow(QMainWindow):
             [self.action_mark_head, panel.action_go_to_head, self.action_freeze, self.action_code]
         )
 
-    def _make_status_bar(self) -> None:
-        status = self.statusBar()
-        self.params_label = QLabel(self, objectName="statusParams")
-        self.memory_label = QLabel(self, objectName="statusMemory")
-        self.format_label = QLabel(self, objectName="statusFormat")
-        self.dirty_label = QLabel(self, objectName="statusDirty")
-        self.progress = QProgressBar(self, objectName="progress", maximum=100, maximumWidth=180)
-        self.cancel_button = QToolButton(self, objectName="cancelWork", text="Cancel")
-        self.cancel_button.clicked.connect(self.controller.cancel)
-        for widget in (self.progress, self.cancel_button):
-            widget.hide()
-            status.addPermanentWidget(widget)
-        for label in (self.params_label, self.memory_label, self.format_label, self.dirty_label):
-            status.addPermanentWidget(label)
-
     def _connect(self) -> None:
         ctl = self.controller
         ctl.documentAboutToChange.connect(self.build_panels)
         ctl.documentChanged.connect(self._on_document)
-        ctl.traceReady.connect(self._update_status)
-        ctl.modelEdited.connect(self._update_status)
-        ctl.busyChanged.connect(self._on_busy)
-        ctl.progressChanged.connect(self._on_progress)
         ctl.errorRaised.connect(self.show_error)
         ctl.openFailed.connect(self._on_open_failed)
         ctl.saveFinished.connect(self._on_saved)
@@ -225,7 +205,6 @@ class MainWindow(QMainWindow):
             self.resizeDocks([self.chart_dock], [190], Qt.Orientation.Vertical)
         if opened and ctl.source and ctl.document.origin.path is not None:
             self.add_recent(str(Path(ctl.source).expanduser().resolve()))
-        self._update_status()
         self._update_title()
 
     # -- editing ---------------------------------------------------------------------------------------
@@ -310,41 +289,12 @@ class MainWindow(QMainWindow):
         event.accept()
 
     # -- status ----------------------------------------------------------------------------------------
-    def _on_busy(self, busy: bool, message: str) -> None:
-        self.progress.setVisible(busy)
-        self.cancel_button.setVisible(busy)
-        if busy:
-            self.progress.setRange(0, 0)
-            self._show_progress_message(message)
-        elif self.statusBar().currentMessage() == self._progress_message:
-            self.statusBar().clearMessage()
-
-    def _show_progress_message(self, message: str) -> None:
-        self._progress_message = message
-        self.statusBar().showMessage(message)
-
-    def _on_progress(self, message: str, fraction: float) -> None:
-        self.progress.setRange(0, 100)
-        self.progress.setValue(int(fraction * 100))
-        self._show_progress_message(message)
-
-    def _update_status(self) -> None:
-        doc = self.controller.document
-        if doc is None:
-            for label in (self.params_label, self.memory_label, self.format_label):
-                label.clear()
-            return
-        total, trainable = doc.param_counts()
-        self.params_label.setText(f"{total:,} params · {trainable:,} trainable")
-        self.memory_label.setText(_memory_text(doc.model))
-        self.format_label.setText(f"{doc.origin.format} · {doc.origin.arch}")
-
     def _update_title(self) -> None:
         ctl = self.controller
         name = Path(ctl.source).name if ctl.source else ""
         self.setWindowTitle(f"{name}[*] — Head Studio" if name else "Head Studio")
         self.setWindowModified(ctl.dirty)
-        self.dirty_label.setText("• unsaved" if ctl.dirty else "")
+        self.status.set_dirty(ctl.dirty)
 
     def show_error(self, message: str) -> None:
         """Errors are one line: a dialog (or stderr for --screenshot), never a traceback."""
@@ -405,14 +355,6 @@ def _panel(module: str, name: str, controller: Any, parent: QWidget) -> QWidget:
     except (ImportError, AttributeError):
         return QLabel(f"{name} is not available in this build", parent)
     return cls(controller, parent)
-
-
-def _memory_text(model: Any) -> str:
-    tensors = [*model.parameters(), *model.buffers()]
-    if tensors and all(t.is_meta for t in tensors):
-        return "weights not loaded (meta)"
-    size = sum(t.numel() * t.element_size() for t in tensors if not t.is_meta)
-    return f"{size / 2**20:,.1f} MiB in memory"
 
 
 def _deliver_pending_events() -> None:
