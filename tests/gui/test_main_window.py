@@ -150,3 +150,24 @@ def test_screenshot_option_writes_a_png_of_the_window(qtbot, tmp_path):
     assert main(["torchvision:squeezenet1_1", "--screenshot", str(target)]) == 0
     image = QImage(str(target))
     assert image.width() >= 1280 and image.height() >= 800
+
+
+def test_closing_with_unsaved_edits_can_save_them_first(resnet, retraced, answers, tmp_path):
+    retraced(resnet, resnet.action_freeze.trigger)
+    target = tmp_path / "on-close.safetensors"
+    answers.save_changes, answers.save_path = "save", (str(target), None)
+    assert resnet.close()
+    assert target.exists() and not resnet.controller.dirty
+
+
+def test_second_save_goes_to_the_same_file_without_asking(resnet, qtbot, retraced, answers, tmp_path):
+    target = tmp_path / "model.pt"
+    answers.save_path = (str(target), "state_dict")
+    with qtbot.waitSignal(resnet.controller.saveFinished, timeout=120_000):
+        resnet.action_save.trigger()
+    answers.save_path = None  # a second dialog would cancel the save
+    retraced(resnet, resnet.action_freeze.trigger)
+    with qtbot.waitSignal(resnet.controller.saveFinished, timeout=120_000) as saved:
+        resnet.action_save.trigger()
+    assert saved.args[0].path == target and saved.args[0].format == "state_dict"
+    assert not resnet.isWindowModified()
