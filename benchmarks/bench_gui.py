@@ -32,6 +32,8 @@ from PySide6.QtCore import QElapsedTimer, QEventLoop, QTimer
 from headstudio.gui.app import application
 from headstudio.gui.main_window import MainWindow
 app = application()
+if sys.argv[3] == "shell-only":  # leave the panels out, to tell the shell's stalls from theirs
+    MainWindow.build_panels = lambda self: None
 window = MainWindow()
 window.quiet = True
 window.resize(1440, 900)
@@ -39,6 +41,11 @@ window.show()
 app.processEvents()
 shown = time.perf_counter() - started
 torch_at_show = "torch" in sys.modules
+if sys.argv[4] == "warm":  # as from the start page: PyTorch loaded in the background before the open
+    window.controller.warm_up()
+    while window.controller.busy:
+        app.processEvents()
+        time.sleep(0.01)
 gaps, clock, last, phase, long = [], QElapsedTimer(), [0], ["start"], []
 clock.start()
 def tick():
@@ -72,13 +79,24 @@ window.close()
 """
 
 
-def measure_open(path: Path, arch: str) -> dict:
+def measure_open(path: Path, arch: str, shell_only: bool = False, warm: bool = False) -> dict:
     """One fresh app process opening ``path``: window-shown time, open time, tick gaps."""
     import json
 
     code = _RUN % {"tick": TICK_MS}
     out = subprocess.run(
-        [sys.executable, "-c", code, str(path), arch], capture_output=True, text=True, check=True
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(path),
+            arch,
+            "shell-only" if shell_only else "all",
+            "warm" if warm else "cold",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -115,17 +133,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--model", default="vit_h_14")
+    parser.add_argument("--shell-only", action="store_true", help="without the panels (head editor, …)")
+    parser.add_argument("--warm", action="store_true", help="open after the start page's PyTorch warm-up")
     parser.add_argument("--workdir", type=Path, default=Path.home() / ".cache" / "headstudio-bench")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(HERE))
     from bench_inspect import checkpoint
 
     path = checkpoint(args.workdir, args.model)
-    runs = [measure_open(path, f"torchvision:{args.model}") for _ in range(args.repeat)]
+    runs = [
+        measure_open(path, f"torchvision:{args.model}", args.shell_only, args.warm)
+        for _ in range(args.repeat)
+    ]
     stalls = [max(g - TICK_MS, 0) for run in runs for g in run["gaps"]]
     worst = [max(run["gaps"]) - TICK_MS for run in runs]
     size = path.stat().st_size / 1e9
-    print(f"{args.model} ({size:.2f} GB), {args.repeat} fresh app processes, tick {TICK_MS} ms")
+    what = "shell only (no panels)" if args.shell_only else "whole window"
+    what += ", opened after warm-up" if args.warm else ", opened at once (cold)"
+    print(f"{args.model} ({size:.2f} GB), {what}, {args.repeat} fresh app processes, tick {TICK_MS} ms")
     shown = statistics.median(r["shown"] for r in runs)
     print(
         f"  window shown after      {shown:6.2f} s "
