@@ -15,6 +15,10 @@ class SourceError(HeadStudioError):
     exit_code = 2
 
 
+class ArchitectureRequiredError(SourceError):
+    """The file holds only weights; the caller must name the architecture (``--arch``)."""
+
+
 class MissingDependencyError(SourceError):
     """An optional package (e.g. timm) is needed for this source."""
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from .checkpoints import Checkpoint, check_path, read_checkpoint, sniff_format
 from .document import Document, Origin
-from .errors import SourceError, UnsupportedOperationError
+from .errors import ArchitectureRequiredError, SourceError, UnsupportedOperationError
 from .specs import build_model, looks_like_spec, parse_spec, spec_input_shape
 from .weights import align_keys, assign_weights, check_keys
 
@@ -66,7 +66,7 @@ def _model_for(ckpt: Checkpoint, arch: str | None) -> tuple[nn.Module, str]:
 
         model, arch_name = build_from_recipe(ckpt.recipe)
     elif arch is None:
-        raise SourceError(
+        raise ArchitectureRequiredError(
             f"{ckpt.path} holds only weights ({len(ckpt.state_dict)} tensors); say which "
             "architecture with --arch, e.g. --arch torchvision:resnet50"
         )

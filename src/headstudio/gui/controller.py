@@ -336,12 +336,9 @@ def _detected_head(doc: Document) -> str | None:
 
 def needs_architecture(err: BaseException) -> bool:
     """The file holds only weights: the user must say which architecture they belong to."""
-    from headstudio.core import errors
+    from headstudio.core.errors import ArchitectureRequiredError
 
-    needed = getattr(errors, "ArchitectureRequiredError", None)
-    if needed is not None and isinstance(err, needed):
-        return True
-    return isinstance(err, errors.SourceError) and "holds only weights" in str(err)
+    return isinstance(err, ArchitectureRequiredError)
 
 
 def needs_consent(err: BaseException) -> bool:
