@@ -218,13 +218,9 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"{path} marked as head", 5000)
 
     def freeze(self) -> None:
-        """Model ▸ Freeze backbone: everything but the head stops training."""
-        from headstudio.core.edits import FreezeBackbone
-
-        if self.controller.document is None:
-            return
-        head = self.controller.head_path
-        self.controller.push_edit(FreezeBackbone(heads=[head] if head else None))
+        """Model ▸ Freeze backbone: the head editor's action, with its BatchNorm-eval choice."""
+        if self.head_editor is not None:
+            self.head_editor.freeze_backbone()
 
     def show_code(self) -> None:
         """Model ▸ Show code: plain PyTorch for the edits so far."""
