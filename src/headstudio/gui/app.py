@@ -89,9 +89,17 @@ def screenshot(window, args: argparse.Namespace, target: Path) -> int:
         panel.view.expandToDepth(1)
         panel.go_to_head()
         window.resize(*SCREENSHOT_SIZE)
-        QTimer.singleShot(1000, grab)  # let panels finish their previews
+        editor = window.head_editor
+        if editor is not None:  # grab once the head editor shows its preview (or after 10 s)
+            editor.previewUpdated.connect(lambda: QTimer.singleShot(300, grab), type=_single_shot())
+            QTimer.singleShot(10_000, grab)
+        else:
+            QTimer.singleShot(1000, grab)
 
     def grab() -> None:
+        if result.get("done"):
+            return
+        result["done"] = True
         target.parent.mkdir(parents=True, exist_ok=True)
         ok = window.grab().save(str(target), "PNG")
         if not ok:
