@@ -33,6 +33,7 @@ def test_undo_restores_every_weight_bit_exactly_and_redo_reapplies(
     resnet18_file,
 ):
     import torch
+
     from headstudio.core.edits import FreezeBackbone, ReplaceHead
 
     doc = open_model(resnet18_file, arch=RESNET18)
