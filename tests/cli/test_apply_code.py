@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision
-
-pytest.importorskip("headstudio.core.edits")
+from cli_checks import one_line_error, sha
 
 R18 = "torchvision:resnet18"
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def listing(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir())
-
-
-def one_line_error(result) -> str:
-    assert result.status != 0, result.out
-    lines = [line for line in result.err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in result.err, result.err
-    return lines[0]
 
 
 @pytest.fixture
