@@ -33,7 +33,7 @@ from headstudio.gui.app import application
 from headstudio.gui.main_window import MainWindow
 app = application()
 if sys.argv[3] == "shell-only":  # leave the panels out, to tell the shell's stalls from theirs
-    MainWindow.build_panels = lambda self: None
+    MainWindow._build_next_panel = lambda self: False
 window = MainWindow()
 window.quiet = True
 window.resize(1440, 900)
@@ -46,14 +46,24 @@ if sys.argv[4] == "warm":  # as from the start page: PyTorch loaded in the backg
     while window.controller.busy:
         app.processEvents()
         time.sleep(0.01)
+import threading, traceback
+def worker_at():  # where another thread was when the UI thread got the GIL back
+    main = threading.main_thread().ident
+    for ident, frame in sys._current_frames().items():
+        if ident != main:
+            return " < ".join(f"{f.name} ({os.path.basename(f.filename)}:{f.lineno})"
+                              for f in reversed(traceback.extract_stack(frame)[-3:]))
+    return ""
 gaps, clock, last, phase, long = [], QElapsedTimer(), [0], ["start"], []
+cpu = [time.thread_time()]
 clock.start()
 def tick():
     now = clock.elapsed()
     gaps.append(now - last[0])
+    ui_cpu = (time.thread_time() - cpu[0]) * 1000
     if now - last[0] > 100:
-        long.append([now - last[0], phase[0]])
-    last[0] = now
+        long.append([now - last[0], phase[0], worker_at(), ui_cpu])
+    last[0], cpu[0] = now, time.thread_time()
 timer = QTimer(interval=%(tick)d)
 timer.timeout.connect(tick)
 loop = QEventLoop()
@@ -87,6 +97,8 @@ def measure_open(path: Path, arch: str, shell_only: bool = False, warm: bool = F
     out = subprocess.run(
         [
             sys.executable,
+            "-X",
+            "faulthandler",
             "-c",
             code,
             str(path),
@@ -96,8 +108,10 @@ def measure_open(path: Path, arch: str, shell_only: bool = False, warm: bool = F
         ],
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"the app process failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    out = out.stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -135,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="vit_h_14")
     parser.add_argument("--shell-only", action="store_true", help="without the panels (head editor, …)")
     parser.add_argument("--warm", action="store_true", help="open after the start page's PyTorch warm-up")
+    parser.add_argument("--where", action="store_true", help="show where the worker thread was at each stall")
     parser.add_argument("--workdir", type=Path, default=Path.home() / ".cache" / "headstudio-bench")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(HERE))
@@ -164,8 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"                          target < {TARGET_MS:.0f} ms: {verdict}")
     print(f"  median stall            {statistics.median(stalls):6.1f} ms over {len(stalls)} ticks")
-    for gap, where in runs[0]["long"]:
-        print(f"    stall {gap:5.0f} ms during: {where}")
+    for run in runs:
+        for gap, where, worker, ui_cpu in run["long"]:
+            print(f"    stall {gap:5.0f} ms during: {where}")
+            if args.where:  # UI thread busy itself, or waiting for the GIL while the worker ran
+                print(f"      UI thread CPU {ui_cpu:.0f} ms; worker at: {worker}")
     modules, snapshot, shown_tree = tree_build_seconds()
     print(
         f"  tree of {modules:,} modules: snapshot {snapshot:.2f} s, "

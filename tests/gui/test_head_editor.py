@@ -276,3 +276,28 @@ def test_problems_stay_readable_red_in_a_dark_palette(editor):
     shown = editor.previewProblems.palette().color(QPalette.ColorRole.WindowText)
     assert shown == problem_color(dark)
     assert shown.lightness() > 128  # a light red on a dark window
+
+
+def test_no_preview_runs_until_the_user_sets_up_an_edit(
+    qtbot, monkeypatch, editor, open_model, resnet18_file
+):
+    requested = []
+    monkeypatch.setattr(editor._runner, "request", lambda edit, doc: requested.append(edit))
+    open_model(resnet18_file, arch=RESNET18)
+    editor.refresh_preview()  # what the debounce timer would do
+    assert requested == []  # replacing 1000 classes by 1000 would show no change: nothing is traced
+    assert "set the class count" in editor.previewOutput.text()
+    assert not editor.applyButton.isEnabled()
+    type_into(qtbot, editor.numClasses, "10")
+    editor.refresh_preview()
+    assert [(e.kind, e.num_classes) for e in requested] == [("replace_head", 10)]
+
+
+def test_after_apply_the_preview_waits_for_the_next_edit(qtbot, controller, editor, resnet):
+    type_into(qtbot, editor.numClasses, "10")
+    wait_preview(qtbot, editor, lambda p: p.output_after == [1, 10])
+    apply_and_wait(qtbot, controller, editor.applyButton)
+    qtbot.waitUntil(lambda: "set the class count" in editor.previewOutput.text(), timeout=10_000)
+    assert editor.preview is None
+    editor.operation.setCurrentIndex(REMOVE)
+    wait_preview(qtbot, editor, lambda p: p.output_after == [1, 512])

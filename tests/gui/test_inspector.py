@@ -94,3 +94,21 @@ def test_meta_weights_show_dashes_not_numbers():
     assert tensor_histogram(meta) is None
     stats = tensor_stats(torch.arange(4.0))
     assert stats == pytest.approx((1.5, torch.arange(4.0).std().item()))
+
+
+def test_a_module_over_the_automatic_limit_gets_statistics_only_when_asked(
+    qtbot, monkeypatch, controller, inspector, open_model, resnet18_file
+):
+    doc = open_model(resnet18_file, arch=RESNET18)
+    monkeypatch.setattr(inspector_module, "AUTO_STATS_LIMIT", 1_000_000)
+    controller.select("layer4")
+    values = sum(p.numel() for p in doc.model.layer4.parameters())
+    assert not inspector.computeStats.isHidden()
+    assert f"{values:,} values" in inspector.computeStats.text()
+    rows = range(inspector.paramTable.rowCount())
+    assert {cell(inspector, r, "Mean") for r in rows} == {""}  # nothing read from the weights yet
+    inspector.computeStats.click()
+    qtbot.waitUntil(lambda: all(cell(inspector, r, "Std") not in ("", "…") for r in rows), timeout=30_000)
+    weight = doc.model.layer4[0].conv1.weight
+    assert float(cell(inspector, 0, "Mean")) == pytest.approx(weight.mean().item(), rel=1e-3, abs=1e-6)
+    assert inspector.computeStats.isHidden()

@@ -8,6 +8,8 @@ from PySide6.QtGui import QAction, QImage, QKeySequence
 
 from headstudio.gui.tree_model import SHAPE, PathRole
 
+OPEN_TIMEOUT_MS = 120_000  # opening + tracing in the background on a busy 2-core machine
+
 RESNET18 = "torchvision:resnet18"
 SHORTCUTS = {
     "actionOpen": "Ctrl+O",
@@ -54,6 +56,28 @@ def test_window_appears_without_importing_torch_and_panels_follow_the_model(qtbo
     env = {**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_panels_are_built_once_pytorch_has_loaded_before_any_model_arrives(window, qtbot):
+    window.controller.warm_up()
+    qtbot.waitUntil(lambda: window.controller.panels_built.is_set(), timeout=OPEN_TIMEOUT_MS)
+    assert window.controller.document is None
+    for name in ("headEditor", "numClasses", "inspector", "historyView"):
+        assert window.findChild(object, name) is not None, name
+
+
+def test_torch_libraries_are_loaded_before_import_torch_without_holding_the_gil(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from headstudio.gui.imports import preload_torch_libraries\n"
+        "loaded = preload_torch_libraries(); maps = open('/proc/self/maps').read()\n"
+        "print(loaded, 'libtorch_python' in maps, 'torch' in sys.modules)\n"
+        "import torch; print(torch.ones(3).sum().item())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["2", "True", "False", "3.0"]
 
 
 def test_panels_are_placed_once_a_model_is_open(resnet):

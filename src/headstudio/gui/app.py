@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 RESOURCES = Path(__file__).resolve().parents[3] / "resources"
+SCREENSHOT_CLASSES = 10  # the head editor's preview in a screenshot: a 10-class head
 SCREENSHOT_SIZE = (1440, 900)
 SCREENSHOT_TIMEOUT_MS = 300_000
 
@@ -90,8 +91,9 @@ def screenshot(window, args: argparse.Namespace, target: Path) -> int:
         panel.go_to_head()
         window.resize(*SCREENSHOT_SIZE)
         editor = window.head_editor
-        if editor is not None:  # grab once the head editor shows its preview (or after 10 s)
+        if editor is not None:  # preview a 10-class head; grab once it shows (or after 10 s)
             editor.previewUpdated.connect(lambda: QTimer.singleShot(300, grab), type=_single_shot())
+            editor.numClasses.setValue(SCREENSHOT_CLASSES)
             QTimer.singleShot(10_000, grab)
         else:
             QTimer.singleShot(1000, grab)

@@ -6,12 +6,14 @@ imported lazily (in workers), so the window can appear before ``import torch`` h
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoStack
 
+from .imports import settle_imports
 from .workers import WorkQueue, one_line
 
 if TYPE_CHECKING:
@@ -19,9 +21,13 @@ if TYPE_CHECKING:
     from headstudio.core.tree import ModuleNode
 
 
+PANELS_WAIT_S = 2.0  # at most this long the first load waits for the window's panels
+
+
 class DocumentController(QObject):
     """Opens, edits (through the undo stack), re-traces and saves one Document at a time."""
 
+    coreReady = Signal()  # PyTorch and the core are imported (emitted from the worker, delivered queued)
     documentAboutToChange = Signal()  # a loaded document is about to be shown (torch is imported by now)
     documentChanged = Signal()  # a document was opened or closed (rebuild everything)
     modelEdited = Signal()  # an edit was applied/reverted (refresh tree, status, panels)
@@ -47,6 +53,7 @@ class DocumentController(QObject):
         self.source: str | None = None
         self.saved_path: Path | None = None
         self.preload: list[str] = []  # modules to import on the worker (panels that need torch/pyqtgraph)
+        self.panels_built: threading.Event | None = None  # a window sets it once its panels exist
         self.asks_user = False  # the window handles openFailed for consent/architecture with dialogs
         self._user_head = False
         self._generation = 0  # results of work started for an older document/state are dropped
@@ -92,10 +99,11 @@ class DocumentController(QObject):
         generation = self._generation
         self._queue.cancel_all()
 
-        preload = tuple(self.preload)
+        import_core = self._core_importer()
 
         def job(progress: Any) -> Document:
-            return _load(source, arch, trust, input_shape, progress, preload)
+            import_core()
+            return _load(source, arch, trust, input_shape, progress)
 
         self._queue.submit(
             job,
@@ -107,8 +115,20 @@ class DocumentController(QObject):
 
     def warm_up(self) -> None:
         """Import the core and the panels' heavy modules in the background, so the first open is quicker."""
-        preload = ("headstudio.core.sources", *self.preload)
-        self._queue.submit(lambda progress: _settle_imports(preload), "Loading PyTorch…", _ignore, _ignore)
+        import_core = self._core_importer()
+        self._queue.submit(lambda progress: import_core(), "Loading PyTorch…", _ignore, _ignore)
+
+    def _core_importer(self) -> Any:
+        """A job step for the worker: import the core and the panels' modules, then emit coreReady."""
+        modules = ("headstudio.core.sources", *self.preload)
+
+        def import_core() -> None:
+            settle_imports(modules)
+            self.coreReady.emit()
+            if self.panels_built is not None:  # let the UI build its panels without sharing the GIL
+                self.panels_built.wait(PANELS_WAIT_S)
+
+        return import_core
 
     def close_document(self) -> None:
         """Forget the open document (the caller has asked about unsaved edits)."""
@@ -284,13 +304,11 @@ def _load(
     trust: bool,
     input_shape: tuple[int, ...] | None,
     progress: Any,
-    preload: tuple[str, ...] = (),
 ) -> Document:
     """Runs on the worker thread: open (spec models with real weights, so they can be saved) and trace."""
     from headstudio.core.sources import open_source
     from headstudio.core.specs import looks_like_spec
 
-    _settle_imports(preload)
     is_spec = not Path(source).expanduser().exists() and looks_like_spec(source)
     doc = open_source(
         source, arch=arch, trust=trust, input_shape=input_shape, materialize=is_spec, progress=progress
@@ -298,25 +316,6 @@ def _load(
     progress("tracing shapes", 0.9)
     doc.tree()
     return doc
-
-
-_FROZEN: list[bool] = []
-
-
-def _settle_imports(preload: tuple[str, ...]) -> None:
-    """Import heavy modules here, not on the UI thread, then exempt them from garbage collection.
-
-    After ``import torch`` a full collection walks millions of objects (~200 ms) and stops every thread,
-    the UI included; frozen objects are skipped, so later collections are short.
-    """
-    import gc
-    import importlib
-
-    for name in preload:
-        importlib.import_module(name)
-    if not _FROZEN:
-        gc.freeze()
-        _FROZEN.append(True)
 
 
 def _is_cancelled(err: BaseException) -> bool:

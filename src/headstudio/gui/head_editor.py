@@ -57,6 +57,7 @@ class HeadEditor(QWidget):
         self._busy = False
         self._traced = controller.document is not None and not getattr(controller, "busy", False)
         self._shown_head: tuple[int, str] | None = None
+        self._chosen = False  # the user has set up an edit: until then a preview would show no change
         self._timer = QTimer(self, singleShot=True, interval=PREVIEW_DELAY_MS)
         self._timer.timeout.connect(self.refresh_preview)
         self._runner = PreviewRunner(self)
@@ -171,9 +172,13 @@ class HeadEditor(QWidget):
             self.addHeadName.textChanged,
             self.addHeadClasses.valueChanged,
         ):
-            signal.connect(self.schedule_preview)
+            signal.connect(self._on_input)
         self.applyButton.clicked.connect(self.apply)
         self.freezeButton.clicked.connect(self.freeze_backbone)
+
+    def _on_input(self, *_: Any) -> None:
+        self._chosen = True
+        self.schedule_preview()
 
     def _on_kind(self, index: int) -> None:
         self.hiddenSizes.setEnabled(index == 1)
@@ -251,10 +256,10 @@ class HeadEditor(QWidget):
         self._runner.discard()
         self.preview = None
         doc = self.controller.document
-        if doc is None or not self.ready:
+        self.applyButton.setEnabled(False)
+        if doc is None or not self.ready or not self._chosen:
             self._show_idle(self._idle_text())
             return
-        self.applyButton.setEnabled(False)
         try:
             edit = self.current_edit()
         except InputProblem as err:
@@ -352,6 +357,7 @@ class HeadEditor(QWidget):
 
     def _on_model_edited(self) -> None:
         self._traced = False
+        self._chosen = False  # the edit is done; a preview of the same inputs would show no change
         self._runner.discard()
         self._update_buttons()
         self.schedule_preview()
@@ -396,7 +402,9 @@ class HeadEditor(QWidget):
     def _idle_text(self) -> str:
         if self.controller.document is None:
             return "open a model"
-        return "computing…" if self.ready else "waiting for shapes…"
+        if not self.ready:
+            return "waiting for shapes…"
+        return "computing…" if self._chosen else "set the class count or pick an operation to preview it"
 
     def _follow_head(self, path: str, head: Any) -> None:
         """A newly shown head starts the class count at its current number of outputs."""
@@ -404,6 +412,7 @@ class HeadEditor(QWidget):
         if head is not None and head.out_features and key != self._shown_head:
             self._shown_head = key
             self.numClasses.setValue(head.out_features)
+            self._chosen = False
 
     def _on_selection(self, path: str) -> None:
         self.cutLabel.setText(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from typing import Any
 
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QObject, QRunnable, Qt, QThreadPool, Signal
+from PySide6.QtCore import QEvent, QObject, QRunnable, Qt, QThreadPool, QTimer, Signal
 from PySide6.QtGui import QFontDatabase, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -15,6 +16,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QPlainTextEdit,
+    QPushButton,
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
@@ -25,7 +27,9 @@ from PySide6.QtWidgets import (
 COLUMNS = ("Name", "Shape", "Dtype", "Trainable", "Mean", "Std")
 MEAN, STD = 4, 5
 INLINE_LIMIT = 1 << 20  # elements per module: statistics of smaller modules at once, larger ones off-thread
+AUTO_STATS_LIMIT = 50_000_000  # values: above this, statistics wait for a click (reading GBs of weights)
 MAX_ROWS = 2000
+STAGGER_MS = 5  # the table fills a little after the model appears, so the tree paints first
 MAX_REPR = 200_000
 BINS = 60
 DASH = "—"
@@ -76,7 +80,8 @@ class _Job(QRunnable):
             value = self.work()
         except Exception:  # a tensor freed or changed under us: show nothing rather than crash
             value = None
-        self.results.ready.emit(self.generation, self.key, value)
+        with contextlib.suppress(RuntimeError):  # the inspector was closed meanwhile
+            self.results.ready.emit(self.generation, self.key, value)
 
 
 class Inspector(QWidget):
@@ -94,11 +99,15 @@ class Inspector(QWidget):
         self.histogram_name: str | None = None
         self._generation = 0
         self._inline_stats = True
+        self._stats_on_click = False
         self._pending: set[str] = set()
+        self._arrived: list[tuple[int, str, Any]] = []  # results not shown yet (shown in one batch)
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(1)
         self._results = _Results(self)
         self._results.ready.connect(self._on_result)
+        self._later = QTimer(self, singleShot=True, interval=STAGGER_MS)
+        self._later.timeout.connect(self.refresh)
         self._build()
         controller.selectionChanged.connect(self.show_module)
         controller.modelEdited.connect(self.refresh)
@@ -112,6 +121,9 @@ class Inspector(QWidget):
         self.reprView = QPlainTextEdit(objectName="inspectorRepr", readOnly=True)
         self.reprView.setFont(mono)
         self.reprView.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.computeStats = QPushButton(objectName="computeStats", visible=False)
+        self.computeStats.setToolTip("Mean and std read every weight of this module from the checkpoint")
+        self.computeStats.clicked.connect(self.compute_statistics)
         self.paramTable = QTableWidget(0, len(COLUMNS), objectName="parameterTable")
         self.paramTable.setHorizontalHeaderLabels(COLUMNS)
         self.paramTable.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -137,6 +149,7 @@ class Inspector(QWidget):
         form.setContentsMargins(0, 0, 0, 0)
         form.addRow("Path", self.pathLabel)
         form.addRow("Type", self.typeLabel)
+        form.addRow(self.computeStats)
         splitter = QSplitter(Qt.Orientation.Vertical)
         for stretch, widget in enumerate((self.reprView, self.paramTable, self.plot), start=1):
             splitter.addWidget(widget)
@@ -153,6 +166,7 @@ class Inspector(QWidget):
 
     def refresh(self) -> None:
         """Re-read the shown module from the document (after an edit its parameters may differ)."""
+        self._later.stop()
         self._generation += 1
         self._pending.clear()
         doc = self.controller.document
@@ -192,7 +206,11 @@ class Inspector(QWidget):
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         table.setUpdatesEnabled(False)
         table.blockSignals(True)
-        self._inline_stats = sum(p.numel() for p in self.parameters.values()) <= INLINE_LIMIT
+        values = sum(p.numel() for p in self.parameters.values() if not p.is_meta)
+        self._inline_stats = values <= INLINE_LIMIT
+        self._stats_on_click = values > AUTO_STATS_LIMIT
+        self.computeStats.setText(f"Compute statistics ({values:,} values)")
+        self.computeStats.setVisible(self._stats_on_click)
         table.setRowCount(len(self.parameters))
         for row, (name, param) in enumerate(self.parameters.items()):
             cells = (name, str(list(param.shape)), str(param.dtype).removeprefix("torch."))
@@ -207,7 +225,20 @@ class Inspector(QWidget):
         table.resizeColumnsToContents()
         table.setUpdatesEnabled(True)
 
+    def compute_statistics(self) -> None:
+        """Compute mean/std of every listed parameter (off-thread), also for a module over the auto limit."""
+        self.computeStats.setVisible(False)
+        self._stats_on_click = False
+        for row, (name, param) in enumerate(self.parameters.items()):
+            self._fill_stats(row, name, param)
+        if not self._pending:
+            self.statsReady.emit()
+
     def _fill_stats(self, row: int, name: str, param: Any) -> None:
+        if self._stats_on_click and not param.is_meta:
+            for col in (MEAN, STD):
+                self.paramTable.setItem(row, col, QTableWidgetItem(""))
+            return
         if param.is_meta or self._inline_stats:
             self._show_stats(row, tensor_stats(param))
             return
@@ -269,7 +300,7 @@ class Inspector(QWidget):
         self.plotNote.setText("all values are equal" if single else "")
         self.plotNote.setPos((edges[0] + edges[-1]) / 2, max(counts) / 2)
         self.plot.setTitle(name)
-        self.plot.autoRange()
+        self.plot.setRange(xRange=(edges[0], edges[-1]), yRange=(0, max(max(counts), 1.0)))
 
     # ----- background work
     def _submit(self, key: str, work: Callable[[], Any]) -> None:
@@ -277,20 +308,30 @@ class Inspector(QWidget):
         self._pool.start(_Job(self._results, self._generation, key, work))
 
     def _on_result(self, generation: int, key: str, value: Any) -> None:
-        if generation != self._generation:
-            return  # for a module no longer shown
-        self._pending.discard(key)
-        kind, name = key.split(":", 1)
-        if kind == "stats" and name in self.parameters:
-            self._show_stats(list(self.parameters).index(name), value)
-        elif kind == "hist" and name == self.histogram_name:
-            self._show_histogram(name, value)
+        if not self._arrived:  # hundreds arrive at once for a big module: one table update for all
+            QTimer.singleShot(0, self.paramTable, self._show_arrived)
+        self._arrived.append((generation, key, value))
+
+    def _show_arrived(self) -> None:
+        arrived, self._arrived = self._arrived, []
+        rows = {name: row for row, name in enumerate(self.parameters)}
+        self.paramTable.setUpdatesEnabled(False)
+        for generation, key, value in arrived:
+            if generation != self._generation:
+                continue  # for a module no longer shown
+            self._pending.discard(key)
+            kind, name = key.split(":", 1)
+            if kind == "stats" and name in rows:
+                self._show_stats(rows[name], value)
+            elif kind == "hist" and name == self.histogram_name:
+                self._show_histogram(name, value)
+        self.paramTable.setUpdatesEnabled(True)
         if not self._pending:
             self.statsReady.emit()
 
     def _on_document(self) -> None:
         self.path = "" if self.controller.document is not None else None
-        self.refresh()
+        self._later.start()  # after the tree has shown the new model
 
     # ----- palette
     def _style_plot(self) -> None:

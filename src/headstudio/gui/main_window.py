@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QSettings, Qt
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -23,6 +24,7 @@ from .status_bar import DocumentStatusBar
 from .tree_panel import ModuleTreePanel
 
 MAX_RECENT = 10
+STAGGER_MS = 5  # between steps of UI work split up so input and painting get their turn in between
 PANEL_MODULES = ("head_editor", "inspector", "charts", "commands", "code_view", "headstudio.core.edits")
 
 
@@ -36,6 +38,7 @@ class MainWindow(QMainWindow):
         self.setObjectName("mainWindow")
         self.controller = controller or DocumentController(self)
         self.controller.asks_user = True
+        self.controller.panels_built = threading.Event()
         self.controller.preload = [m if "." in m else f"headstudio.gui.{m}" for m in PANEL_MODULES]
         self.settings = settings or QSettings()
         self.quiet = False  # --screenshot: errors go to stderr, no dialogs
@@ -75,20 +78,36 @@ class MainWindow(QMainWindow):
 
     def build_panels(self) -> None:
         """Create the panels once the core is loaded (they import torch; the window must not wait for it)."""
-        if self.head_editor is not None:
-            return
+        while self._build_next_panel():
+            pass
+
+    def build_panels_gradually(self) -> None:
+        """Create the panels one per event-loop turn, so the window stays responsive meanwhile."""
+        if self._build_next_panel():
+            QTimer.singleShot(STAGGER_MS, self, self.build_panels_gradually)
+
+    def _build_next_panel(self) -> bool:
+        """Create the next missing panel; False when all exist."""
         ctl = self.controller
-        self.head_editor = _panel("head_editor", "HeadEditor", ctl, self.workspace)
-        self.workspace.addWidget(self.head_editor)
-        self.workspace.setStretchFactor(0, 3)
-        self.workspace.setStretchFactor(1, 2)
-        self.workspace.setSizes([640, 400])
-        self.inspector = _panel("inspector", "Inspector", ctl, self.inspector_dock)
-        self.chart = _panel("charts", "ParamsChart", ctl, self.chart_dock)
-        self.history = _panel("commands", "HistoryView", ctl, self.history_dock)
-        self.inspector_dock.setWidget(self.inspector)
-        self.chart_dock.setWidget(self.chart)
-        self.history_dock.setWidget(self.history)
+        if self.head_editor is None:
+            self.head_editor = _panel("head_editor", "HeadEditor", ctl, self.workspace)
+            self.workspace.addWidget(self.head_editor)
+            self.workspace.setStretchFactor(0, 3)
+            self.workspace.setStretchFactor(1, 2)
+            self.workspace.setSizes([640, 400])
+        elif self.inspector is None:
+            self.inspector = _panel("inspector", "Inspector", ctl, self.inspector_dock)
+            self.inspector_dock.setWidget(self.inspector)
+        elif self.chart is None:
+            self.chart = _panel("charts", "ParamsChart", ctl, self.chart_dock)
+            self.chart_dock.setWidget(self.chart)
+        elif self.history is None:
+            self.history = _panel("commands", "HistoryView", ctl, self.history_dock)
+            self.history_dock.setWidget(self.history)
+        else:
+            self.controller.panels_built.set()  # a first load waiting for them goes on
+            return False
+        return True
 
     def _dock(self, title: str, name: str, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self, objectName=name)
@@ -154,6 +173,7 @@ class MainWindow(QMainWindow):
 
     def _connect(self) -> None:
         ctl = self.controller
+        ctl.coreReady.connect(self.build_panels_gradually)  # before the model arrives: showing it is quick
         ctl.documentAboutToChange.connect(self.build_panels)
         ctl.documentChanged.connect(self._on_document)
         ctl.errorRaised.connect(self.show_error)

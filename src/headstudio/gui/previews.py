@@ -6,6 +6,7 @@ A preview runs the core's ``edit.preview`` (a trace of a meta copy of the model:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import weakref
 from typing import Any
@@ -116,7 +117,8 @@ class _PreviewJob(QRunnable):
             result, problem = None, str(err)
         except Exception as err:  # e.g. the model was edited while it was being copied: a stale preview
             result, problem = None, f"preview failed ({type(err).__name__}); change a value to retry"
-        self.signals.done.emit(self.generation, result, problem)
+        with contextlib.suppress(RuntimeError):  # the panel was closed meanwhile: nobody waits for it
+            self.signals.done.emit(self.generation, result, problem)
 
 
 class PreviewRunner(QObject):
