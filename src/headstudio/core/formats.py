@@ -18,7 +18,7 @@ import torch
 from .checkpoints import RECIPE_KEY, read_checkpoint
 from .document import Document
 from .errors import HeadStudioError, SaveError
-from .safetensors_file import compare_safetensors, write_safetensors
+from .safetensors_file import Readback, write_safetensors
 from .saving import Progress, model_state, recipe_json, set_recipe_metadata, tensors_equal
 from .weights import align_keys
 
@@ -35,19 +35,26 @@ def _quiet() -> Iterator[None]:
 
 
 def write_safetensors_file(doc: Document, temp: Path, notes: list[str], progress: Progress) -> None:
-    """Weights + recipe metadata, streamed tensor by tensor (memory-mapped weights stay mapped)."""
+    """Weights + recipe metadata, streamed tensor by tensor, each read back and compared as it lands.
+
+    Memory-mapped weights stay mapped; the read-back (``Readback``) runs beside the writer, so when
+    this returns every tensor's bytes in ``temp`` have been compared with the model's.
+    """
     state = model_state(doc)
     total = sum(t.numel() * t.element_size() for t in state.values()) or 1
     done = 0
-
-    def tick(nbytes: int) -> None:
-        nonlocal done
-        done += nbytes
-        progress("writing weights", done / total)
-
     metadata = {RECIPE_KEY: recipe_json(doc), "format": "pt"}
-    with temp.open("wb", buffering=0) as fh:
-        write_safetensors(fh, state, metadata, tick)
+    with Readback(temp, state) as readback:
+
+        def tick(nbytes: int) -> None:
+            nonlocal done
+            readback.advance(nbytes)
+            done += nbytes
+            progress("writing weights", done / total)
+
+        with temp.open("wb", buffering=0) as fh:
+            write_safetensors(fh, state, metadata, tick)
+        readback.finish()
 
 
 def write_state_dict(doc: Document, temp: Path, notes: list[str], progress: Progress) -> None:
@@ -123,10 +130,17 @@ def write_export(doc: Document, temp: Path, notes: list[str], progress: Progress
 
 
 def verify_safetensors(doc: Document, temp: Path, notes: list[str]) -> int:
-    """Reopen through open_source (architecture, keys, shapes), then compare every tensor's bytes."""
-    return verify_reopened(
-        doc, temp, notes, compare=lambda expected, found: compare_safetensors(temp, expected)
-    )
+    """Reopen through open_source (header, recipe, keys, shapes); the bytes were compared while writing."""
+    return verify_reopened(doc, temp, notes, compare=_same_entries)
+
+
+def _same_entries(expected: dict[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> int:
+    """Every tensor is there with its shape and dtype (values were compared by ``Readback``)."""
+    for name, want in expected.items():
+        got = found.get(name)
+        if got is None or got.shape != want.shape or got.dtype != want.dtype:
+            raise SaveError(f"verification failed: the reopened file has no tensor '{name}' like the model's")
+    return len(expected)
 
 
 def verify_reopened(doc: Document, temp: Path, notes: list[str], compare: Callable | None = None) -> int:

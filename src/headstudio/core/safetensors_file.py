@@ -12,18 +12,21 @@ import ctypes
 import json
 import os
 import struct
+import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import numpy as np
 import torch
 
 from .errors import SaveError
-from .mapped_regions import MappedFiles, copy_region, read_region
+from .mapped_regions import MappedFiles, Region, copy_region, mapped_window, start_writeback
 
-CHUNK_BYTES = 64 << 20
+CHUNK_BYTES = 16 << 20  # written, handed to the disk and read back in steps of this size
+WINDOW_BYTES = 16 << 20
 _DTYPE_NAMES = {
     torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
     torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
@@ -74,94 +77,203 @@ def write_safetensors(
 ) -> int:
     """Write ``tensors`` to an unbuffered binary file; ``tick(nbytes)`` after each chunk; bytes written.
 
-    Memory-mapped tensors whose pages are unmodified are copied file to file, never paged in.
+    Memory-mapped tensors whose pages are unmodified are copied file to file, never paged in. Each
+    chunk is handed to the disk as soon as it is written, so the disk works while we copy.
     """
     header, order = safetensors_header(tensors, metadata)
     fh.write(header)
     written = len(header)
+    fd = fh.fileno()
+
+    def done(nbytes: int) -> None:
+        nonlocal written
+        start_writeback(fd, written, nbytes)
+        written += nbytes
+        if tick:
+            tick(nbytes)
+
     mapped = MappedFiles()
     for _name, tensor in order:
         region = mapped.region(tensor)
         if region is not None:
             fh.flush()
-            copy_region(region, fh.fileno(), CHUNK_BYTES, tick)
-            written += region.nbytes
+            copy_region(region, fd, CHUNK_BYTES, done)
             continue
         for chunk in _byte_chunks(tensor):
             view = memoryview(chunk)
             while view:
                 view = view[fh.write(view) :]
-            written += len(chunk)
-            if tick:
-                tick(len(chunk))
+            done(len(chunk))
     return written
 
 
 def _byte_chunks(tensor: torch.Tensor):
     """A tensor's raw bytes as memoryview slices of (at most) CHUNK_BYTES, without copying it whole."""
-    t = tensor.detach()
-    if t.device.type != "cpu":
-        t = t.cpu()
+    t = _contiguous_cpu(tensor)
     if t.numel() == 0:
         return
-    if not t.is_contiguous():
-        t = t.contiguous()
-    raw = t.reshape(-1).view(torch.uint8).numpy()
-    view = memoryview(raw)
+    view = memoryview(t.reshape(-1).view(torch.uint8).numpy())
     for start in range(0, len(view), CHUNK_BYTES):
         yield view[start : start + CHUNK_BYTES]
 
 
-def compare_safetensors(path: Path, expected: dict[str, torch.Tensor]) -> int:
-    """Compare every tensor's bytes in the file with ``expected``, reading in chunks (no mapping, no copy).
+def _contiguous_cpu(tensor: torch.Tensor) -> torch.Tensor:
+    t = tensor.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    return t if t.is_contiguous() else t.contiguous()
 
-    Reading instead of memory-mapping keeps the verification from doubling the process's memory.
+
+class _Stopped(Exception):
+    """The write failed or was cancelled: the read-back stops without a verdict."""
+
+
+class Readback:
+    """Reads every tensor back from the .safetensors file being written and compares it with the model.
+
+    Runs on its own thread and follows the writer: ``advance(nbytes)`` says how many more data bytes
+    are complete, and each window is compared as soon as it is, so checking overlaps writing. Written
+    bytes are compared with the source file's bytes for memory-mapped weights the writer copied (their
+    pages were checked unmodified) and with the tensor's memory otherwise. ``finish()`` waits for the
+    last window, checks the header and the file size and returns how many tensors were compared.
     """
-    with path.open("rb") as fh:
-        (header_len,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(header_len))
-        header.pop("__metadata__", None)
-        base = 8 + header_len
-        missing = [k for k in expected if k not in header]
-        if missing:
-            raise SaveError(
-                f"verification failed: {path.name} lacks {len(missing)} tensors (e.g. {missing[0]})"
-            )
-        size = min(CHUNK_BYTES, max(1, _largest(expected)))
-        buffer, source_buffer = bytearray(size), bytearray(size)
-        mapped = MappedFiles()
-        with ThreadPoolExecutor(1) as pool:  # the written file is read while the source is read
-            for name, want in expected.items():
-                info = header[name]
-                if info["shape"] != list(want.shape) or info["dtype"] != _DTYPE_NAMES.get(want.dtype):
+
+    def __init__(self, path: Path, expected: dict[str, torch.Tensor]) -> None:
+        self._path, self._expected = path, expected
+        self._complete, self._closed, self._stopped = 0, False, False
+        self._changed = threading.Condition()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="headstudio-readback")
+        self._result = self._pool.submit(self._run)
+
+    def advance(self, nbytes: int) -> None:
+        """``nbytes`` more data bytes (after the header) are in the file."""
+        if self._result.done():
+            self._result.result()  # a difference found already stops the write early
+        with self._changed:
+            self._complete += nbytes
+            self._changed.notify()
+
+    def finish(self) -> int:
+        """Wait for the comparison of everything written; the number of tensors verified."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+        try:
+            return self._result.result()
+        finally:
+            self._pool.shutdown()
+
+    def stop(self) -> None:
+        """Abandon the comparison (the write failed) and wait for the thread to leave."""
+        with self._changed:
+            self._closed = self._stopped = True
+            self._changed.notify()
+        self._pool.shutdown()
+
+    def __enter__(self) -> Readback:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is not None:
+            self.stop()
+
+    def _wait_for(self, nbytes: int) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self._complete >= nbytes or self._closed)
+            if self._stopped:
+                raise _Stopped
+
+    def _run(self) -> int:
+        try:
+            self._wait_for(1)  # the header is written before the first data byte
+            with self._path.open("rb") as fh:
+                base, entries = _written_layout(fh, self._path, self._expected)
+                regions, sources = MappedFiles(), _SourceFiles()
+                with sources:
+                    for name, start, end in entries:
+                        want = self._expected[name]
+                        region = regions.region(want)
+                        source = sources.window(region) if region else _memory_window(want)
+                        self._compare(fh.fileno(), name, base, start, end, source)
+                self._wait_for(sys.maxsize)  # until the writer says it is done
+                expected_size = base + (entries[-1][2] if entries else 0)
+                if os.fstat(fh.fileno()).st_size != expected_size:
                     raise SaveError(
-                        f"verification failed: tensor '{name}' has another shape or dtype in the file"
+                        f"verification failed: {self._path.name} does not end where its header says"
                     )
-                start, end = info["data_offsets"]
-                if end - start != want.numel() * want.element_size():
-                    raise SaveError(f"verification failed: tensor '{name}' has another size in the file")
-                region = mapped.region(want)
-                source = iter(read_region(region, source_buffer) if region else _byte_chunks(want))
-                done, nbytes = 0, end - start
-                while done < nbytes:
-                    view = memoryview(buffer)[: min(size, nbytes - done)]
-                    written = pool.submit(os.preadv, fh.fileno(), [view], base + start + done)
-                    chunk = next(source)  # read while the pool reads the written file
-                    if written.result() != len(view) or not _same_bytes(view, chunk):
-                        raise SaveError(f"verification failed: tensor '{name}' differs after writing")
-                    done += len(view)
-    return len(expected)
+        except _Stopped:
+            return 0
+        return len(self._expected)
+
+    def _compare(self, fd: int, name: str, base: int, start: int, end: int, source) -> None:
+        for offset in range(start, end, WINDOW_BYTES):
+            size = min(WINDOW_BYTES, end - offset)
+            self._wait_for(offset + size)
+            if os.fstat(fd).st_size < base + offset + size:
+                raise SaveError(f"verification failed: tensor '{name}' is cut short in the file")
+            with mapped_window(fd, base + offset, size) as got, source(offset - start, size) as want:
+                if not _same_memory(got, want, size):
+                    raise SaveError(f"verification failed: tensor '{name}' differs after writing")
 
 
-def _same_bytes(a: memoryview, b: Any) -> bool:
-    """Byte equality at memcmp speed (memoryview ``==`` goes item by item, ~50x slower)."""
-    x, y = np.frombuffer(a, dtype=np.uint8), np.frombuffer(b, dtype=np.uint8)
-    if len(x) != len(y):
-        return False
+def _written_layout(fh: BinaryIO, path: Path, expected: dict[str, torch.Tensor]) -> tuple[int, list]:
+    """Parse the header as written: every expected tensor, right dtype and shape, packed in order."""
+    raw = fh.read(8)
+    (header_len,) = struct.unpack("<Q", raw) if len(raw) == 8 else (0,)
+    try:
+        header = json.loads(fh.read(header_len))
+    except ValueError:
+        raise SaveError(f"verification failed: {path.name} has an unreadable header") from None
+    header.pop("__metadata__", None)
+    missing = [k for k in expected if k not in header] or [k for k in header if k not in expected]
+    if missing:
+        raise SaveError(
+            f"verification failed: {path.name} does not hold the model's tensors (e.g. {missing[0]})"
+        )
+    entries, end = [], 0
+    for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"]):
+        want = expected[name]
+        start, stop = info["data_offsets"]
+        if info["shape"] != list(want.shape) or info["dtype"] != _DTYPE_NAMES.get(want.dtype):
+            raise SaveError(f"verification failed: tensor '{name}' has another shape or dtype in the file")
+        if start != end or stop - start != want.numel() * want.element_size():
+            raise SaveError(f"verification failed: tensor '{name}' has another size or place in the file")
+        entries.append((name, start, stop))
+        end = stop
+    return 8 + header_len, entries
+
+
+class _SourceFiles:
+    """Open source files, by path, for comparing copied regions with the bytes they were copied from."""
+
+    def __init__(self) -> None:
+        self._fds: dict[str, int] = {}
+
+    def window(self, region: Region):
+        """A ``(offset, size) -> context of address`` over the region's bytes in its file."""
+        fd = self._fds.get(region.path)
+        if fd is None:
+            fd = self._fds[region.path] = os.open(region.path, os.O_RDONLY)
+        if os.fstat(fd).st_size < region.offset + region.nbytes:
+            raise SaveError(f"verification failed: {region.path} changed while saving; save again")
+        return lambda offset, size: mapped_window(fd, region.offset + offset, size)
+
+    def __enter__(self) -> _SourceFiles:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+
+
+def _memory_window(tensor: torch.Tensor):
+    """A ``(offset, size) -> context of address`` over the tensor's bytes in memory."""
+    t = _contiguous_cpu(tensor)
+    return lambda offset, size: nullcontext(t.data_ptr() + offset)
+
+
+def _same_memory(a: int, b: int, size: int) -> bool:
+    """Byte equality of two address ranges at memcmp speed (libc's memcmp releases the GIL)."""
     if _MEMCMP is None:
-        return x.tobytes() == y.tobytes()
-    return _MEMCMP(x.ctypes.data, y.ctypes.data, len(x)) == 0
-
-
-def _largest(tensors: dict[str, torch.Tensor]) -> int:
-    return max((t.numel() * t.element_size() for t in tensors.values()), default=0)
+        return ctypes.string_at(a, size) == ctypes.string_at(b, size)
+    return _MEMCMP(a, b, size) == 0
