@@ -6,26 +6,12 @@ from typing import Any
 
 from PySide6.QtCore import QEvent, QTimer, Signal
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QPushButton,
-    QSpinBox,
-    QStackedWidget,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtWidgets import QWidget
 
+from .head_editor_form import ADD, CUT, REMOVE, HeadEditorForm
 from .previews import (
     InputProblem,
     PreviewRunner,
-    activation_names,
     describe_head_sizes,
     format_delta,
     format_shape,
@@ -34,24 +20,16 @@ from .previews import (
     warning_color,
 )
 
-OPERATIONS = (
-    "Replace head",
-    "Remove head (feature extractor)",
-    "Cut after selected module",
-    "Add another head",
-)
-REPLACE, REMOVE, CUT, ADD = range(4)
 PREVIEW_DELAY_MS = 150
 
 
-class HeadEditor(QWidget):
+class HeadEditor(HeadEditorForm):
     """Mark / preview / apply panel for the head; listens to the controller, edits only via push_edit."""
 
     previewUpdated = Signal()  # the preview (or a problem with the inputs) is on screen
 
     def __init__(self, controller: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setObjectName("headEditor")
         self.controller = controller
         self.preview: Any = None
         self._busy = False
@@ -62,92 +40,9 @@ class HeadEditor(QWidget):
         self._timer.timeout.connect(self.refresh_preview)
         self._runner = PreviewRunner(self)
         self._runner.finished.connect(self._on_previewed)
-        self._build()
+        self._color_messages()
         self._connect()
         self._on_document()
-
-    # ----- layout
-    def _build(self) -> None:
-        layout = QVBoxLayout(self)
-        self.headLabel = QLabel(objectName="headLabel", wordWrap=True)
-        layout.addWidget(self.headLabel)
-        self.operation = QComboBox(objectName="headOperation")
-        self.operation.addItems(OPERATIONS)
-        layout.addWidget(self.operation)
-        self.pages = QStackedWidget()
-        for page in (self._replace_page(), self._remove_page(), self._cut_page(), self._add_page()):
-            self.pages.addWidget(page)
-        layout.addWidget(self.pages)
-        layout.addWidget(self._preview_box())
-        self.applyButton = QPushButton("Apply", objectName="applyHead", enabled=False)
-        layout.addWidget(self.applyButton)
-        layout.addWidget(self._freeze_box())
-        layout.addStretch(1)
-
-    def _replace_page(self) -> QWidget:
-        page = QWidget()
-        form = QFormLayout(page)
-        self.numClasses = QSpinBox(objectName="numClasses", minimum=0, maximum=10_000_000, value=10)
-        self.numClasses.setToolTip("Number of output classes of the new head")
-        self.headKind = QComboBox(objectName="headKind")
-        self.headKind.addItems(["Single layer", "MLP"])
-        self.headKind.setToolTip("Single layer: a Linear, or a conv of the same kind for a conv head")
-        self.hiddenSizes = QLineEdit(objectName="hiddenSizes", placeholderText="e.g. 512,256", enabled=False)
-        self.activation = QComboBox(objectName="activation", enabled=False)
-        self.activation.addItems(activation_names())
-        self.dropout = QDoubleSpinBox(objectName="dropout", minimum=0.0, maximum=0.95, singleStep=0.1)
-        self.keepClasses = QCheckBox("Keep trained rows of classes that stay", objectName="keepClasses")
-        self.keepClasses.setToolTip("Copy the old head's weights for the first classes (e.g. 10 of 1000)")
-        form.addRow("Classes", self.numClasses)
-        form.addRow("Kind", self.headKind)
-        form.addRow("Hidden sizes", self.hiddenSizes)
-        form.addRow("Activation", self.activation)
-        form.addRow("Dropout", self.dropout)
-        form.addRow(self.keepClasses)
-        return page
-
-    def _remove_page(self) -> QWidget:
-        return QLabel("The head becomes Identity: the model returns its features.", wordWrap=True)
-
-    def _cut_page(self) -> QWidget:
-        self.cutLabel = QLabel(objectName="cutLabel", wordWrap=True)
-        return self.cutLabel
-
-    def _add_page(self) -> QWidget:
-        page = QWidget()
-        form = QFormLayout(page)
-        self.addHeadName = QLineEdit("aux", objectName="addHeadName")
-        self.addHeadClasses = QSpinBox(objectName="addHeadClasses", minimum=0, maximum=10_000_000, value=10)
-        form.addRow("Name", self.addHeadName)
-        form.addRow("Classes", self.addHeadClasses)
-        return page
-
-    def _preview_box(self) -> QGroupBox:
-        box = QGroupBox("Preview")
-        form = QFormLayout(box)
-        self.previewOutput = QLabel("—", objectName="previewOutput", wordWrap=True)
-        self.previewParams = QLabel("—", objectName="previewParams")
-        self.previewTrainable = QLabel("—", objectName="previewTrainable")
-        self.previewProblems = QLabel(objectName="previewProblems", wordWrap=True, visible=False)
-        self.previewWarnings = QLabel(objectName="previewWarnings", wordWrap=True, visible=False)
-        form.addRow("Output", self.previewOutput)
-        form.addRow("Params", self.previewParams)
-        form.addRow("Trainable", self.previewTrainable)
-        form.addRow(self.previewProblems)
-        form.addRow(self.previewWarnings)
-        self._color_messages()
-        return box
-
-    def _freeze_box(self) -> QGroupBox:
-        box = QGroupBox("Training")
-        row = QHBoxLayout(box)
-        self.freezeButton = QPushButton("Freeze backbone", objectName="freezeBackbone", enabled=False)
-        self.freezeButton.setToolTip("Freeze everything but the head(s), as one undoable edit")
-        self.bnEval = QCheckBox("BatchNorm in eval mode", objectName="bnEval")
-        self.bnEval.setToolTip("Frozen BatchNorm layers stop updating their running statistics")
-        row.addWidget(self.freezeButton)
-        row.addWidget(self.bnEval)
-        return box
 
     def _connect(self) -> None:
         ctl = self.controller
