@@ -28,6 +28,9 @@ def add_edit_parsers(sub: Any, add_source_options: Any) -> None:
     ops.add_argument("--dropout", type=float, default=0.0, metavar="P", help="dropout before the new layers")
     ops.add_argument("--keep-classes", metavar="SPEC", help="keep trained rows of these classes, e.g. 0-9")
     ops.add_argument("--add-head", metavar="NAME:N", action="append", default=[], help="add another head")
+    ops.add_argument(
+        "--adapter", type=int, metavar="D", help="added heads get a Linear to D features (then ReLU) first"
+    )
     ops.add_argument("--freeze-backbone", action="store_true", help="freeze everything but the head(s)")
     ops.add_argument("--freeze", metavar="GLOB", action="append", default=[], help="freeze modules matching")
     ops.add_argument("--unfreeze", metavar="GLOB", action="append", default=[], help="unfreeze matching")
@@ -136,7 +139,9 @@ def edits_from_args(args: argparse.Namespace, doc: Any) -> list[Any]:
         name, _, count = spec.partition(":")
         if not name or not count.strip().isdigit() or int(count) <= 0:
             raise EditError(f"--add-head '{spec}': write NAME:N with N classes, e.g. --add-head age:5")
-        out.append(E.AddHead(name, int(count), at=head, seed=args.seed))
+        out.append(E.AddHead(name, int(count), at=head, adapter=args.adapter, seed=args.seed))
+    if args.adapter is not None and not args.add_head:
+        raise EditError("--adapter sizes the Linear in front of an added head; add --add-head NAME:N")
     if args.bn_eval and not (args.freeze_backbone or args.freeze):
         raise EditError(
             "--bn-eval keeps frozen BatchNorm layers in eval mode; add --freeze-backbone or --freeze"

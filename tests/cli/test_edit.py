@@ -107,6 +107,17 @@ def test_add_head_saves_a_two_headed_model_that_inspect_reopens(cli, tmp_path):
     assert [1, 5] in report["output_shape"].values()
 
 
+def test_add_head_with_an_adapter_puts_a_linear_of_that_width_before_the_new_classifier(cli, tmp_path):
+    from headstudio.core.sources import open_source
+
+    out = tmp_path / "two.safetensors"
+    assert cli("edit", R18, "--add-head", "age:5", "--adapter", "64", "-o", out).status == 0
+    model = open_source(str(out)).model
+    linears = [m for m in model.fc.heads["age"].modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(512, 64), (64, 5)]
+    assert model(torch.randn(1, 3, 64, 64))["age"].shape == (1, 5)
+
+
 def test_freeze_backbone_with_bn_eval_survives_the_save_and_keeps_batchnorm_stats(cli, tmp_path):
     from headstudio.core.sources import open_source
 
@@ -125,6 +136,15 @@ def test_freeze_backbone_with_bn_eval_survives_the_save_and_keeps_batchnorm_stat
 def test_replace_head_with_no_classes_is_refused(cli, tmp_path, count):
     message = one_line_error(cli("edit", R18, "--replace-head", count, "-o", tmp_path / "x.safetensors"))
     assert count in message
+    assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("width", ["0", "-8"])
+def test_an_adapter_that_cannot_be_sized_is_refused(cli, tmp_path, width):
+    message = one_line_error(
+        cli("edit", R18, "--add-head", "age:5", "--adapter", width, "-o", tmp_path / "x.pt")
+    )
+    assert "adapter" in message and width in message
     assert listing(tmp_path) == []
 
 
@@ -175,8 +195,20 @@ def test_a_write_failing_midway_keeps_the_previous_file(cli, tmp_path, monkeypat
 
 @pytest.mark.parametrize(
     "options",
-    [["--add-head", "age"], ["--mlp", "64"], ["--format", "onnx", "--replace-head", "3"], ["--bn-eval"]],
-    ids=["add-head-without-count", "mlp-without-replace", "unknown-format", "bn-eval-without-freeze"],
+    [
+        ["--add-head", "age"],
+        ["--mlp", "64"],
+        ["--format", "onnx", "--replace-head", "3"],
+        ["--bn-eval"],
+        ["--adapter", "64", "--replace-head", "3"],
+    ],
+    ids=[
+        "add-head-without-count",
+        "mlp-without-replace",
+        "unknown-format",
+        "bn-eval-without-freeze",
+        "adapter-without-add-head",
+    ],
 )
 def test_meaningless_options_are_refused(cli, tmp_path, options):
     one_line_error(cli("edit", R18, *options, "-o", tmp_path / "x.pt"))
