@@ -108,9 +108,12 @@ def measure(path: Path, out: Path, repeat: int) -> tuple[dict[str, Series], dict
             if run.returncode:
                 sys.exit(f"{label} failed:\n{run.stderr[-2000:]}")
             series[label].runs.append(run)
+            speed = ""
             if run.stdout.strip():
-                inner[label].append(json.loads(run.stdout.strip().splitlines()[-1]))
-            print(f" {run.wall:.2f} s, {fmt_bytes(run.peak_rss)}", flush=True)
+                result = json.loads(run.stdout.strip().splitlines()[-1])
+                inner[label].append(result)
+                speed = f", save {result['bytes'] / result['seconds'] / 1e9:.2f} GB/s"
+            print(f" {run.wall:.2f} s, {fmt_bytes(run.peak_rss)}{speed}", flush=True)
     return series, inner
 
 
