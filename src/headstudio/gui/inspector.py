@@ -325,9 +325,10 @@ class Inspector(QWidget):
                 self._show_stats(rows[name], value)
             elif kind == "hist" and name == self.histogram_name:
                 self._show_histogram(name, value)
-        self.paramTable.setUpdatesEnabled(True)
         if not self._pending:
+            self.paramTable.resizeColumnToContents(MEAN)  # it was sized while showing "…"
             self.statsReady.emit()
+        self.paramTable.setUpdatesEnabled(True)
 
     def _on_document(self) -> None:
         self.path = "" if self.controller.document is not None else None
