@@ -6,12 +6,16 @@ same bytes from the file in the kernel (``copy_file_range``) does not. This is o
 mapped pages still equal the file, so a tensor qualifies only when ``/proc/self/pagemap`` shows none of
 its pages was written to (copy-on-write pages are anonymous). Elsewhere (not Linux, not mapped,
 modified) callers fall back to writing from memory.
+
+Also here, the other file-level steps of a streamed save: reserving the blocks, handing each written
+range to the disk at once, and mapping short read-only windows to compare written bytes in place.
 """
 
 from __future__ import annotations
 
 import bisect
 import ctypes
+import errno
 import mmap
 import os
 import sys
@@ -139,20 +143,37 @@ def start_writeback(fd: int, offset: int, nbytes: int) -> None:
         _SYNC_FILE_RANGE(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE)
 
 
-def _libc_sync_file_range():
+def reserve_space(fd: int, nbytes: int) -> None:
+    """Allocate the file's blocks up front (size unchanged): fewer, larger writes to disk; ENOSPC early.
+
+    Best effort: filesystems without ``fallocate`` allocate as we write. Running out of space raises.
+    """
+    if _FALLOCATE is None or nbytes <= 0:
+        return
+    if _FALLOCATE(fd, _FALLOC_FL_KEEP_SIZE, 0, nbytes) != 0:
+        code = ctypes.get_errno()
+        if code in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(code, os.strerror(code))
+
+
+def _libc_function(name: str, *argtypes):
     if not sys.platform.startswith("linux"):
         return None
     try:
-        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+        function = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
         return None
-    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    function.argtypes = argtypes
     function.restype = ctypes.c_int
     return function
 
 
-_SYNC_FILE_RANGE = _libc_sync_file_range()
+_SYNC_FILE_RANGE = _libc_function(
+    "sync_file_range", ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint
+)
 _SYNC_FILE_RANGE_WRITE = 2
+_FALLOCATE = _libc_function("fallocate", ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+_FALLOC_FL_KEEP_SIZE = 1
 
 
 def _copy(src: int, dst: int, size: int, offset: int) -> int:

@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 import torch
 
 from .errors import SaveError
-from .mapped_regions import MappedFiles, Region, copy_region, mapped_window, start_writeback
+from .mapped_regions import MappedFiles, Region, copy_region, mapped_window, reserve_space, start_writeback
 
 CHUNK_BYTES = 16 << 20  # written, handed to the disk and read back in steps of this size
 WINDOW_BYTES = 16 << 20
@@ -81,9 +81,10 @@ def write_safetensors(
     chunk is handed to the disk as soon as it is written, so the disk works while we copy.
     """
     header, order = safetensors_header(tensors, metadata)
+    fd = fh.fileno()
+    reserve_space(fd, len(header) + sum(t.numel() * t.element_size() for _, t in order))
     fh.write(header)
     written = len(header)
-    fd = fh.fileno()
 
     def done(nbytes: int) -> None:
         nonlocal written
@@ -196,8 +197,8 @@ class Readback:
                         source = sources.window(region) if region else _memory_window(want)
                         self._compare(fh.fileno(), name, base, start, end, source)
                 self._wait_for(sys.maxsize)  # until the writer says it is done
-                expected_size = base + (entries[-1][2] if entries else 0)
-                if os.fstat(fh.fileno()).st_size != expected_size:
+                data_end = entries[-1][2] if entries else 0
+                if self._complete != data_end or os.fstat(fh.fileno()).st_size != base + data_end:
                     raise SaveError(
                         f"verification failed: {self._path.name} does not end where its header says"
                     )
