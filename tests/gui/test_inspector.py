@@ -112,3 +112,27 @@ def test_a_module_over_the_automatic_limit_gets_statistics_only_when_asked(
     weight = doc.model.layer4[0].conv1.weight
     assert float(cell(inspector, 0, "Mean")) == pytest.approx(weight.mean().item(), rel=1e-3, abs=1e-6)
     assert inspector.computeStats.isHidden()
+
+
+def test_selecting_a_module_while_shapes_are_traced_shows_real_weights_afterwards(
+    qtbot, controller, inspector, open_model, resnet18_file
+):
+    import threading
+
+    doc = open_model(resnet18_file, arch=RESNET18)
+    inside, release = threading.Event(), threading.Event()
+
+    def hold(_module, _inputs):  # mid-trace: fake tensors are swapped into the live modules now
+        inside.set()
+        release.wait(30)
+
+    handle = doc.model.layer1.register_forward_pre_hook(hold)
+    controller.set_input_shape((1, 3, 64, 64))
+    assert inside.wait(30)
+    controller.select("fc")  # the user clicks a row mid-trace
+    release.set()
+    handle.remove()
+    qtbot.waitUntil(lambda: not controller.busy and inspector.pathLabel.text() == "fc", timeout=30_000)
+    weight = doc.model.fc.weight
+    qtbot.waitUntil(lambda: cell(inspector, 0, "Mean") not in ("…", "—", ""), timeout=10_000)
+    assert float(cell(inspector, 0, "Mean")) == pytest.approx(weight.mean().item(), rel=1e-3, abs=1e-6)

@@ -154,6 +154,21 @@ def test_closing_without_edits_does_not_ask(resnet, answers):
     assert answers.asked == []
 
 
+def test_docks_wait_for_a_model_and_come_back_as_the_user_left_them(resnet, qtbot, open_in):
+    from headstudio.gui import MainWindow
+
+    resnet.history_dock.close()  # the user closes one dock; the layout is saved on quit
+    assert resnet.close()
+    second = MainWindow()
+    qtbot.addWidget(second)
+    second.show()
+    docks = (second.inspector_dock, second.chart_dock, second.history_dock)
+    assert [dock.isVisible() for dock in docks] == [False, False, False]  # the start page stands alone
+    open_in(second, RESNET18)
+    assert [dock.isVisible() for dock in docks] == [True, True, False]
+    second.controller.undo_stack.setClean()
+
+
 def test_window_size_is_remembered(qtbot, answers):
     from headstudio.gui import MainWindow
 

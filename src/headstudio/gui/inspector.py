@@ -29,7 +29,7 @@ MEAN, STD = 4, 5
 INLINE_LIMIT = 1 << 20  # elements per module: statistics of smaller modules at once, larger ones off-thread
 AUTO_STATS_LIMIT = 50_000_000  # values: above this, statistics wait for a click (reading GBs of weights)
 MAX_ROWS = 2000
-STAGGER_MS = 5  # the table fills a little after the model appears, so the tree paints first
+FILL_DELAY_MS = 40  # the table fills a little after a new model appears, once the tree has painted
 MAX_REPR = 200_000
 BINS = 60
 DASH = "—"
@@ -100,18 +100,21 @@ class Inspector(QWidget):
         self._generation = 0
         self._inline_stats = True
         self._stats_on_click = False
+        self._stale = False  # a refresh was asked for while the model was busy
         self._pending: set[str] = set()
         self._arrived: list[tuple[int, str, Any]] = []  # results not shown yet (shown in one batch)
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(1)
         self._results = _Results(self)
         self._results.ready.connect(self._on_result)
-        self._later = QTimer(self, singleShot=True, interval=STAGGER_MS)
+        self._later = QTimer(self, singleShot=True, interval=FILL_DELAY_MS)
         self._later.timeout.connect(self.refresh)
         self._build()
         controller.selectionChanged.connect(self.show_module)
         controller.modelEdited.connect(self.refresh)
         controller.documentChanged.connect(self._on_document)
+        if hasattr(controller, "busyChanged"):
+            controller.busyChanged.connect(self._on_busy)
 
     def _build(self) -> None:
         mono = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
@@ -141,7 +144,8 @@ class Inspector(QWidget):
         self.plot.setMinimumHeight(140)
         self.curve = self.plot.plot([0, 1], [0], stepMode="center", fillLevel=0)
         self.plotNote = pg.TextItem(anchor=(0.5, 0.5))
-        self.plot.addItem(self.plotNote)
+        self.plot.addItem(self.plotNote, ignoreBounds=True)  # its size follows the view: no autorange loop
+        self.plot.setRange(xRange=(0, 1), yRange=(0, 1))  # ranges are set per histogram, never auto
         self._style_plot()
 
         header = QWidget()
@@ -165,8 +169,15 @@ class Inspector(QWidget):
         self.refresh()
 
     def refresh(self) -> None:
-        """Re-read the shown module from the document (after an edit its parameters may differ)."""
+        """Re-read the shown module from the document (after an edit its parameters may differ).
+
+        Never while background work runs: a trace swaps fake tensors into the live modules meanwhile.
+        """
         self._later.stop()
+        if getattr(self.controller, "busy", False):
+            self._stale = True  # refreshed when the work ends
+            return
+        self._stale = False
         self._generation += 1
         self._pending.clear()
         doc = self.controller.document
@@ -329,6 +340,10 @@ class Inspector(QWidget):
             self.paramTable.resizeColumnToContents(MEAN)  # it was sized while showing "…"
             self.statsReady.emit()
         self.paramTable.setUpdatesEnabled(True)
+
+    def _on_busy(self, busy: bool, _message: str = "") -> None:
+        if not busy and self._stale:
+            self.refresh()
 
     def _on_document(self) -> None:
         self.path = "" if self.controller.document is not None else None

@@ -43,6 +43,7 @@ class MainWindow(QMainWindow):
         self.settings = settings or QSettings()
         self.quiet = False  # --screenshot: errors go to stderr, no dialogs
         self._pending: dict[str, Any] = {}
+        self._docks_wanted: list[QDockWidget] | None = None  # None: no saved layout (first run)
         self.setAcceptDrops(True)
         self.start_page = StartPage(self)
         self.start_page.openRequested.connect(self.open)
@@ -217,15 +218,23 @@ class MainWindow(QMainWindow):
         ctl = self.controller
         opened = ctl.document is not None
         self.pages.setCurrentIndex(1 if opened else 0)
-        if opened and not self.settings.value("window/state"):
-            for dock in (self.inspector_dock, self.chart_dock, self.history_dock):
-                dock.show()
-            self.chart_dock.raise_()
-            self.resizeDocks([self.inspector_dock], [400], Qt.Orientation.Horizontal)
-            self.resizeDocks([self.chart_dock], [190], Qt.Orientation.Vertical)
+        if opened:
+            self._show_docks()
         if opened and ctl.source and ctl.document.origin.path is not None:
             self.add_recent(str(Path(ctl.source).expanduser().resolve()))
         self._update_title()
+
+    def _show_docks(self) -> None:
+        """With the first model: the docks the user had last time, or the default layout on a first run."""
+        first_run = self._docks_wanted is None
+        docks = [self.inspector_dock, self.chart_dock, self.history_dock] if first_run else self._docks_wanted
+        for dock in docks:
+            dock.show()
+        self._docks_wanted = []  # from now on the user's own showing and hiding stands
+        if first_run:
+            self.chart_dock.raise_()
+            self.resizeDocks([self.inspector_dock], [400], Qt.Orientation.Horizontal)
+            self.resizeDocks([self.chart_dock], [190], Qt.Orientation.Vertical)
 
     # -- editing ---------------------------------------------------------------------------------------
     def mark_head(self) -> None:
@@ -301,7 +310,8 @@ class MainWindow(QMainWindow):
         self.controller.cancel()
         self.controller.wait_idle()
         self.settings.setValue("window/geometry", self.saveGeometry())
-        self.settings.setValue("window/state", self.saveState())
+        if self.controller.document is not None:  # on the start page the docks are hidden, not closed
+            self.settings.setValue("window/state", self.saveState())
         event.accept()
 
     # -- status ----------------------------------------------------------------------------------------
@@ -346,8 +356,12 @@ class MainWindow(QMainWindow):
         geometry, state = self.settings.value("window/geometry"), self.settings.value("window/state")
         if isinstance(geometry, QByteArray):
             self.restoreGeometry(geometry)
+        docks = (self.inspector_dock, self.chart_dock, self.history_dock)
         if isinstance(state, QByteArray):
             self.restoreState(state)
+            self._docks_wanted = [dock for dock in docks if not dock.isHidden()]
+        for dock in docks:
+            dock.hide()  # the start page stands alone; the docks come back with a model
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         """Accept dropped local files."""

@@ -27,7 +27,6 @@ class DocumentStatusBar(QStatusBar):
         for label in (self.params_label, self.memory_label, self.format_label, self.dirty_label):
             self.addPermanentWidget(label)
         controller.documentChanged.connect(self.update_counts)
-        controller.traceReady.connect(self.update_counts)
         controller.traceReady.connect(self._report_trace)
         controller.modelEdited.connect(self.update_counts)
         controller.busyChanged.connect(self._on_busy)
