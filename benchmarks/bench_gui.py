@@ -6,7 +6,7 @@ a user would feel (target: max < 100 ms). Also reported: when the window first a
 process start and whether ``import torch`` had already happened then, and a lazy tree build over a
 synthetic model of 10,000+ modules. The checkpoint is generated once by bench_inspect's cache.
 
-    .venv/bin/python benchmarks/bench_gui.py [--repeat 3] [--model vit_h_14] [--workdir DIR]
+    .venv/bin/python benchmarks/bench_gui.py [--repeat 3] [--warm] [--where] [--shell-only] [--model vit_h_14]
 """
 
 from __future__ import annotations
