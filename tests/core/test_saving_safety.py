@@ -93,6 +93,20 @@ def test_a_write_failing_midway_leaves_the_previous_file_and_no_partial(r18, tmp
         assert "No space left" in str(info.value) and "\n" not in str(info.value)
 
 
+def test_a_disk_too_full_for_the_file_fails_before_writing_and_keeps_the_previous_file(
+    r18, tmp_path, monkeypatch
+):
+    from types import SimpleNamespace
+
+    out = tmp_path / "model.safetensors"
+    save(r18, out)
+    before = sha(out)
+    monkeypatch.setattr(os, "fstatvfs", lambda fd: SimpleNamespace(f_bavail=100, f_frsize=4096))
+    with pytest.raises(SaveError, match=r"No space left on device \(needs 0\.05 GB\)") as info:
+        save(r18, out)
+    assert "\n" not in str(info.value) and listing(tmp_path) == [out.name] and sha(out) == before
+
+
 def test_a_corrupted_write_fails_verification_and_replaces_nothing(r18, tmp_path, monkeypatch):
     out = tmp_path / "model.pt"
     real_save = torch.save

@@ -146,9 +146,20 @@ def start_writeback(fd: int, offset: int, nbytes: int) -> None:
 def reserve_space(fd: int, nbytes: int) -> None:
     """Allocate the file's blocks up front (size unchanged): fewer, larger writes to disk; ENOSPC early.
 
-    Best effort: filesystems without ``fallocate`` allocate as we write. Running out of space raises.
+    A file that cannot fit raises before anything is allocated (a failed ``fallocate`` may keep what it
+    got, filling the disk for everyone until the temp file goes). Best effort otherwise: filesystems
+    without ``fallocate`` allocate as we write.
     """
-    if _FALLOCATE is None or nbytes <= 0:
+    if nbytes <= 0:
+        return
+    try:
+        disk = os.fstatvfs(fd)
+        free = disk.f_bavail * disk.f_frsize
+    except (OSError, AttributeError):
+        free = nbytes  # cannot tell: let the writes find out
+    if free < nbytes:
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (needs {nbytes / 1e9:,.2f} GB)")
+    if _FALLOCATE is None:
         return
     if _FALLOCATE(fd, _FALLOC_FL_KEEP_SIZE, 0, nbytes) != 0:
         code = ctypes.get_errno()
