@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -28,6 +30,7 @@ from bench_inspect import DEFAULT_WORKDIR, checkpoint, warm_page_cache
 MODEL = "vit_h_14"
 THROUGHPUT_TARGET = 0.8  # ours / save_file
 RSS_TARGET = 1.5  # ours / bare import
+SETTLE_SECONDS = 3.0
 
 _ANON_SAMPLER = """
 import threading, time
@@ -95,16 +98,25 @@ def contenders(path: Path, out: Path) -> dict[str, list[str]]:
     }
 
 
+def settle(out: Path) -> None:
+    """Delete the last output and let the disk go quiet (freeing 2.5 GB issues discards on this mount)."""
+    out.unlink(missing_ok=True)
+    os.sync()
+    time.sleep(SETTLE_SECONDS)
+
+
 def measure(path: Path, out: Path, repeat: int) -> tuple[dict[str, Series], dict[str, list[dict]]]:
-    """Round-robin runs; the saved file is removed after each so no run overwrites a warm output."""
+    """Round-robin runs; the saved file is removed after each (and the disk settles) so no run pays for
+    the previous one's output."""
     commands = contenders(path, out)
     series = {label: Series(label) for label in commands}
     inner: dict[str, list[dict]] = {label: [] for label in commands}
+    settle(out)  # an output left by an interrupted run
     for round_ in range(repeat):
         for label, cmd in commands.items():
             print(f"  round {round_ + 1}/{repeat}: {label} ...", end="", flush=True)
             run = run_measured(cmd)
-            out.unlink(missing_ok=True)
+            settle(out)
             if run.returncode:
                 sys.exit(f"{label} failed:\n{run.stderr[-2000:]}")
             series[label].runs.append(run)
