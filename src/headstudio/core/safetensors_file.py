@@ -3,7 +3,8 @@
 ``safetensors.torch.save_file`` turns every tensor into a ``bytes`` object before writing, so its peak
 memory is the model's size, and it refuses tensors that share storage. Writing the (simple) format
 directly keeps memory-mapped weights mapped and writes tied tensors as separate entries, so the file
-loads with plain ``load_file`` + ``load_state_dict``.
+loads with plain ``load_file`` + ``load_state_dict``. ``Readback`` verifies the file while it is being
+written: every tensor is read back from it and compared with the model's bytes.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Every save writes a temp file in the target's directory, fsyncs it, verifies it by reading it back and
 only then renames it over the target (``os.replace``), so a failed, interrupted or wrong save leaves the
-previous file untouched and no partial file behind. The source checkpoint is never a target.
+previous file untouched and no partial file behind. A save killed outright cannot clean up; the next
+save of the same target removes what it left (``remove_stale_partials``). The source is never a target.
 """
 
 from __future__ import annotations
