@@ -11,6 +11,7 @@ than in the middle of loading a checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import importlib
@@ -19,13 +20,14 @@ import os
 import sys
 from pathlib import Path
 
-_FROZEN: list[bool] = []
+_settled = False  # the first call froze the imported objects and ran the warm-up trace
 # libtorch_global_deps pulls in the CUDA runtime libraries (when present), libtorch_python the rest.
 _NATIVE = ("libtorch_global_deps", "libtorch_python")
 
 
 def settle_imports(modules: tuple[str, ...] | list[str]) -> None:
     """Import ``modules`` (which import torch) so the UI thread keeps running, then freeze them for the GC."""
+    global _settled
     if "torch" not in sys.modules:
         preload_torch_libraries()
     enabled = gc.isenabled()
@@ -33,12 +35,11 @@ def settle_imports(modules: tuple[str, ...] | list[str]) -> None:
     try:
         for name in modules:
             importlib.import_module(name)
-        if not _FROZEN:
+        if not _settled:
+            _settled = True
             _trace_a_tiny_model()
-    finally:
-        if not _FROZEN:
             gc.freeze()  # later collections skip these objects, so they stay short
-            _FROZEN.append(True)
+    finally:
         if enabled:
             gc.enable()
 
@@ -71,11 +72,15 @@ def preload_torch_libraries() -> int:
 
 
 def _trace_a_tiny_model() -> None:
-    """Run the core's shape trace once, so its lazy imports happen now, with the collector off."""
+    """Run the core's shape trace once, so its lazy imports happen now, with the collector off.
+
+    Warm-up only: if it fails, opening a model reports the real problem.
+    """
     import torch
     import torchvision.models  # noqa: F401  (builds of torchvision specs import it, and PIL with it)
 
     from headstudio.core.shapes import trace_model
 
     tiny = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 2))
-    trace_model(tiny, (1, 3, 8, 8))
+    with contextlib.suppress(Exception):
+        trace_model(tiny, (1, 3, 8, 8))
