@@ -120,7 +120,7 @@ def tree_build_seconds(blocks: int = 3400) -> tuple[int, float, float]:
     from PySide6.QtWidgets import QApplication, QTreeView
     from torch import nn
 
-    from headstudio.core.tree import build_tree
+    from headstudio.core.model.tree import build_tree
     from headstudio.gui.tree_model import ModuleFilter, ModuleTreeModel
 
     QApplication.instance() or QApplication([])

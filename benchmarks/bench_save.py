@@ -1,4 +1,4 @@
-"""Edit + save of vit_h_14 to .safetensors: `headstudio.core.saving.save` vs `safetensors.torch.save_file`.
+"""Edit + save of vit_h_14 to .safetensors: `headstudio.core.saving.atomic` vs `safetensors.torch.save_file`.
 
 Uses the random-init vit_h_14 state_dict that bench_inspect.py caches (generated here if missing). Each
 contender runs in a fresh subprocess, interleaved round by round:
@@ -47,8 +47,8 @@ _OURS = (
     _ANON_SAMPLER
     + """
 import json, sys, time
-from headstudio.core.sources import open_source
-from headstudio.core.saving import save
+from headstudio.core.opening.sources import open_source
+from headstudio.core.saving.atomic import save
 path, out = sys.argv[1], sys.argv[2]
 doc = open_source(path, arch="torchvision:vit_h_14")
 try:

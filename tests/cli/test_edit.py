@@ -108,7 +108,7 @@ def test_add_head_saves_a_two_headed_model_that_inspect_reopens(cli, tmp_path):
 
 
 def test_add_head_with_an_adapter_puts_a_linear_of_that_width_before_the_new_classifier(cli, tmp_path):
-    from headstudio.core.sources import open_source
+    from headstudio.core.opening.sources import open_source
 
     out = tmp_path / "two.safetensors"
     assert cli("edit", R18, "--add-head", "age:5", "--adapter", "64", "-o", out).status == 0
@@ -119,7 +119,7 @@ def test_add_head_with_an_adapter_puts_a_linear_of_that_width_before_the_new_cla
 
 
 def test_freeze_backbone_with_bn_eval_survives_the_save_and_keeps_batchnorm_stats(cli, tmp_path):
-    from headstudio.core.sources import open_source
+    from headstudio.core.opening.sources import open_source
 
     out = tmp_path / "x.safetensors"
     assert cli("edit", R18, "--freeze-backbone", "--bn-eval", "-o", out).status == 0
@@ -177,7 +177,7 @@ def test_an_unwritable_directory_is_refused(cli, tmp_path):
 
 
 def test_a_write_failing_midway_keeps_the_previous_file(cli, tmp_path, monkeypatch):
-    from headstudio.core import formats
+    from headstudio.core.saving import formats
 
     out = tmp_path / "x.safetensors"
     assert cli("edit", R18, "--replace-head", "3", "-o", out).status == 0

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from headstudio.core.document import Document
-from headstudio.core.sources import open_source
+from headstudio.core.model.document import Document
+from headstudio.core.opening.sources import open_source
 
 
 def opened(spec: str, materialize: bool = True) -> Document:

@@ -13,10 +13,10 @@ import torchvision
 from safetensors.torch import save_file
 from torch import nn
 
-from headstudio.core.checkpoints import read_checkpoint, sniff_format
 from headstudio.core.errors import SourceError
-from headstudio.core.safety import unsafe_globals
-from headstudio.core.sources import open_source
+from headstudio.core.opening.checkpoints import read_checkpoint, sniff_format
+from headstudio.core.opening.safety import unsafe_globals
+from headstudio.core.opening.sources import open_source
 
 MAPS = Path("/proc/self/maps")
 

@@ -9,9 +9,9 @@ from torch import nn
 from headstudio.core import edits as E
 from headstudio.core.codegen import snippet_for
 from headstudio.core.errors import EditError
+from headstudio.core.opening.sources import open_source
+from headstudio.core.opening.specs import build_model
 from headstudio.core.recipe import Recipe
-from headstudio.core.sources import open_source
-from headstudio.core.specs import build_model
 
 
 def run_snippet(code: str, model: nn.Module) -> nn.Module:

@@ -233,7 +233,7 @@ class _Net(nn.Module):
 
 
 def test_replace_head_keeps_wrapper_out_features_and_num_classes_in_step() -> None:
-    from headstudio.core.document import Document, Origin
+    from headstudio.core.model.document import Document, Origin
 
     doc = Document(_Net(), Origin("net", "module", "net"), (1, 4))
     edit = E.ReplaceHead("classifier.proj", 3)

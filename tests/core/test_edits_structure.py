@@ -8,8 +8,8 @@ from edit_fixtures import assert_restored, opened, snapshot
 from torch import nn
 
 from headstudio.core import edits as E
-from headstudio.core.document import Document
 from headstudio.core.errors import EditError
+from headstudio.core.model.document import Document
 
 
 def trainable(doc: Document) -> int:
@@ -196,7 +196,7 @@ class _Branchy(nn.Module):
 
 
 def test_cut_after_on_an_untraceable_model_is_a_clear_error() -> None:
-    from headstudio.core.document import Document, Origin
+    from headstudio.core.model.document import Document, Origin
 
     doc = Document(_Branchy(), Origin("branchy", "module", "branchy"), (1, 8))
     snap = snapshot(doc)

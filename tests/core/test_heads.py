@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from headstudio.core.shapes import trace_model
-from headstudio.core.sources import open_source
+from headstudio.core.model.shapes import trace_model
+from headstudio.core.opening.sources import open_source
 
 # One or two small members of many timm families; the head attribute differs across them.
 TIMM_MODELS = [

@@ -94,8 +94,8 @@ def test_build_from_recipe_gives_an_architecture_the_edited_weights_fit() -> Non
 
 
 def test_saved_edited_state_dict_reopens_edited_and_keeps_its_recipe(tmp_path: Path) -> None:
-    from headstudio.core.saving import set_recipe_metadata
-    from headstudio.core.sources import open_source
+    from headstudio.core.opening.sources import open_source
+    from headstudio.core.saving.formats import set_recipe_metadata
 
     doc = opened("torchvision:resnet18")
     doc.apply(E.ReplaceHead("fc", 7))
@@ -121,8 +121,8 @@ def test_saved_edited_state_dict_reopens_edited_and_keeps_its_recipe(tmp_path: P
     ids=["cut", "add", "mlp-freeze"],
 )
 def test_saved_safetensors_reopen_with_the_edited_architecture(tmp_path: Path, edits: list[E.Edit]) -> None:
-    from headstudio.core.saving import save
-    from headstudio.core.sources import open_source
+    from headstudio.core.opening.sources import open_source
+    from headstudio.core.saving.atomic import save
 
     doc = opened("torchvision:resnet18")
     Recipe("torchvision:resnet18", doc.input_shape, edits).replay(doc)

@@ -10,12 +10,12 @@ import torch
 import torchvision
 from torch import nn
 
-from headstudio.core import saving
-from headstudio.core.checkpoints import RECIPE_KEY
-from headstudio.core.document import Document, Origin
 from headstudio.core.errors import SaveError
-from headstudio.core.saving import save
-from headstudio.core.sources import open_source
+from headstudio.core.model.document import Document, Origin
+from headstudio.core.opening.checkpoints import RECIPE_KEY
+from headstudio.core.opening.sources import open_source
+from headstudio.core.saving import atomic as saving
+from headstudio.core.saving.atomic import save
 
 R18 = "torchvision:resnet18"
 SUFFIX = {

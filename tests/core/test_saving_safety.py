@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from headstudio.core import formats, safetensors_file, saving
 from headstudio.core.errors import Cancelled, SaveError
-from headstudio.core.saving import save
-from headstudio.core.sources import open_source
+from headstudio.core.opening import safetensors_file
+from headstudio.core.opening.sources import open_source
+from headstudio.core.saving import atomic as saving
+from headstudio.core.saving import formats, partial_files
+from headstudio.core.saving.atomic import save
 
 R18 = "torchvision:resnet18"
 SUFFIX = {"safetensors": ".safetensors", "state_dict": ".pt", "full": ".pt"}
@@ -153,7 +155,7 @@ def test_memory_mapped_weights_modified_in_place_are_saved_as_modified(resnet18_
 
 
 def test_unmodified_memory_mapped_weights_are_copied_from_the_file_not_paged_in(resnet18_pt):
-    from headstudio.core.mapped_regions import MappedFiles
+    from headstudio.core.opening.mapped_regions import MappedFiles
 
     doc = open_source(str(resnet18_pt), arch=R18)
     region = MappedFiles().region(doc.model.layer4[1].conv2.weight)
@@ -164,7 +166,7 @@ def test_unmodified_memory_mapped_weights_are_copied_from_the_file_not_paged_in(
 
 
 def test_weights_mapped_from_a_file_replaced_since_are_read_from_memory(resnet18_pt, tmp_path):
-    from headstudio.core.mapped_regions import MappedFiles
+    from headstudio.core.opening.mapped_regions import MappedFiles
 
     copy = tmp_path / "r18.pt"
     copy.write_bytes(resnet18_pt.read_bytes())
@@ -212,8 +214,8 @@ def test_safetensors_bytes_copied_wrong_from_the_mapped_file_fail_verification(
 
 _KILLED_SAVE = """
 import sys
-from headstudio.core.saving import save
-from headstudio.core.sources import open_source
+from headstudio.core.saving.atomic import save
+from headstudio.core.opening.sources import open_source
 
 doc = open_source("torchvision:resnet18", materialize=True)
 paused = []
@@ -286,7 +288,7 @@ def test_partial_files_are_removed_only_when_their_writer_is_gone(r18, tmp_path)
     recent = partial(os.getpid(), "recent00")  # our pid, written since we started: maybe ours, kept
     locked = partial(exited.pid, "locked00")  # pid gone here, but someone holds its lock: kept
     holder = os.open(locked, os.O_RDONLY)
-    saving.fcntl.flock(holder, saving.fcntl.LOCK_EX)
+    partial_files.fcntl.flock(holder, partial_files.fcntl.LOCK_EX)
     link = tmp_path / f".model.{exited.pid}-symlink0.partial.safetensors"
     link.symlink_to(tmp_path / "elsewhere")  # not a regular file: kept
     (tmp_path / "elsewhere").write_bytes(b"keep")

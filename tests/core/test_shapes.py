@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from headstudio.core.errors import TraceError
-from headstudio.core.shapes import default_input_shape, trace_model
-from headstudio.core.sources import open_source
+from headstudio.core.model.shapes import default_input_shape, trace_model
+from headstudio.core.opening.sources import open_source
 
 
 def test_every_called_module_has_its_output_shape():

@@ -16,8 +16,8 @@ from headstudio.core.errors import (
     UnsafeCheckpointError,
     UnsupportedOperationError,
 )
-from headstudio.core.sources import open_source
-from headstudio.core.specs import has_meta_tensors
+from headstudio.core.opening.sources import open_source
+from headstudio.core.opening.specs import has_meta_tensors
 
 R18 = "torchvision:resnet18"
 

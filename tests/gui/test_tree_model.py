@@ -6,7 +6,7 @@ import pytest
 from PySide6.QtCore import QModelIndex, Qt
 from torch import nn
 
-from headstudio.core.document import Document, Origin
+from headstudio.core.model.document import Document, Origin
 from headstudio.gui.tree_model import (
     MODULE,
     SHAPE,
@@ -86,7 +86,7 @@ def test_rows_without_parameters_have_no_trainable_box():
 
 
 def test_thousands_of_modules_are_browsable_through_the_filter(qtbot):
-    from headstudio.core.tree import build_tree
+    from headstudio.core.model.tree import build_tree
 
     wide = nn.Sequential(*[nn.Sequential(nn.Linear(2, 2), nn.ReLU()) for _ in range(3400)])
     model = ModuleTreeModel()

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .edits import Edit
-from .errors import EditError
-from .multihead import multihead_source
-from .recipe import Recipe
+from headstudio.core.edits import Edit
+from headstudio.core.edits.add_head import multihead_source
+from headstudio.core.errors import EditError
+from headstudio.core.recipe import Recipe
 
 
 def snippet_for(recipe_or_edits: Recipe | Sequence[Edit]) -> str:
@@ -53,8 +53,8 @@ def _applied_edits(recipe: Recipe) -> list[Edit]:
     """The recipe's edits with their traced sizes: as applied to a document, or replayed on meta."""
     if recipe.edits and all(getattr(e, "_undo", None) is not None for e in recipe.edits):
         return list(recipe.edits)
-    from .document import Document, Origin
-    from .specs import build_model, parse_spec
+    from headstudio.core.model.document import Document, Origin
+    from headstudio.core.opening.specs import build_model, parse_spec
 
     spec = parse_spec(recipe.arch)
     doc = Document(build_model(spec), Origin(recipe.arch, "spec", str(spec)), recipe.input_shape or None)

@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+Progress = Callable[[str, float], None]
+"""``progress(message, fraction)``: long work reports through it; raising ``Cancelled`` stops the work."""
+
+
+def first_line(err: BaseException, *, with_type: bool = False, limit: int = 200) -> str:
+    """The first non-empty line of an exception's message (its type name when it has none), for people."""
+    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+    text = lines[0] if lines else ""
+    if with_type or not text:
+        text = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return text[:limit]
+
 
 class HeadStudioError(Exception):
     """Base class; ``str(err)`` is a complete one-line message for a person."""
 
     exit_code = 1
+
+
+class InputError(HeadStudioError):
+    """A value typed by a person (sizes, a shape, an option) is not understood."""
+
+    exit_code = 2
 
 
 class SourceError(HeadStudioError):

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from .edits import Edit, edit_from_json
-from .errors import EditError, HeadStudioError, SourceError
-from .specs import build_model, looks_like_spec, parse_spec
+from headstudio.core.edits import Edit, edit_from_json
+from headstudio.core.errors import EditError, HeadStudioError, SourceError
+from headstudio.core.opening.specs import build_model, looks_like_spec, parse_spec
 
 if TYPE_CHECKING:
-    from .document import Document
+    from headstudio.core.model.document import Document
 
 VERSION = 1
 
@@ -97,7 +97,7 @@ class Recipe:
 
 def build_from_recipe(text: str) -> tuple[nn.Module, str]:
     """Rebuild the edited architecture a saved file's recipe describes (on meta; weights come later)."""
-    from .document import Document, Origin
+    from headstudio.core.model.document import Document, Origin
 
     try:
         recipe = Recipe.from_json(text)

@@ -15,13 +15,15 @@ SCREENSHOT_TIMEOUT_MS = 300_000
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The app's command line (subcommands such as ``inspect`` are handled by cli.py)."""
-    from headstudio.cli import parse_shape
+    """The app's command line (subcommands such as ``inspect`` are handled by the cli package)."""
+    from headstudio.core.model.shape_text import sizes_argument
 
     parser = argparse.ArgumentParser(prog="headstudio", description="Head Studio desktop app")
     parser.add_argument("source", nargs="?", metavar="SOURCE", help="checkpoint file or spec to open")
     parser.add_argument("--arch", metavar="SPEC", help="architecture for bare weights")
-    parser.add_argument("--input-shape", type=parse_shape, metavar="N,C,H,W", help="input shape to trace")
+    parser.add_argument(
+        "--input-shape", type=sizes_argument(), metavar="N,C,H,W", help="input shape to trace"
+    )
     parser.add_argument("--trust", action="store_true", help="allow code inside this file to run")
     parser.add_argument("--screenshot", metavar="PNG", help="render the window to PNG once traced and exit")
     return parser

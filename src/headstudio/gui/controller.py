@@ -17,8 +17,8 @@ from .imports import settle_imports
 from .workers import WorkQueue, one_line
 
 if TYPE_CHECKING:
-    from headstudio.core.document import Document
-    from headstudio.core.tree import ModuleNode
+    from headstudio.core.model.document import Document
+    from headstudio.core.model.tree import ModuleNode
 
 
 PANELS_WAIT_S = 2.0  # at most this long the first load waits for the window's panels
@@ -120,7 +120,7 @@ class DocumentController(QObject):
 
     def _core_importer(self) -> Any:
         """A job step for the worker: import the core and the panels' modules, then emit coreReady."""
-        modules = ("headstudio.core.sources", *self.preload)
+        modules = ("headstudio.core.opening.sources", *self.preload)
 
         def import_core() -> None:
             settle_imports(modules)
@@ -272,7 +272,7 @@ class DocumentController(QObject):
         clean_index = self.undo_stack.index()
 
         def job(progress: Any) -> Any:
-            from headstudio.core.saving import save
+            from headstudio.core.saving.atomic import save
 
             return save(doc, target, format=fmt, progress=progress)
 
@@ -306,8 +306,8 @@ def _load(
     progress: Any,
 ) -> Document:
     """Runs on the worker thread: open (spec models with real weights, so they can be saved) and trace."""
-    from headstudio.core.sources import open_source
-    from headstudio.core.specs import looks_like_spec
+    from headstudio.core.opening.sources import open_source
+    from headstudio.core.opening.specs import looks_like_spec
 
     is_spec = not Path(source).expanduser().exists() and looks_like_spec(source)
     doc = open_source(

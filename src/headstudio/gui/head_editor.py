@@ -132,7 +132,7 @@ class HeadEditor(HeadEditorForm):
         doc = self.controller.document
         if doc is None or not self.head_path:
             return None
-        from headstudio.core.heads import describe_head
+        from headstudio.core.model.heads import describe_head
 
         trace = doc.trace()
         try:

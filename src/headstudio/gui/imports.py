@@ -79,7 +79,7 @@ def _trace_a_tiny_model() -> None:
     import torch
     import torchvision.models  # noqa: F401  (builds of torchvision specs import it, and PIL with it)
 
-    from headstudio.core.shapes import trace_model
+    from headstudio.core.model.shapes import trace_model
 
     tiny = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 2))
     with contextlib.suppress(Exception):

@@ -43,7 +43,7 @@ def format_delta(before: int, after: int) -> str:
 def activation_names() -> list[str]:
     """The MLP activations the core offers."""
     try:
-        from headstudio.core.replacing import ACTIVATIONS
+        from headstudio.core.edits.replace import ACTIVATIONS
     except ImportError:
         return ["relu"]
     return list(ACTIVATIONS)

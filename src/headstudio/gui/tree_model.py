@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
 from PySide6.QtGui import QColor, QFont, QGuiApplication, QPalette
 
+from headstudio.core.model.shape_text import format_shape
+
 if TYPE_CHECKING:
-    from headstudio.core.tree import ModuleNode
+    from headstudio.core.model.tree import ModuleNode
 
 COLUMNS = ("Module", "Type", "Output shape", "Params", "Trainable")
 MODULE, TYPE, SHAPE, PARAMS, TRAINABLE = range(len(COLUMNS))
@@ -22,17 +24,6 @@ PathRole = Qt.ItemDataRole.UserRole + 1
 ChangedRole = Qt.ItemDataRole.UserRole + 2
 Index = QModelIndex | QPersistentModelIndex
 _NO_PARENT = QModelIndex()
-
-
-def format_shape(shape: Any) -> str:
-    """[1, 1000] -> '[1, 1000]'; nested tuple/dict outputs keep their structure."""
-    if shape is None:
-        return ""
-    if isinstance(shape, dict):
-        return "{" + ", ".join(f"{k}: {format_shape(v)}" for k, v in shape.items()) + "}"
-    if isinstance(shape, (list, tuple)) and shape and not all(isinstance(d, int) for d in shape):
-        return "(" + ", ".join(format_shape(s) for s in shape) + ")"
-    return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 def trainable_state(node: ModuleNode) -> Qt.CheckState | None:
@@ -186,7 +177,7 @@ class ModuleTreeModel(QAbstractItemModel):
         if column == SHAPE:
             if node.output_shape is None and self.traced and not node.called:
                 return "(not called)"
-            return format_shape(node.output_shape)
+            return format_shape(node.output_shape, "")
         if column == PARAMS:
             return f"{node.params:,}"
         if column == TRAINABLE and node.params and node.trainable_params not in (0, node.params):
@@ -220,7 +211,7 @@ class ModuleTreeModel(QAbstractItemModel):
         params, shape = was
         parts = []
         if shape != node.output_shape and shape is not None:
-            parts.append(f"was {format_shape(shape)}")
+            parts.append(f"was {format_shape(shape, '')}")
         if params != node.params:
             parts.append(f"params were {params:,}")
         return "; ".join(parts)

@@ -23,13 +23,14 @@ from .tree_model import MODULE, PARAMS, SHAPE, TRAINABLE, TYPE, ModuleFilter, Mo
 
 
 def parse_input_shape(text: str) -> tuple[int, ...] | None:
-    """'1,3,224,224' or '1x3x224x224' -> (1, 3, 224, 224); None when it is not a shape."""
-    parts = text.replace("x", ",").replace("×", ",").replace("[", "").replace("]", "").split(",")
+    """The shape typed in the input-shape box, by the core's one shape grammar; None when it is not one."""
+    from headstudio.core.errors import InputError
+    from headstudio.core.model.shape_text import parse_sizes
+
     try:
-        shape = tuple(int(p) for p in parts if p.strip())
-    except ValueError:
+        return parse_sizes(text)
+    except InputError:
         return None
-    return shape if shape and all(d > 0 for d in shape) else None
 
 
 class ModuleTreePanel(QWidget):

@@ -19,7 +19,8 @@ from torch import nn
 from torch._subclasses import fake_tensor
 from torch.func import functional_call
 
-from .heads import HeadTracker, is_barrier
+from headstudio.core.errors import first_line
+from headstudio.core.model.heads import HeadTracker, is_barrier
 
 Shape = Any  # list[int] for a tensor; nested lists / dicts for containers; None for no tensor
 
@@ -128,7 +129,7 @@ def _run(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype, fak
         if fake and _is_fake_limit(err):
             raise _FakeUnsupported from err
         else:
-            trace.error = _one_line(err)
+            trace.error = first_line(err, with_type=True, limit=300)
             trace.failed_at = stack[-1] if stack else None
     finally:
         for h in handles:
@@ -194,11 +195,6 @@ def _is_fake_limit(err: BaseException) -> bool:
         return True
     text = str(err).lower()
     return any(s in text for s in ("fake", "meta tensor", "data-dependent", "data pointer", "symbolic"))
-
-
-def _one_line(err: BaseException) -> str:
-    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
-    return f"{type(err).__name__}: {lines[0] if lines else ''}"[:300]
 
 
 def default_input_shape(model: nn.Module) -> tuple[int, ...]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from headstudio.core.errors import EditError, HeadStudioError, SourceError
+from headstudio.core.model.shape_text import sizes_argument
 
 
 def add_edit_parsers(sub: Any, add_source_options: Any) -> None:
@@ -24,7 +25,12 @@ def add_edit_parsers(sub: Any, add_source_options: Any) -> None:
     ops.add_argument("--cut-after", metavar="PATH", help="keep the computation up to PATH; return its output")
     ops.add_argument("--remove-head", action="store_true", help="head becomes Identity: a feature extractor")
     ops.add_argument("--replace-head", type=int, metavar="N", help="new head with N classes")
-    ops.add_argument("--mlp", type=_sizes, metavar="512,256", help="hidden sizes for an MLP head")
+    ops.add_argument(
+        "--mlp",
+        type=sizes_argument("list of hidden sizes", "512,256"),
+        metavar="512,256",
+        help="hidden sizes for an MLP head",
+    )
     ops.add_argument("--dropout", type=float, default=0.0, metavar="P", help="dropout before the new layers")
     ops.add_argument("--keep-classes", metavar="SPEC", help="keep trained rows of these classes, e.g. 0-9")
     ops.add_argument("--add-head", metavar="NAME:N", action="append", default=[], help="add another head")
@@ -57,16 +63,6 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _sizes(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}': give hidden sizes like 512,256") from None
-    if not sizes or any(s <= 0 for s in sizes):
-        raise argparse.ArgumentTypeError(f"'{text}': hidden sizes must be positive integers")
-    return sizes
-
-
 def run_edit_command(args: argparse.Namespace) -> int:
     """Dispatch edit / apply / code; print one line and return its exit code on a HeadStudioError."""
     handler = {"edit": _edit, "apply": _apply, "code": _code}[args.command]
@@ -78,8 +74,8 @@ def run_edit_command(args: argparse.Namespace) -> int:
 
 
 def _edit(args: argparse.Namespace) -> int:
-    from headstudio.core.saving import check_target, resolve_format, save
-    from headstudio.core.sources import open_source
+    from headstudio.core.opening.sources import open_source
+    from headstudio.core.saving.atomic import check_target, resolve_format, save
 
     doc = open_source(
         args.source, arch=args.arch, trust=args.trust, input_shape=args.input_shape, materialize=True
@@ -163,9 +159,9 @@ def _detected_head(doc: Any, args: argparse.Namespace) -> str | None:
 
 
 def _apply(args: argparse.Namespace) -> int:
+    from headstudio.core.opening.sources import open_source
     from headstudio.core.recipe import Recipe
-    from headstudio.core.saving import check_target, resolve_format, save
-    from headstudio.core.sources import open_source
+    from headstudio.core.saving.atomic import check_target, resolve_format, save
 
     recipe = Recipe.from_json(_read_text(args.recipe))
     arch = args.arch
@@ -195,7 +191,7 @@ def _code(args: argparse.Namespace) -> int:
 
 def _is_bare_weights(source: str, trust: bool) -> bool:
     """True for a weights-only file with no embedded recipe (it needs an architecture from somewhere)."""
-    from headstudio.core.checkpoints import read_checkpoint
+    from headstudio.core.opening.checkpoints import read_checkpoint
 
     ckpt = read_checkpoint(Path(source), trust=trust)
     return ckpt.module is None and not ckpt.recipe
@@ -249,9 +245,9 @@ def _describe(edit: Any) -> str:
 
 
 def _shape(shape: Any) -> str:
-    from headstudio.cli import _fmt_shape
+    from headstudio.core.model.shape_text import format_shape
 
-    return _fmt_shape(shape)
+    return format_shape(shape)
 
 
 def _print_saved(report: Any) -> None:

@@ -12,11 +12,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoints import Checkpoint
-from .errors import TraceError
-from .heads import HeadInfo, describe_head
-from .shapes import Trace, default_input_shape, trace_model
-from .tree import ModuleNode, build_tree
+from headstudio.core.errors import TraceError, first_line
+from headstudio.core.model.heads import HeadInfo, describe_head
+from headstudio.core.model.shapes import Trace, default_input_shape, trace_model
+from headstudio.core.model.tree import ModuleNode, build_tree
+from headstudio.core.opening.checkpoints import Checkpoint
 
 
 @dataclass
@@ -132,7 +132,7 @@ class Document:
 
 def _trace_script(model: nn.Module, input_shape: tuple[int, ...]) -> Trace:
     """TorchScript has no hooks: run it once for the model's output shape only."""
-    from .shapes import input_dtype, shape_of
+    from headstudio.core.model.shapes import input_dtype, shape_of
 
     trace = Trace(tuple(input_shape), mode="real")
     try:
@@ -141,6 +141,6 @@ def _trace_script(model: nn.Module, input_shape: tuple[int, ...]) -> Trace:
         trace.calls[""] = 1
         trace.outputs[""] = trace.output
     except Exception as err:
-        trace.error = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"
+        trace.error = first_line(err, with_type=True)
         trace.failed_at = ""
     return trace

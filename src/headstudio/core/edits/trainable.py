@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .edits import Edit, Preview, find_module, module_expr
-from .errors import EditError
+from headstudio.core.edits.base import Edit, Preview
+from headstudio.core.errors import EditError
+from headstudio.core.modules import find_module, module_expr
 
 if TYPE_CHECKING:
-    from .document import Document
+    from headstudio.core.model.document import Document
 
 _GLOB = set("*?[")
 
@@ -134,7 +135,7 @@ class SetTrainable(_FlagEdit):
             params = dict(model.named_parameters())
             if self.path in params:
                 return [self.path], []
-            find_module(doc, self.path, "module or parameter")
+            find_module(doc.model, self.path, "module or parameter")
         chosen = [n for n, _ in model.named_parameters() if self._picks(n)]
         norms = [p for p, m in model.named_modules() if isinstance(m, _BatchNorm) and self._picks(p)]
         return chosen, norms
@@ -193,7 +194,7 @@ class FreezeBackbone(_FlagEdit):
         """The head paths kept trainable: given ones, or detected ones plus heads earlier edits created."""
         if self.heads is not None:
             for path in self.heads:
-                find_module(doc, path, "head")
+                find_module(doc.model, path, "head")
             return list(self.heads)
         found = [h.path for h in doc.heads()]
         for edit in doc.edits:

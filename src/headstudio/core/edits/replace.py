@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .edits import Edit, feature_size, find_module, module_expr, swap_module, traced_input
-from .errors import EditError
-from .heads import is_projection
+from headstudio.core.edits.base import Edit, traced_input
+from headstudio.core.errors import EditError
+from headstudio.core.model.heads import is_projection
+from headstudio.core.modules import feature_size, find_module, module_expr, swap_module
 
 if TYPE_CHECKING:
-    from .document import Document
+    from headstudio.core.model.document import Document
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -159,7 +160,7 @@ class RemoveHead(Edit):
         return [], []
 
     def _apply(self, doc: Document) -> None:
-        old = find_module(doc, self.path, "head")
+        old = find_module(doc.model, self.path, "head")
         expr = module_expr(doc.model, self.path)
         classes = _out_features(old) or feature_size(doc.trace().outputs.get(self.path), False)
         swap_module(doc.model, self.path, nn.Identity())
@@ -314,7 +315,7 @@ def _count_problems(num_classes: Any, hidden: tuple, dropout: Any) -> list[str]:
 def _head_and_input(doc: Document, path: str) -> tuple[nn.Module, Any]:
     if not path:
         raise EditError("the head path is empty; name the head module, e.g. fc")
-    module = find_module(doc, path, "head")
+    module = find_module(doc.model, path, "head")
     return module, traced_input(doc, path)
 
 

@@ -2,25 +2,21 @@
 
 Each edit keeps what it needs to revert (the original module objects, flags, hooks) on the instance,
 never in its JSON. ``preview`` runs the edit on a structural copy of the model whose tensors live on
-the meta device, so the real model is never touched. The edits themselves live in ``replacing``,
-``cutting``, ``multihead`` and ``freezing``; this module is their common ground and their one import.
+the meta device, so the real model is never touched. The base never imports its subclasses; the
+package face (``headstudio.core.edits``) imports every kind, which registers it.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-from torch import nn
-
-from .errors import EditError, HeadStudioError
+from headstudio.core.errors import EditError, HeadStudioError, first_line
+from headstudio.core.modules import meta_copy
 
 if TYPE_CHECKING:
-    from .document import Document
+    from headstudio.core.model.document import Document
 
 Shape = Any
 
@@ -84,8 +80,9 @@ class Edit:
             result.problems.append(str(err))
             return result
         except Exception as err:  # a model we cannot copy or edit on meta: say so, never crash the caller
-            first = (str(err).strip().splitlines() or [""])[0][:200]
-            result.problems.append(f"cannot preview this edit on this model ({type(err).__name__}: {first})")
+            result.problems.append(
+                f"cannot preview this edit on this model ({first_line(err, with_type=True)})"
+            )
             return result
         trace = shadow.trace()
         if trace.error:
@@ -167,66 +164,12 @@ def edit_from_json(data: dict[str, Any]) -> Edit:
 
 def shadow_document(doc: Document) -> Document:
     """A Document over a structural copy of ``doc.model`` whose tensors are on meta (no weight copies)."""
-    from .document import Document
+    from headstudio.core.model.document import Document
 
     shadow = Document(meta_copy(doc.model), doc.origin, doc.input_shape)
     shadow.edits = list(doc.edits)
     shadow.is_shadow = True  # type: ignore[attr-defined]  # previews skip copying weights that are not there
     return shadow
-
-
-def meta_copy(model: nn.Module) -> nn.Module:
-    """Deep copy of the module structure with every parameter and buffer replaced by a meta tensor."""
-    memo: dict[int, Any] = {}
-    for t in itertools.chain(model.parameters(), model.buffers()):
-        meta = torch.empty_like(t, device="meta")
-        memo[id(t)] = (
-            nn.Parameter(meta, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else meta
-        )
-    return copy.deepcopy(model, memo)
-
-
-def find_module(doc: Document, path: str, what: str = "module") -> nn.Module:
-    """The module at ``path``, or an EditError naming close paths."""
-    try:
-        return doc.model.get_submodule(path)
-    except AttributeError:
-        import difflib
-
-        paths = [p for p, _ in doc.model.named_modules() if p]
-        close = difflib.get_close_matches(path, paths, n=3, cutoff=0.6)
-        hint = f"did you mean {', '.join(close)}?" if close else "pick a path from the module tree"
-        raise EditError(f"no {what} '{path}' in this model; {hint}") from None
-
-
-def swap_module(model: nn.Module, path: str, new: nn.Module) -> nn.Module:
-    """Put ``new`` at ``path`` and return the module that was there."""
-    parent_path, _, name = path.rpartition(".")
-    parent = model.get_submodule(parent_path)
-    old = parent._modules[name]
-    parent._modules[name] = new
-    return old
-
-
-def module_expr(model: nn.Module, path: str) -> str:
-    """Python expression for the module at ``path`` on ``model``: ``model.classifier[1]``."""
-    expr, module = "model", model
-    for part in path.split(".") if path else []:
-        if part.isidentifier():
-            expr += f".{part}"
-        elif isinstance(module, (nn.Sequential, nn.ModuleList)) and part.isdigit():
-            expr += f"[{part}]"
-        else:
-            expr += f".get_submodule({part!r})"
-        module = module._modules[part]  # type: ignore[assignment]
-    return expr
-
-
-def feature_size(shape: Shape, channels: bool) -> int | None:
-    """Feature count of a traced tensor shape: dim 1 for conv inputs, else the last dim."""
-    if not isinstance(shape, list) or not shape or not all(isinstance(d, int) for d in shape):
-        return None
-    return shape[1] if channels and len(shape) > 2 else shape[-1]
 
 
 def traced_input(doc: Document, path: str) -> Shape:
@@ -242,23 +185,3 @@ def traced_input(doc: Document, path: str) -> Shape:
 def _require_editable(doc: Document) -> None:
     if not doc.editable:
         raise EditError("TorchScript archives cannot be edited; open the original model or its weights")
-
-
-# The edits register themselves on import; this module is the one place callers import them from.
-from .cutting import CutAfter  # noqa: E402
-from .freezing import FreezeBackbone, SetTrainable  # noqa: E402
-from .multihead import AddHead, MultiHead  # noqa: E402
-from .replacing import RemoveHead, ReplaceHead  # noqa: E402
-
-__all__ = [
-    "AddHead",
-    "CutAfter",
-    "Edit",
-    "FreezeBackbone",
-    "MultiHead",
-    "Preview",
-    "RemoveHead",
-    "ReplaceHead",
-    "SetTrainable",
-    "edit_from_json",
-]

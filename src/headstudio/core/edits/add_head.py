@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .edits import Edit, Preview, feature_size, find_module, module_expr, swap_module, traced_input
-from .errors import EditError
-from .replacing import build_head, head_code
+from headstudio.core.edits.base import Edit, Preview, traced_input
+from headstudio.core.edits.replace import build_head, head_code
+from headstudio.core.errors import EditError
+from headstudio.core.modules import feature_size, find_module, module_expr, swap_module
 
 if TYPE_CHECKING:
-    from .document import Document
+    from headstudio.core.model.document import Document
 
 
 class MultiHead(nn.Module):
@@ -85,7 +86,7 @@ class AddHead(Edit):
     def _features(self, doc: Document) -> tuple[nn.Module, int]:
         if not self.at:
             raise EditError("add the head next to which head? name it with at=, e.g. fc")
-        old = find_module(doc, self.at, "head")
+        old = find_module(doc.model, self.at, "head")
         shape = traced_input(doc, self.at)
         size = feature_size(shape, channels=_conv_of(old) is not None)
         if size is None:

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import SourceError, TorchScriptConsentError, UnsafeCheckpointError
-from .safety import benign_globals, unsafe_globals
+from headstudio.core.errors import SourceError, TorchScriptConsentError, UnsafeCheckpointError, first_line
+from headstudio.core.opening.safety import benign_globals, unsafe_globals
 
 RECIPE_KEY = "headstudio.recipe"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".pt2", ".tar")
@@ -156,8 +156,7 @@ def _corrupt(path: Path, err: BaseException) -> SourceError:
     text = str(err)
     if "central directory" in text or "PytorchStreamReader" in text or "EOF" in text:
         return SourceError(f"{path} is truncated or corrupt; save or copy it again")
-    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
-    return SourceError(f"{path} could not be read as a PyTorch checkpoint: {first[:200]}")
+    return SourceError(f"{path} could not be read as a PyTorch checkpoint: {first_line(err)}")
 
 
 def _unpack(path: Path, obj: Any) -> Checkpoint:

@@ -7,7 +7,7 @@ from collections import Counter
 import torch
 from torch import nn
 
-from .errors import ArchitectureMismatchError
+from headstudio.core.errors import ArchitectureMismatchError
 
 _SHOW = 3
 

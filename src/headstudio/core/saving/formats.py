@@ -15,12 +15,11 @@ from typing import Any
 
 import torch
 
-from .checkpoints import RECIPE_KEY, read_checkpoint
-from .document import Document
-from .errors import HeadStudioError, SaveError
-from .safetensors_file import Readback, write_safetensors
-from .saving import Progress, model_state, recipe_json, set_recipe_metadata, tensors_equal
-from .weights import align_keys
+from headstudio.core.errors import HeadStudioError, Progress, SaveError, first_line
+from headstudio.core.model.document import Document
+from headstudio.core.opening.checkpoints import RECIPE_KEY, read_checkpoint
+from headstudio.core.opening.safetensors_file import Readback, write_safetensors
+from headstudio.core.opening.weights import align_keys
 
 _PREFIX_NOTE = re.compile(r"stripped key prefix '([^']*)'")
 
@@ -92,7 +91,7 @@ def write_full(doc: Document, temp: Path, notes: list[str], progress: Progress) 
     try:
         torch.save(doc.model, temp)
     except Exception as err:
-        raise SaveError(f"the model cannot be pickled: {_first_line(err)}; save as .safetensors") from None
+        raise SaveError(f"the model cannot be pickled: {first_line(err)}; save as .safetensors") from None
     notes.append("a full (pickled) model runs code when loaded; share .safetensors with others instead")
     progress("written", 1.0)
 
@@ -107,7 +106,7 @@ def write_torchscript(doc: Document, temp: Path, notes: list[str], progress: Pro
                 compiled = torch.jit.trace(doc.model, _example(doc), strict=False, check_trace=False)
             except Exception:
                 raise SaveError(
-                    f"the model cannot be compiled to TorchScript: {_first_line(script_err)}; "
+                    f"the model cannot be compiled to TorchScript: {first_line(script_err)}; "
                     "save as .safetensors or try --format export"
                 ) from None
             notes.append("TorchScript by tracing: control flow is frozen for the traced input shape")
@@ -122,7 +121,7 @@ def write_export(doc: Document, temp: Path, notes: list[str], progress: Progress
             program = torch.export.export(doc.model, (_example(doc),))
         except Exception as err:
             raise SaveError(
-                f"the model cannot be exported with torch.export: {_first_line(err)}; "
+                f"the model cannot be exported with torch.export: {first_line(err)}; "
                 "save as .safetensors or try --format torchscript"
             ) from None
         torch.export.save(program, str(temp))
@@ -136,8 +135,8 @@ def verify_safetensors(doc: Document, temp: Path, notes: list[str]) -> int:
     the recipe (a shape trace, 0.3 s on vit_h_14): the recipe read back must equal the open document's,
     and that document is what replaying it builds.
     """
-    from .recipe import Recipe
-    from .specs import parse_spec, resolve_factory
+    from headstudio.core.opening.specs import parse_spec, resolve_factory
+    from headstudio.core.recipe import Recipe
 
     ckpt = read_checkpoint(temp)
     if ckpt.recipe != recipe_json(doc):
@@ -160,7 +159,7 @@ def _same_entries(expected: dict[str, torch.Tensor], found: Mapping[str, torch.T
 
 def verify_reopened(doc: Document, temp: Path, notes: list[str], compare: Callable | None = None) -> int:
     """Reopen our own format through open_source (embedded recipe) and compare every tensor."""
-    from .sources import open_source
+    from headstudio.core.opening.sources import open_source
 
     compare = compare or (lambda expected, found: tensors_equal(expected, found, temp))
     expected = model_state(doc)
@@ -234,14 +233,46 @@ def _drop_stale_optimizers(container: dict, notes: list[str]) -> None:
 
 
 def _example(doc: Document) -> torch.Tensor:
-    from .shapes import input_dtype
+    from headstudio.core.model.shapes import input_dtype
 
     return torch.zeros(doc.input_shape, dtype=input_dtype(doc.model))
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return (text.splitlines()[0] if text else type(err).__name__)[:200]
+def recipe_json(doc: Document) -> str:
+    """The recipe embedded in saved files: architecture, input shape, edits (so reopening needs no --arch)."""
+    from headstudio.core.recipe import Recipe
+
+    return Recipe.from_document(doc).to_json()
+
+
+def model_state(doc: Document) -> dict[str, torch.Tensor]:
+    """The model's state_dict (detached tensors that share storage stay shared; no copies)."""
+    return doc.model.state_dict()
+
+
+def tensors_equal(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], path: Path) -> int:
+    """Compare every tensor by name, shape, dtype and value; raise SaveError naming the first difference."""
+    missing = [k for k in expected if k not in found]
+    if missing:
+        raise SaveError(f"verification failed: {path.name} lacks {len(missing)} tensors (e.g. {missing[0]})")
+    for name, want in expected.items():
+        got = found[name]
+        if got.shape != want.shape or got.dtype != want.dtype or not torch.equal(got.cpu(), want.cpu()):
+            raise SaveError(
+                f"verification failed: tensor '{name}' differs after writing; nothing was replaced"
+            )
+    return len(expected)
+
+
+def set_recipe_metadata(state: dict[str, torch.Tensor], recipe: str) -> dict[str, torch.Tensor]:
+    """A state_dict OrderedDict whose ``_metadata['']`` carries the recipe (weights_only-loadable)."""
+    from collections import OrderedDict
+
+    out = OrderedDict(state)
+    meta = OrderedDict(getattr(state, "_metadata", None) or {})
+    meta[""] = {**dict(meta.get("", {})), RECIPE_KEY: recipe}
+    out._metadata = meta  # type: ignore[attr-defined]
+    return out
 
 
 WRITERS: dict[str, Callable[[Document, Path, list[str], Progress], None]] = {

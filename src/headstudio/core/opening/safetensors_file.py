@@ -23,8 +23,15 @@ from typing import Any, BinaryIO
 
 import torch
 
-from .errors import SaveError
-from .mapped_regions import MappedFiles, Region, copy_region, mapped_window, reserve_space, start_writeback
+from headstudio.core.errors import SaveError
+from headstudio.core.opening.mapped_regions import (
+    MappedFiles,
+    Region,
+    copy_region,
+    mapped_window,
+    reserve_space,
+    start_writeback,
+)
 
 CHUNK_BYTES = 16 << 20  # written, handed to the disk and read back in steps of this size
 WINDOW_BYTES = 16 << 20

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from .shapes import Shape, Trace
+from headstudio.core.model.shapes import Shape, Trace
 
 
 @dataclass

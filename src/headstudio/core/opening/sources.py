@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from torch import nn
 
-from .checkpoints import Checkpoint, check_path, read_checkpoint, sniff_format
-from .document import Document, Origin
-from .errors import ArchitectureRequiredError, SourceError, UnsupportedOperationError
-from .specs import build_model, looks_like_spec, parse_spec, spec_input_shape
-from .weights import align_keys, assign_weights, check_keys
-
-Progress = Callable[[str, float], None]
+from headstudio.core.errors import ArchitectureRequiredError, Progress, SourceError, UnsupportedOperationError
+from headstudio.core.model.document import Document, Origin
+from headstudio.core.opening.checkpoints import Checkpoint, check_path, read_checkpoint, sniff_format
+from headstudio.core.opening.specs import build_model, looks_like_spec, parse_spec, spec_input_shape
+from headstudio.core.opening.weights import align_keys, assign_weights, check_keys
 
 
 def open_source(
@@ -62,7 +59,7 @@ def _model_for(ckpt: Checkpoint, arch: str | None) -> tuple[nn.Module, str]:
         return module, getattr(module, "original_name", None) or _qualname(module)
     assert ckpt.state_dict is not None
     if arch is None and ckpt.recipe:
-        from .recipe import build_from_recipe
+        from headstudio.core.recipe import build_from_recipe
 
         model, arch_name = build_from_recipe(ckpt.recipe)
     elif arch is None:

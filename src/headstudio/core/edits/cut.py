@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .edits import Edit, find_module, traced_input
-from .errors import EditError
+from headstudio.core.edits.base import Edit, traced_input
+from headstudio.core.errors import EditError, first_line
+from headstudio.core.modules import find_module
 
 if TYPE_CHECKING:
-    from .document import Document
+    from headstudio.core.model.document import Document
 
 
 def cut_after(model: nn.Module, path: str) -> torch.fx.GraphModule:
@@ -47,7 +48,7 @@ class CutAfter(Edit):
         if not self.path:
             return ["cut after what? name a module, e.g. layer4 (the empty path is the whole model)"], []
         try:
-            find_module(doc, self.path)
+            find_module(doc.model, self.path)
             traced_input(doc, self.path)
         except EditError as err:
             return [str(err)], []
@@ -57,10 +58,10 @@ class CutAfter(Edit):
         try:
             cut = cut_after(doc.model, self.path)
         except Exception as err:  # fx raises many types; the user needs one line
-            first = (str(err).strip().splitlines() or [""])[0][:200]
             raise EditError(
-                f"cannot cut after '{self.path}': torch.fx cannot trace this model ({type(err).__name__}: "
-                f"{first}); use RemoveHead, or cut after a module of a Sequential"
+                f"cannot cut after '{self.path}': torch.fx cannot trace this model "
+                f"({first_line(err, with_type=True)})"
+                f"; use RemoveHead, or cut after a module of a Sequential"
             ) from None
         self._undo = doc.model
         doc.model = cut

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import MissingDependencyError, SourceError
+from headstudio.core.errors import MissingDependencyError, SourceError, first_line
 
 _SPEC_RE = re.compile(r"^(?P<ns>[A-Za-z_][\w.]*):(?P<name>[A-Za-z_][\w.]*)(?P<args>\(.*\))?$", re.S)
 _BUILD_LOCK = threading.Lock()
@@ -164,7 +164,7 @@ def build_model(spec: ArchSpec | str, *, meta: bool = True) -> nn.Module:
         except SourceError:
             raise
         except Exception as err:
-            raise SourceError(f"building '{spec}' failed: {_one_line(err)}") from None
+            raise SourceError(f"building '{spec}' failed: {first_line(err, with_type=True)}") from None
     if not isinstance(model, nn.Module):
         raise SourceError(f"'{spec}' returned {type(model).__name__}, not a torch.nn.Module")
     return model.eval()
@@ -179,7 +179,7 @@ def _call_factory(factory: Callable[..., nn.Module], spec: ArchSpec) -> nn.Modul
     except TypeError as err:
         if spec.kwargs and "argument" in str(err):
             raise SourceError(
-                f"'{spec}': {_one_line(err)}; check the keyword names the factory takes"
+                f"'{spec}': {first_line(err, with_type=True)}; check the keyword names the factory takes"
             ) from None
         raise
 
@@ -220,8 +220,3 @@ def _close_names(name: str, names: list[str]) -> str:
     import difflib
 
     return ", ".join(difflib.get_close_matches(name, names, n=3, cutoff=0.6))
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"

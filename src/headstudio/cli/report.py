@@ -1,0 +1,71 @@
+"""The human inspect view: an indented table of modules with shapes, counts and the head marked."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from headstudio.core.model.shape_text import format_shape
+
+
+def render_report(doc: Any, report: dict[str, Any], depth: int) -> str:
+    """The human inspect view: an indented tree table with the head marked and totals."""
+    trace = doc.trace()
+    rows: list[tuple[str, str, str, str, str]] = []
+    hidden = 0
+    not_called = "(not traced)" if report["format"] == "torchscript" else "(not called)"
+    for node in doc.tree().walk():
+        if node.depth > depth:
+            hidden += 1
+            continue
+        label = ("  " * node.depth + node.name) if node.path else report["arch"]
+        if node.is_head:
+            label += "  ◀ head" if node.head_rank == 0 else "  ◀ head " + str(node.head_rank + 1)
+        if node.path == trace.failed_at and trace.error:
+            label += "  ✗ failed here"
+        shape = format_shape(node.output_shape) if node.called else not_called
+        if not node.called and trace.error and node.path in trace.inputs:
+            shape = "(failed inside)"
+        trainable = "all" if node.trainable_params == node.params else f"{node.trainable_params:,}"
+        if node.params == 0:
+            trainable = "-"
+        rows.append((label, node.type, shape, f"{node.params:,}", trainable))
+    header = ("Module", "Type", "Output shape", "Params", "Trainable")
+    widths = [min(max(len(r[i]) for r in [header, *rows]), 60) for i in range(5)]
+    lines = [
+        f"{report['source']}  [{report['format']}, {report['arch']}, "
+        f"input {list(report['input_shape'])}, {trace.mode} trace]"
+    ]
+    lines.append(_row(header, widths))
+    lines.append("  ".join("─" * w for w in widths))
+    lines += [_row(r, widths) for r in rows]
+    lines.append("  ".join("─" * w for w in widths))
+    total, trainable = report["params"], report["trainable_params"]
+    lines.append(
+        f"Total params: {total:,}   trainable: {trainable:,}   frozen: {total - trainable:,}"
+        f"   output: {format_shape(report['output_shape'])}"
+    )
+    lines.append(_heads_line(report))
+    if hidden:
+        lines.append(f"({hidden} deeper modules hidden; show them with --depth N)")
+    if trace.error:
+        lines.append(f"Trace failed at '{trace.failed_at or 'the model'}': {trace.error}")
+    lines += [f"Note: {n}" for n in report["notes"]]
+    return "\n".join(lines)
+
+
+def _heads_line(report: dict[str, Any]) -> str:
+    if not report["heads"] and report["trace"]["error"]:
+        return "Head: unknown (the trace failed before the output; try another --input-shape)"
+    if not report["heads"] and report["format"] == "torchscript":
+        return "Head: not detected (TorchScript runs without hooks; open the original model to find its head)"
+    if not report["heads"]:
+        return "Head: none found (the model ends without a classifier: a feature extractor)"
+    parts = [f"{h['path']} ({h['type']} {h['in_features']} → {h['out_features']})" for h in report["heads"]]
+    return ("Head: " if len(parts) == 1 else "Heads: ") + ", ".join(parts)
+
+
+def _row(cells: Sequence[str], widths: list[int]) -> str:
+    left = [c.ljust(w) for c, w in zip(cells[:3], widths[:3], strict=True)]
+    right = [c.rjust(w) for c, w in zip(cells[3:], widths[3:], strict=True)]
+    return "  ".join(left + right).rstrip()

@@ -1,0 +1,1 @@
+"""SOURCE -> Document: specs, checkpoint files and folders, what they would run, attaching their weights."""
