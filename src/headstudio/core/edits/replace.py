@@ -10,9 +10,26 @@ import torch
 from torch import nn
 
 from headstudio.core.edits.base import Edit, traced_input
+from headstudio.core.edits.paired import (
+    PairedTarget,
+    build_swaps,
+    keep_problems,
+    kept_labels,
+    layer_code,
+    not_a_class_head,
+    paired_target,
+    plan_swaps,
+)
 from headstudio.core.errors import EditError
 from headstudio.core.model.heads import is_projection
-from headstudio.core.modules import feature_size, find_module, module_expr, swap_module
+from headstudio.core.modules import (
+    feature_size,
+    find_module,
+    float_dtype,
+    module_expr,
+    real_device,
+    swap_module,
+)
 
 if TYPE_CHECKING:
     from headstudio.core.model.document import Document
@@ -48,18 +65,38 @@ class ReplaceHead(Edit):
         self.hidden = tuple(self.hidden or ())
 
     def describe(self) -> str:
-        """E.g. 'Replace head fc: 1000 → 10 classes'."""
+        """E.g. 'Replace head fc: 1000 → 10 classes'; paired heads and a background are named."""
         old = getattr(self, "_old_classes", None)
         mlp = f" (MLP {'-'.join(map(str, self.hidden))})" if self.hidden else ""
+        paired = getattr(self, "_paired", None)
+        unit = "classes"
+        if paired is not None:
+            background, partners, unit = paired
+            mlp += " + background" if background else ""
+            mlp += f", {partners} paired layer{'s' if partners != 1 else ''} in step" if partners else ""
         if old:
-            return f"Replace head {self.path}: {old} → {self.num_classes} classes{mlp}"
+            return f"Replace head {self.path}: {old} → {self.num_classes} {unit}{mlp}"
         return f"Replace head {self.path} with {self.num_classes} classes{mlp}"
+
+    def changed_paths(self) -> list[str]:
+        """The layers this edit swapped (after apply): the head, or every paired layer."""
+        old = getattr(self, "_undo", None)
+        if old is None:
+            return []
+        return [s.path for s in old[0]] if isinstance(old[0], list) else [self.path]
 
     def check(self, doc: Document) -> tuple[list[str], list[str]]:
         """Class count, path, sizes, activation, kept classes; a head block points to its classifier."""
         problems = _count_problems(self.num_classes, self.hidden, self.dropout)
         if self.activation not in ACTIVATIONS:
             problems.append(f"activation '{self.activation}' is unknown; use one of {', '.join(ACTIVATIONS)}")
+        if self.path:
+            wrong = not_a_class_head(doc, self.path)
+            if wrong:
+                return [*problems, wrong], []
+            target = paired_target(doc, self.path)
+            if target is not None:
+                return self._paired_check(doc, target, problems)
         try:
             module, shape = _head_and_input(doc, self.path)
         except EditError as err:
@@ -74,6 +111,24 @@ class ReplaceHead(Edit):
             and module.weight.is_meta
         ):
             warnings.append("the old head has no real weights (meta), so no trained rows can be kept")
+        return problems, warnings
+
+    def _paired_check(
+        self, doc: Document, target: PairedTarget, problems: list[str]
+    ) -> tuple[list[str], list[str]]:
+        if self.hidden or self.dropout:
+            problems.append(
+                f"'{target.path}' is a dense-prediction head sized per anchor and class; "
+                "replace it with a single layer (no hidden sizes or dropout)"
+            )
+        warnings = []
+        if self.keep_classes is not None and not problems:
+            try:
+                problems += keep_problems(target, kept_labels(self.keep_classes, target.background))
+            except EditError as err:
+                problems.append(str(err))
+            if doc.model.get_submodule(target.path).weight.is_meta:
+                warnings.append("the old head has no real weights (meta), so no trained rows can be kept")
         return problems, warnings
 
     def _keep_problems(self, module: nn.Module, shape: Any) -> list[str]:
@@ -92,6 +147,10 @@ class ReplaceHead(Edit):
 
     def _apply(self, doc: Document) -> None:
         self.notes.clear()
+        target = paired_target(doc, self.path)
+        if target is not None:
+            self._apply_paired(doc, target)
+            return
         old, shape = _head_and_input(doc, self.path)
         conv = old if isinstance(old, _CONVS) else None
         layer_in = feature_size(shape, channels=conv is not None)
@@ -100,7 +159,7 @@ class ReplaceHead(Edit):
         new = build_head(
             layer_in, self.num_classes, self.hidden, self.activation, self.dropout, conv, self.seed
         )
-        new.to(dtype=_float_dtype(old), device=_real_device(old))
+        new.to(dtype=float_dtype(old), device=real_device(old))
         if self.keep_classes is not None and not getattr(doc, "is_shadow", False):
             self._copy_rows(old, new)
         self._old_classes = _out_features(old) or feature_size(doc.trace().outputs.get(self.path), bool(conv))
@@ -109,6 +168,28 @@ class ReplaceHead(Edit):
         changed = sync_class_attrs(doc.model, self.path, self._old_classes, self.num_classes)
         self._undo = (old, changed)
         self._code = (expr, layer_in, conv, changed)
+
+    def _apply_paired(self, doc: Document, target: PairedTarget) -> None:
+        """Resize the class head and every layer carrying its class count, counts kept in step."""
+        keep = kept_labels(self.keep_classes, target.background) if self.keep_classes is not None else None
+        swaps = plan_swaps(doc, target, self.num_classes, keep)
+        real = not getattr(doc, "is_shadow", False)
+        build_swaps(swaps, self.seed, copy_rows=real)
+        if keep and real and swaps[0].old.weight.is_meta:
+            self.notes.append("the old head has no real weights (meta), so no trained rows were kept")
+        exprs = [module_expr(doc.model, s.path) for s in swaps]
+        for swap in swaps:
+            swap_module(doc.model, swap.path, swap.new)
+        changed: list[tuple] = []
+        new_count = self.num_classes + int(target.background)
+        for swap in swaps:
+            found = sync_class_attrs(doc.model, swap.path, target.role.classes, new_count, target.count_attrs)
+            changed += [c for c in found if all(c[0] is not d[0] or c[1] != d[1] for d in changed)]
+        self._old_classes = target.user_classes
+        unit = "keypoints" if target.role.role == "keypoint logits" else "classes"
+        self._paired = (target.background, len(swaps) - 1, unit)
+        self._undo = (swaps, changed)
+        self._code = (exprs, changed)
 
     def _copy_rows(self, old: nn.Module, new: nn.Module) -> None:
         keep = class_indices(self.keep_classes)
@@ -122,11 +203,21 @@ class ReplaceHead(Edit):
 
     def _revert(self, doc: Document) -> None:
         old, changed = self._undo
-        swap_module(doc.model, self.path, old)
+        if isinstance(old, list):  # paired layers
+            for swap in reversed(old):
+                swap_module(doc.model, swap.path, swap.old)
+        else:
+            swap_module(doc.model, self.path, old)
         restore_attrs(changed)
 
     def code(self) -> list[str]:
         """``model.fc = nn.Linear(512, 10)`` and friends (sizes as the trace saw them)."""
+        if isinstance(self._undo[0], list):
+            exprs, changed = self._code
+            lines = [f"torch.manual_seed({self.seed})"] if self.seed is not None else []
+            for swap, expr in zip(self._undo[0], exprs, strict=True):
+                lines += layer_code(swap, expr)
+            return lines + attr_code(changed)
         expr, layer_in, conv, changed = self._code
         lines = [f"torch.manual_seed({self.seed})"] if self.seed is not None else []
         built = head_code(layer_in, self.num_classes, self.hidden, self.activation, self.dropout, conv)
@@ -269,8 +360,14 @@ def _index_code(keep: list[int]) -> str:
     return repr(keep)
 
 
-def sync_class_attrs(model: nn.Module, path: str, old: int | None, new: int) -> list[tuple]:
-    """Keep ``num_classes`` / wrapper ``out_features`` on the head's ancestors equal to the new count."""
+def sync_class_attrs(
+    model: nn.Module,
+    path: str,
+    old: int | None,
+    new: int,
+    attrs: tuple[str, ...] = ("num_classes", "out_features"),
+) -> list[tuple]:
+    """Keep ``num_classes`` / wrapper ``out_features`` (or ``attrs``) on the head's ancestors in step."""
     changed: list[tuple] = []  # (owner module, attribute, old value, owner path)
     if old is None:
         return changed
@@ -278,7 +375,7 @@ def sync_class_attrs(model: nn.Module, path: str, old: int | None, new: int) -> 
     for depth in range(len(parts)):
         owner_path = ".".join(parts[:depth])
         owner = model.get_submodule(owner_path)
-        for attr in ("num_classes", "out_features"):
+        for attr in attrs:
             if isinstance(owner, (nn.Linear, *_CONVS)) or getattr(owner, attr, None) != old:
                 continue
             changed.append((owner, attr, old, owner_path))
@@ -347,15 +444,3 @@ def _block_warnings(path: str, module: nn.Module) -> list[str]:
 def _out_features(module: nn.Module) -> int | None:
     value = getattr(module, "out_features", None) or getattr(module, "out_channels", None)
     return int(value) if isinstance(value, int) else None
-
-
-def _float_dtype(module: nn.Module) -> torch.dtype:
-    for p in module.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return torch.get_default_dtype()
-
-
-def _real_device(module: nn.Module) -> torch.device:
-    p = next(module.parameters(), None)
-    return torch.device("cpu") if p is None or p.is_meta else p.device

@@ -34,12 +34,19 @@ class Origin:
 class Document:
     """An opened model. Edits change ``model``; everything shown is derived from it."""
 
-    def __init__(self, model: nn.Module, origin: Origin, input_shape: tuple[int, ...] | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        origin: Origin,
+        input_shape: tuple[int, ...] | None = None,
+        trace: Trace | None = None,
+    ) -> None:
+        """``trace`` may hand over a trace of an identical model (a structural copy), saving a forward."""
         self.model = model
         self.origin = origin
         self.input_shape: tuple[int, ...] = tuple(input_shape or default_input_shape(model))
         self.edits: list[Any] = []
-        self._trace: Trace | None = None
+        self._trace: Trace | None = trace
         self._tree: ModuleNode | None = None
 
     @property
@@ -92,7 +99,9 @@ class Document:
     def heads(self) -> list[HeadInfo]:
         """Detected heads, primary first; empty for a headless model (feature extractor)."""
         trace = self.trace()
-        return [describe_head(self.model, p, trace.inputs, trace.outputs) for p in trace.heads]
+        return [
+            describe_head(self.model, p, trace.inputs, trace.outputs, trace.roles.get(p)) for p in trace.heads
+        ]
 
     @property
     def head(self) -> HeadInfo | None:
