@@ -8,6 +8,8 @@ from PySide6.QtCore import QEvent, QTimer, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QWidget
 
+from headstudio.core.model.shape_text import format_shape as shape_text
+
 from .head_editor_form import ADD, CUT, REMOVE, HeadEditorForm
 from .previews import (
     InputProblem,
@@ -119,9 +121,17 @@ class HeadEditor(HeadEditorForm):
 
     def _keep_classes(self, classes: int) -> Any:
         """The trained rows to keep: the first min(old, new) classes of the current head."""
-        head = self._head_info()
-        old = getattr(head, "out_features", None) or classes
-        return min(old, classes)  # the core keeps the first N classes' rows
+        old = self._class_count(self._head_info()) or classes
+        return min(old, classes)  # the core keeps the first N classes' rows (a detector's background too)
+
+    def _class_count(self, head: Any) -> int | None:
+        """Classes as the user counts them: a detector's per-anchor classes without background."""
+        doc = self.controller.document
+        if doc is None or head is None:
+            return None
+        from headstudio.core.edits.paired import class_count
+
+        return class_count(doc, head.path) or head.out_features
 
     def _require_head(self) -> str:
         if not self.head_path:
@@ -174,12 +184,19 @@ class HeadEditor(HeadEditorForm):
         self.previewOutput.setText(f"{format_shape(p.output_before)} → {format_shape(p.output_after)}")
         self.previewParams.setText(format_delta(p.params_before, p.params_after))
         self.previewTrainable.setText(format_delta(p.trainable_before, p.trainable_after))
+        layers = getattr(p, "layers", [])
+        self.previewLayers.setText(
+            "\n".join(f"{path}: {shape_text(a)} → {shape_text(b)}" for path, a, b in layers)
+        )
+        hidden_sizes = any(after != p.output_after for _, _, after in layers)  # a detector's classes
+        self.previewLayers.setVisible(len(layers) > 1 or hidden_sizes)
         self._show_messages(list(p.problems), list(p.warnings))
         self.applyButton.setEnabled(bool(p.ok) and self.ready)
 
     def _show_problems(self, problems: list[str], warnings: list[str]) -> None:
         for label in (self.previewOutput, self.previewParams, self.previewTrainable):
             label.setText("—")
+        self.previewLayers.setVisible(False)
         self._show_messages(problems, warnings)
         self.applyButton.setEnabled(False)
 
@@ -304,9 +321,10 @@ class HeadEditor(HeadEditorForm):
     def _follow_head(self, path: str, head: Any) -> None:
         """A newly shown head starts the class count at its current number of outputs."""
         key = (id(self.controller.document), path)
-        if head is not None and head.out_features and key != self._shown_head:
+        count = self._class_count(head)
+        if head is not None and count and key != self._shown_head:
             self._shown_head = key
-            self.numClasses.setValue(head.out_features)
+            self.numClasses.setValue(count)
             self._chosen = False
 
     def _on_selection(self, path: str) -> None:

@@ -102,6 +102,12 @@ def paired_target(doc: Document, path: str) -> PairedTarget | None:
     return PairedTarget(target, role, partners, _has_background(doc.model, target, role))
 
 
+def class_count(doc: Document, path: str) -> int | None:
+    """The class count a user would type for the dense head at ``path`` (background not counted)."""
+    target = paired_target(doc, path)
+    return None if target is None else target.user_classes
+
+
 def not_a_class_head(doc: Document, path: str) -> str | None:
     """A one-line problem when ``path`` is a box regression / objectness head, naming the class head."""
     role = doc.trace().roles.get(path)
