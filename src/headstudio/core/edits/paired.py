@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from headstudio.core.errors import EditError
+from headstudio.core.model.dense_heads import DENSE_RULES
 from headstudio.core.model.heads import ROLE_RANK, HeadRole
 from headstudio.core.modules import float_dtype, real_device
 
@@ -85,8 +86,6 @@ class PairedTarget:
 def paired_target(doc: Document, path: str) -> PairedTarget | None:
     """The dense head at (or inside) ``path`` and the heads that carry its class count; None otherwise."""
     roles = doc.trace().roles
-    if not _is_dense(doc):
-        return None
     target = path if path in roles else _class_head_inside(roles, path)
     if target is None:
         return None
@@ -99,6 +98,10 @@ def paired_target(doc: Document, path: str) -> PairedTarget | None:
             per_class_box = r.role == "box regression" and r.anchors == 1
             if other != target and r.classes == role.classes and (r.role in CLASS_ROLES or per_class_box):
                 partners[other] = r
+    # a classifier of one main output is ReplaceHead's plain case (a distilled ViT's two heads included);
+    # dense heads, and a segmenter's classifiers that share its class map, change in step
+    if not role.rule.startswith(DENSE_RULES) and not (partners and _spatial_output(doc)):
+        return None
     return PairedTarget(target, role, partners, _has_background(doc.model, target, role))
 
 
@@ -191,11 +194,9 @@ def layer_code(swap: Swap, expr: str) -> list[str]:
     return lines
 
 
-def _is_dense(doc: Document) -> bool:
-    """Paired edits are for dense prediction: a detector's roles, or a main output with a spatial map."""
+def _spatial_output(doc: Document) -> bool:
+    """The main output is a map (a segmenter's [N, classes, H, W]), not one score per class."""
     trace = doc.trace()
-    if any(r.rule != "main output" for r in trace.roles.values()):
-        return True
     out = trace.output.get("out") if isinstance(trace.output, dict) else trace.output
     return isinstance(out, list) and len(out) >= 3 and all(isinstance(d, int) for d in out)
 

@@ -26,6 +26,8 @@ BOX_KEYS = frozenset({"boxes", "pred_boxes", "bbox", "bboxes"})
 MASK_KEYS = frozenset({"masks", "pred_masks"})
 KEYPOINT_KEYS = frozenset({"keypoints", "keypoints_scores"})
 MAIN_KEYS = ("out", "logits")
+# the rules below that read a dense-prediction head (what the paired edits work from)
+DENSE_RULES = ("output key", "anchor channels", "per-class boxes", "torchvision ")
 _DENSE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _KEY_RE = re.compile(r"\[['\"]([^'\"]+)['\"]\]$|\.(\w+)$")
 
