@@ -150,6 +150,26 @@ def build_swaps(swaps: list[Swap], seed: int | None, copy_rows: bool) -> None:
             _copy_rows(swap)
 
 
+def paired_problems(
+    doc: Document, target: PairedTarget, problems: list[str], shaped: bool, keep_classes: Any
+) -> tuple[list[str], list[str]]:
+    """(problems, warnings) of replacing ``target``: one layer per head (no MLP), kept classes that exist."""
+    if shaped:
+        problems.append(
+            f"'{target.path}' is a dense-prediction head sized per anchor and class; "
+            "replace it with a single layer (no hidden sizes or dropout)"
+        )
+    warnings = []
+    if keep_classes is not None and not problems:
+        try:
+            problems += keep_problems(target, kept_labels(keep_classes, target.background))
+        except EditError as err:
+            problems.append(str(err))
+        if doc.model.get_submodule(target.path).weight.is_meta:
+            warnings.append("the old head has no real weights (meta), so no trained rows can be kept")
+    return problems, warnings
+
+
 def keep_problems(target: PairedTarget, keep: list[int]) -> list[str]:
     """Kept classes must exist in the old head; a detector's background (class 0) is always kept."""
     old = target.role.classes or 0

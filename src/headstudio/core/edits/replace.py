@@ -13,10 +13,10 @@ from headstudio.core.edits.head_builder import ACTIVATIONS, CONVS, HeadSpec
 from headstudio.core.edits.paired import (
     PairedTarget,
     build_swaps,
-    keep_problems,
     kept_labels,
     layer_code,
     not_a_class_head,
+    paired_problems,
     paired_target,
     plan_swaps,
 )
@@ -102,7 +102,8 @@ class ReplaceHead(Edit):
                 return [*problems, wrong], []
             target = paired_target(doc, self.path)
             if target is not None:
-                return self._paired_check(doc, target, problems)
+                shaped = bool(self.hidden or self.dropout)
+                return paired_problems(doc, target, problems, shaped, self.keep_classes)
         try:
             module, shape = _head_and_input(doc, self.path)
         except EditError as err:
@@ -117,24 +118,6 @@ class ReplaceHead(Edit):
             and module.weight.is_meta
         ):
             warnings.append("the old head has no real weights (meta), so no trained rows can be kept")
-        return problems, warnings
-
-    def _paired_check(
-        self, doc: Document, target: PairedTarget, problems: list[str]
-    ) -> tuple[list[str], list[str]]:
-        if self.hidden or self.dropout:
-            problems.append(
-                f"'{target.path}' is a dense-prediction head sized per anchor and class; "
-                "replace it with a single layer (no hidden sizes or dropout)"
-            )
-        warnings = []
-        if self.keep_classes is not None and not problems:
-            try:
-                problems += keep_problems(target, kept_labels(self.keep_classes, target.background))
-            except EditError as err:
-                problems.append(str(err))
-            if doc.model.get_submodule(target.path).weight.is_meta:
-                warnings.append("the old head has no real weights (meta), so no trained rows can be kept")
         return problems, warnings
 
     def _keep_problems(self, module: nn.Module, shape: Any) -> list[str]:
