@@ -8,7 +8,7 @@ from PySide6.QtGui import QPalette
 
 from headstudio.gui.code_view import CodeView
 from headstudio.gui.head_editor import ADD, CUT, REMOVE, HeadEditor
-from headstudio.gui.previews import problem_color
+from headstudio.gui.palette import problem_color
 
 pytest_plugins = ("panel_fixtures",)
 OPEN_TIMEOUT_MS = 120_000  # opening + tracing in the background on a busy 2-core machine
@@ -216,7 +216,7 @@ def test_marking_a_timm_head_block_points_to_its_classifier_in_red(qtbot, contro
 
 def test_warnings_show_in_amber_and_do_not_block_apply(qtbot, editor, resnet):
     from headstudio.core.edits import Preview
-    from headstudio.gui.previews import warning_color
+    from headstudio.gui.palette import warning_color
 
     type_into(qtbot, editor.numClasses, "10")
     wait_preview(qtbot, editor, lambda p: p.ok)
@@ -279,10 +279,10 @@ def test_problems_stay_readable_red_in_a_dark_palette(editor):
 
 
 def test_no_preview_runs_until_the_user_sets_up_an_edit(
-    qtbot, monkeypatch, editor, open_model, resnet18_file
+    qtbot, monkeypatch, controller, editor, open_model, resnet18_file
 ):
     requested = []
-    monkeypatch.setattr(editor._runner, "request", lambda edit, doc: requested.append(edit))
+    monkeypatch.setattr(controller, "request_preview", lambda edit: requested.append(edit))
     open_model(resnet18_file, arch=RESNET18)
     editor.refresh_preview()  # what the debounce timer would do
     assert requested == []  # replacing 1000 classes by 1000 would show no change: nothing is traced

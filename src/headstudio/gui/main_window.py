@@ -10,7 +10,6 @@ from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
-    QLabel,
     QMainWindow,
     QSplitter,
     QStackedWidget,
@@ -202,7 +201,7 @@ class MainWindow(QMainWindow):
     def _on_open_failed(self, source: str, err: BaseException) -> None:
         pending = self._pending if self._pending.get("source") == source else {"source": source}
         if needs_consent(err) and not self.quiet:
-            if dialogs.ask_consent(self, source, list(getattr(err, "globals", []))):
+            if dialogs.ask_consent(self, source, list(err.globals)):
                 self.controller.open(source, pending.get("arch"), True, pending.get("input_shape"))
         elif needs_architecture(err) and not self.quiet:
             arch = dialogs.ask_architecture(self, source)
@@ -376,15 +375,14 @@ class MainWindow(QMainWindow):
             self.open(files[0])
 
 
-def _panel(module: str, name: str, controller: Any, parent: QWidget) -> QWidget:
-    """A panel from the panels' modules, constructed as ``cls(controller, parent)``; a note if missing."""
+def _panel(module: str, name: str, controller: DocumentController, parent: QWidget) -> Any:
+    """The panel class ``name`` of ``headstudio.gui.<module>`` as ``cls(controller, parent)``.
+
+    Imported here, not at the top: panels import torch, and the window appears before torch has loaded.
+    """
     import importlib
 
-    try:
-        cls = getattr(importlib.import_module(f"headstudio.gui.{module}"), name)
-    except (ImportError, AttributeError):
-        return QLabel(f"{name} is not available in this build", parent)
-    return cls(controller, parent)
+    return getattr(importlib.import_module(f"headstudio.gui.{module}"), name)(controller, parent)
 
 
 def _deliver_pending_events() -> None:

@@ -65,7 +65,9 @@ def tensor_stats(tensor: torch.Tensor) -> tuple[float, float]:
     return mean, std
 
 
-def tensor_histogram(tensor: torch.Tensor, bins: int = HISTOGRAM_BINS) -> tuple[list[float], list[float]] | None:
+def tensor_histogram(
+    tensor: torch.Tensor, bins: int = HISTOGRAM_BINS
+) -> tuple[list[float], list[float]] | None:
     """(bin edges, counts) of a tensor's values, or None for meta or empty tensors."""
     if tensor.is_meta or tensor.numel() == 0:
         return None
