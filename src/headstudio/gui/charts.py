@@ -16,6 +16,7 @@ from .controller import DocumentController
 
 BAR_WIDTH = 0.7
 MAX_LABEL = 14
+HEADROOM = 1.2  # above the tallest bar, room for the count written on it
 
 
 def short_count(n: float) -> str:
@@ -82,7 +83,7 @@ class ParamsChart(QWidget):
         ticks = [(i, _label(b.name)) for i, b in enumerate(self.blocks)]
         self.plot.getAxis("bottom").setTicks([ticks, []])
         top = max((b.total for b in self.blocks), default=1)
-        self.plot.setRange(xRange=(-0.6, max(len(xs), 1) - 0.4), yRange=(0, top * 1.12), padding=0)
+        self.plot.setRange(xRange=(-0.6, max(len(xs), 1) - 0.4), yRange=(0, top * HEADROOM), padding=0)
         self._write_totals()
         self._update_legend()
 

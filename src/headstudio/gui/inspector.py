@@ -181,6 +181,8 @@ class Inspector(QWidget):
             self._fill_stats(row, name, param)
         table.blockSignals(False)
         table.resizeColumnsToContents()
+        names = max(table.viewport().width() // 3, 80)  # long paths (the whole model) elide; tooltips tell
+        table.setColumnWidth(0, min(table.columnWidth(0), names))
         table.setUpdatesEnabled(True)
 
     def compute_statistics(self) -> None:

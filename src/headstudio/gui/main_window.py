@@ -23,6 +23,8 @@ from .status_bar import DocumentStatusBar
 from .tree_panel import ModuleTreePanel
 
 MAX_RECENT = 10
+DEFAULT_SIZE = (1280, 800)
+INSPECTOR_WIDTH = 340  # first run: the tree keeps room for all five columns at the default size
 STAGGER_MS = 5  # between steps of UI work split up so input and painting get their turn in between
 PANEL_MODULES = ("head_editor", "inspector", "charts", "commands", "code_view", "headstudio.core.edits")
 
@@ -57,7 +59,8 @@ class MainWindow(QMainWindow):
         self.status = DocumentStatusBar(self.controller, self)
         self.setStatusBar(self.status)
         self._connect()
-        self.resize(1280, 800)
+        self._on_document()  # the start page: actions that need a model start disabled
+        self.resize(*DEFAULT_SIZE)
         self._restore()
         self._refresh_recent()
         self._update_title()
@@ -92,9 +95,9 @@ class MainWindow(QMainWindow):
         if self.head_editor is None:
             self.head_editor = _panel("head_editor", "HeadEditor", ctl, self.workspace)
             self.workspace.addWidget(self.head_editor)
-            self.workspace.setStretchFactor(0, 3)
-            self.workspace.setStretchFactor(1, 2)
-            self.workspace.setSizes([640, 400])
+            self.workspace.setStretchFactor(0, 1)  # a wider window widens the tree: its columns need it
+            self.workspace.setStretchFactor(1, 0)
+            self.workspace.setSizes([800, self.head_editor.minimumSizeHint().width()])
         elif self.inspector is None:
             self.inspector = _panel("inspector", "Inspector", ctl, self.inspector_dock)
             self.inspector_dock.setWidget(self.inspector)
@@ -213,9 +216,23 @@ class MainWindow(QMainWindow):
 
             self.show_error(one_line(err))  # other failures arrive through errorRaised
 
+    def _model_actions(self) -> list[QAction]:
+        """The actions that act on an open model (disabled on the start page)."""
+        return [
+            self.action_save,
+            self.action_save_as,
+            self.action_mark_head,
+            self.tree_panel.action_go_to_head,
+            self.action_freeze,
+            self.action_code,
+        ]
+
     def _on_document(self) -> None:
         ctl = self.controller
         opened = ctl.document is not None
+        for action in self._model_actions():
+            action.setEnabled(opened)
+        self.action_freeze.setEnabled(opened and ctl.document.editable)
         self.pages.setCurrentIndex(1 if opened else 0)
         if opened:
             self._show_docks()
@@ -232,7 +249,7 @@ class MainWindow(QMainWindow):
         self._docks_wanted = []  # from now on the user's own showing and hiding stands
         if first_run:
             self.chart_dock.raise_()
-            self.resizeDocks([self.inspector_dock], [400], Qt.Orientation.Horizontal)
+            self.resizeDocks([self.inspector_dock], [INSPECTOR_WIDTH], Qt.Orientation.Horizontal)
             self.resizeDocks([self.chart_dock], [190], Qt.Orientation.Vertical)
 
     # -- editing ---------------------------------------------------------------------------------------
