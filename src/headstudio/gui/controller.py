@@ -52,7 +52,7 @@ class DocumentController(QObject):
     traceReady = Signal()  # shapes/heads recomputed in the background and available
     selectionChanged = Signal(str)  # module path selected in the tree ("" = root)
     headMarked = Signal(str)  # the user marked a module as head (defaults to the detected head)
-    busyChanged = Signal(bool, str)  # long work started/ended, with a message
+    busyChanged = Signal(int, str)  # 1/0: long work started/ended, with a message (an int: see workers)
     errorRaised = Signal(str)  # one-line user-facing message
     progressChanged = Signal(str, float)  # message, fraction 0..1 of the running task
     openFailed = Signal(str, object)  # source, the exception (the window decides: consent, arch, error)

@@ -61,6 +61,7 @@ class Inspector(QWidget):
         self._inline_stats = True
         self._stats_on_click = False
         self._pending: set[str] = set()
+        self._queued: dict[str, nn.Parameter] = {}  # statistics to read off-thread, in one task
         self._arrived: list[tuple[int, str, Any]] = []  # results not shown yet (shown in one batch)
         self._later = QTimer(self, singleShot=True, interval=FILL_DELAY_MS)
         self._later.timeout.connect(self.refresh)
@@ -130,6 +131,7 @@ class Inspector(QWidget):
         self._later.stop()
         self._generation += 1
         self._pending.clear()
+        self._queued.clear()
         doc = self.controller.document
         module = self._module(doc)
         self.parameters = dict(list(module.named_parameters())[:MAX_ROWS]) if module is not None else {}
@@ -179,6 +181,7 @@ class Inspector(QWidget):
             trainable = QTableWidgetItem("yes" if param.requires_grad else "no")
             table.setItem(row, 3, trainable)
             self._fill_stats(row, name, param)
+        self._read_queued_stats()
         table.blockSignals(False)
         table.resizeColumnsToContents()
         names = max(table.viewport().width() // 3, 80)  # long paths (the whole model) elide; tooltips tell
@@ -191,6 +194,7 @@ class Inspector(QWidget):
         self._stats_on_click = False
         for row, (name, param) in enumerate(self.parameters.items()):
             self._fill_stats(row, name, param)
+        self._read_queued_stats()
         if not self._pending:
             self.statsReady.emit()
 
@@ -204,7 +208,13 @@ class Inspector(QWidget):
             return
         for col in (MEAN, STD):
             self.paramTable.setItem(row, col, QTableWidgetItem("…"))
-        self._submit(f"stats:{name}", lambda: tensor_stats(param))
+        self._queued[name] = param
+
+    def _read_queued_stats(self) -> None:
+        """One background task for all queued parameters (hundreds for a whole model), not one each."""
+        if self._queued:
+            params, self._queued = self._queued, {}
+            self._submit("stats:", lambda: {name: tensor_stats(p) for name, p in params.items()})
 
     def _show_stats(self, row: int, stats: tuple[float, float] | None) -> None:
         for col, value in zip((MEAN, STD), stats or (math.nan, math.nan), strict=True):
@@ -284,8 +294,10 @@ class Inspector(QWidget):
                 continue  # for a module no longer shown
             self._pending.discard(key)
             kind, name = key.split(":", 1)
-            if kind == "stats" and name in rows:
-                self._show_stats(rows[name], value)
+            if kind == "stats":  # value: {name: (mean, std)}, or None when reading failed
+                for name, row in rows.items():
+                    if self.paramTable.item(row, MEAN).text() == "…":
+                        self._show_stats(row, (value or {}).get(name))
             elif kind == "hist" and name == self.histogram_name:
                 self._show_histogram(name, value)
         if not self._pending:

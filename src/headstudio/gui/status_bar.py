@@ -61,7 +61,8 @@ class DocumentStatusBar(QStatusBar):
             where = f" in {trace.failed_at}" if trace.failed_at else ""
             self.showMessage(f"shapes stop{where}: {trace.error}; try another input shape", 20000)
 
-    def _on_busy(self, busy: bool, message: str) -> None:
+    def _on_busy(self, busy: int, message: str) -> None:
+        busy = bool(busy)
         self.progress.setVisible(busy)
         self.cancel_button.setVisible(busy)
         if busy:

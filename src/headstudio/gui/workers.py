@@ -70,7 +70,10 @@ class Task(QRunnable):
 class WorkQueue(QObject):
     """Runs tasks one after another on a private thread; tracks how many are not yet delivered."""
 
-    activeChanged = Signal(bool, str)  # busy, message of the newest task
+    # busy (1 or 0), message of the newest task. Never a Python bool: PySide6 6.12 drops a reference to
+    # True/False on Python emits of a bool (Signal(bool), or any signal without receivers), and after a
+    # few thousand tasks Python aborts with "deallocating True or False".
+    activeChanged = Signal(int, str)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -97,7 +100,7 @@ class WorkQueue(QObject):
         task.signals.finished.connect(lambda result: self._deliver(task, on_done, result))
         task.signals.failed.connect(lambda err: self._deliver(task, on_error, err))
         self._tasks.append(task)
-        self.activeChanged.emit(True, message)
+        self.activeChanged.emit(1, message)
         self._pool.start(task)
         return task
 
@@ -117,7 +120,7 @@ class WorkQueue(QObject):
             if task in self._tasks:
                 self._tasks.remove(task)
             if not self._tasks:
-                self.activeChanged.emit(False, "")
+                self.activeChanged.emit(0, "")
 
 
 def one_line(err: BaseException) -> str:
