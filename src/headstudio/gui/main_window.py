@@ -249,7 +249,8 @@ class MainWindow(QMainWindow):
         self._docks_wanted = []  # from now on the user's own showing and hiding stands
         if first_run:
             self.chart_dock.raise_()
-            self.resizeDocks([self.inspector_dock], [INSPECTOR_WIDTH], Qt.Orientation.Horizontal)
+            wider = max(self.width() - DEFAULT_SIZE[0], 0) // 2  # a larger window: half to the inspector
+            self.resizeDocks([self.inspector_dock], [INSPECTOR_WIDTH + wider], Qt.Orientation.Horizontal)
             self.resizeDocks([self.chart_dock], [190], Qt.Orientation.Vertical)
 
     # -- editing ---------------------------------------------------------------------------------------
