@@ -39,6 +39,7 @@ class Document:
         self.origin = origin
         self.input_shape: tuple[int, ...] = tuple(input_shape or default_input_shape(model))
         self.edits: list[Any] = []
+        self.trace_before_edits: Trace | None = None  # the forward as opened (saving compares with it)
         self._trace: Trace | None = None
         self._tree: ModuleNode | None = None
 
@@ -61,6 +62,8 @@ class Document:
 
     def apply(self, edit: Any) -> None:
         """Apply an edit (see core.edits) and record it in ``edits``."""
+        if not self.edits and self.editable:
+            self.trace_before_edits = self.trace()
         edit.apply(self)
         self.edits.append(edit)
         self.changed()
