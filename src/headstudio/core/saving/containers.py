@@ -59,7 +59,9 @@ class WeightsChange:
             return True
         if rel in self.after:
             return False
-        return rel.rsplit(".", 1)[-1] not in _BUFFER_LEAVES
+        value = self.before.get(rel)
+        floating = value is None or value.is_floating_point()
+        return floating and rel.rsplit(".", 1)[-1] not in _BUFFER_LEAVES
 
 
 def same_tensor(a: Any, b: Any) -> bool:

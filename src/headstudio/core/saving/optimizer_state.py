@@ -55,8 +55,8 @@ def _param_keys(state: Mapping, change: WeightsChange, model_state: Mapping) -> 
         rel = k[len(change.prefix) :] if k.startswith(change.prefix) else None
         if rel is not None and rel in model_state:
             param = change.is_param(rel)
-        else:
-            param = k.rsplit(".", 1)[-1] not in _BUFFER_LEAVES
+        else:  # outside the model (other modules, counters such as n_averaged): parameters are floats
+            param = v.is_floating_point() and k.rsplit(".", 1)[-1] not in _BUFFER_LEAVES
         ident = (v.data_ptr(), tuple(v.shape), v.dtype) if v.numel() else (id(v),)
         if param and ident not in seen:
             seen.add(ident)
