@@ -38,7 +38,9 @@ def test_torch_names_keep_the_container(cli, lit_ckpt, tmp_path, name):
 
 def test_a_format_that_contradicts_the_name_is_one_line_and_writes_nothing(cli, lit_ckpt, tmp_path):
     out = tmp_path / "edited.ckpt"
-    result = cli("edit", lit_ckpt, "--arch", LIT_ARCH, "--replace-head", "3", "--format", "safetensors", "-o", out)
+    result = cli(
+        "edit", lit_ckpt, "--arch", LIT_ARCH, "--replace-head", "3", "--format", "safetensors", "-o", out
+    )
     assert result.status == 1 and result.err.count("\n") == 1 and "misname" in result.err
     assert os.listdir(tmp_path) == []
 
@@ -47,5 +49,7 @@ def test_edit_refuses_to_save_a_model_whose_forward_the_edit_breaks(cli, tmp_pat
     out = tmp_path / "out.pt"
     result = cli("edit", "container_zoo:HeadFeedsLayer", "--head", "fc", "--replace-head", "3", "-o", out)
     assert result.status == 1 and result.err.count("\n") == 1
-    assert "forward fails after the edits at 'calibrate'" in result.err and "nothing was written" in result.err
+    assert (
+        "forward fails after the edits at 'calibrate'" in result.err and "nothing was written" in result.err
+    )
     assert os.listdir(tmp_path) == []

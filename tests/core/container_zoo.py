@@ -151,8 +151,8 @@ def make_torchvision_checkpoint(folder: Path, momentum: float = 0.9) -> Path:
         ema.update_parameters(model)
     sched.step()
     args = argparse.Namespace(model="mobilenet_v3_small", num_classes=10, lr=0.1, epochs=3)
-    container = {"model": model.state_dict(), "optimizer": opt.state_dict(), "lr_scheduler": sched.state_dict(),
-                 "epoch": 1, "args": args, "model_ema": ema.state_dict()}  # fmt: skip
+    container = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": 1, "args": args,
+                 "lr_scheduler": sched.state_dict(), "model_ema": ema.state_dict()}  # fmt: skip
     path = folder / ("checkpoint.pth" if momentum else "plain_sgd.pth")
     torch.save(container, path)
     return path

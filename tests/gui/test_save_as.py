@@ -1,4 +1,4 @@
-"""The app's Save As: the file name decides the format unless a format is picked; contradictions are refused."""
+"""The app's Save As: the name decides the format unless a format is picked; contradictions are refused."""
 
 from __future__ import annotations
 
@@ -36,7 +36,10 @@ def test_the_default_filter_lets_the_typed_name_decide(monkeypatch, tmp_path):
     for typed, expected in (("x.ckpt", "x.ckpt"), ("x", "x.ckpt")):
         answer = (str(tmp_path / typed), default)
         monkeypatch.setattr(dialogs.QFileDialog, "getSaveFileName", lambda *args, a=answer: a)
-        assert dialogs.ask_save_path(None, str(tmp_path / "m-edited.ckpt")) == (str(tmp_path / expected), None)
+        assert dialogs.ask_save_path(None, str(tmp_path / "m-edited.ckpt")) == (
+            str(tmp_path / expected),
+            None,
+        )
 
 
 @pytest.mark.parametrize("suffix", [".ckpt", ".pt", ".pth", ".tar", ".safetensors"])

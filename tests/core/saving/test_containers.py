@@ -61,7 +61,9 @@ def test_lightning_ema_copy_is_edited_from_its_own_values_and_resumes(lightning_
     out = tmp_path / "edited.ckpt"
     _, report = edited(lightning_ema_ckpt, LIT_ARCH, out, ReplaceHead("fc", 4, keep_classes=[0, 2]))
     src, saved = load(lightning_ema_ckpt), load(out)
-    assert not torch.equal(src["state_dict"]["model.fc.weight"], src["current_model_state"]["model.fc.weight"])
+    assert not torch.equal(
+        src["state_dict"]["model.fc.weight"], src["current_model_state"]["model.fc.weight"]
+    )
     for key in ("state_dict", "current_model_state"):
         assert torch.equal(saved[key]["model.fc.weight"][:2], src[key]["model.fc.weight"][[0, 2]])
         assert torch.equal(saved[key]["model.fc.bias"][:2], src[key]["model.fc.bias"][[0, 2]])
@@ -83,7 +85,9 @@ def test_timm_checkpoint_loads_with_and_without_ema_and_resumes(timm_ckpt, tmp_p
     from timm.models import load_checkpoint, resume_checkpoint
 
     out = tmp_path / "edited.pth.tar"
-    _, report = edited(timm_ckpt, "timm:test_resnet(num_classes=10)", out, ReplaceHead("fc", 3, keep_classes=3))
+    _, report = edited(
+        timm_ckpt, "timm:test_resnet(num_classes=10)", out, ReplaceHead("fc", 3, keep_classes=3)
+    )
     src = load(timm_ckpt)
     for use_ema, key in ((True, "state_dict_ema"), (False, "state_dict")):
         model = timm.create_model("test_resnet", pretrained=False, num_classes=3).eval()
@@ -216,3 +220,22 @@ def test_a_model_whose_forward_breaks_after_the_edit_is_never_written(tmp_path):
     with pytest.raises(SaveError, match="forward fails after the edits at 'calibrate'"):
         save(doc, tmp_path / "broken.safetensors")
     assert os.listdir(tmp_path) == []
+
+
+def test_a_weight_copy_that_lies_about_its_shapes_is_kept_as_it_was_with_a_note(tmp_path):
+    path = tiny_container(tmp_path, lambda p: torch.optim.SGD(p, lr=0.1))
+    container = torch.load(path, weights_only=True)
+    container["model_ema"] = {f"module.{k}": torch.zeros(2) for k in container["model"]}
+    torch.save(container, path)
+    _, report = edited(path, LIT_ARCH, tmp_path / "out.pth", ReplaceHead("fc", 3))
+    assert torch.equal(load(tmp_path / "out.pth")["model_ema"]["module.fc.weight"], torch.zeros(2))
+    assert any("kept 'model_ema' as it was" in w for w in report.warnings)
+
+
+def test_an_mlp_head_says_the_hyper_parameters_cannot_rebuild_it(lightning_ckpt, tmp_path):
+    _, report = edited(lightning_ckpt, LIT_ARCH, tmp_path / "out.ckpt", ReplaceHead("fc", 3, hidden=(16,)))
+    assert any("'hyper_parameters' cannot describe" in w for w in report.warnings)
+    saved = load(tmp_path / "out.ckpt")
+    assert saved["headstudio"]["recipe"] and saved["optimizer_states"][0]["param_groups"][0][
+        "params"
+    ] == list(range(8))

@@ -16,13 +16,23 @@ from typing import Any
 
 import torch
 
+from headstudio.core.errors import SaveError
 from headstudio.core.model.document import Document
 from headstudio.core.saving.optimizer_state import sync_optimizers
 
 RECORD_KEY = "headstudio"  # top-level key of an edited container: the recipe and the fields changed
-CLASS_FIELDS = ("num_classes", "num_labels", "n_classes", "nb_classes", "num_class", "n_class", "out_features")
+CLASS_FIELDS = (
+    "num_classes",
+    "num_labels",
+    "n_classes",
+    "nb_classes",
+    "num_class",
+    "n_class",
+    "out_features",
+)
 METADATA_KEYS = ("hyper_parameters", "hparams", "args", "cfg", "config")
 _BUFFER_LEAVES = ("running_mean", "running_var", "num_batches_tracked")
+_KEPT_BY_CLASS_COUNT = ("replace_head", "set_trainable", "freeze_backbone")  # a class count says it all
 
 
 @dataclass
@@ -113,14 +123,18 @@ def edited_container(
     from headstudio.core.saving.weight_copies import edited_copy
 
     changes: list[str] = []
-    for path, prefix in weight_copies(container, key, change.before):
+    copies = weight_copies(container, key, change.before)
+    for path in stale_copies(container, key, change.before, copies):
+        notes.append(f"kept '{path}' as it was: it names the model's layers but not with its shapes")
+    for path, prefix in copies:
         copy = get_at(container, path)
         state = edited_copy(doc, change, {k: copy[prefix + k] for k in change.before}, notes)
         out = replace_at(out, path, splice(copy, prefix, set(change.before), state))
         changes.append(f"edited the weight copy '{'.'.join(path)}' in step with the model")
     for name in METADATA_KEYS:
         if name in out:
-            out[name] = _class_fields(out[name], class_count_changes(doc, change), name, changes, notes)
+            out[name] = _class_fields(out[name], class_count_changes(doc, change), name, changes)
+            notes.extend(_rebuild_notes(doc, name))
     changes += sync_optimizers(out, change, get_at(container, key), weights, notes)
     notes.extend(c for c in changes if c not in notes)
     out[RECORD_KEY] = {"recipe": recipe, "changes": changes}
@@ -140,6 +154,52 @@ def weight_copies(container: Mapping, main: tuple[str, ...], before: Mapping) ->
         if prefix is not None:
             found.append((path, prefix))
     return found
+
+
+def stale_copies(container: Mapping, main: tuple[str, ...], before: Mapping, copies: list) -> list[str]:
+    """Dicts that name most of the model's keys but do not fit its weights (a copy that lies): kept as is."""
+    names = {k.rsplit(".", 2)[-2] + "." + k.rsplit(".", 1)[-1] if "." in k else k for k in before}
+    found = []
+    for path, value in _mappings(container, ()):
+        if path == main or any(path == p for p, _ in copies) or len(value) < len(before) // 2:
+            continue
+        tails = {
+            k.rsplit(".", 2)[-2] + "." + k.rsplit(".", 1)[-1]
+            for k in value
+            if isinstance(k, str) and "." in k
+        }
+        if len(names & tails) >= max(1, len(names) // 2):
+            found.append(".".join(path))
+    return found
+
+
+def check_copies(doc: Document, written: Mapping, key: tuple[str, ...], prefix: str) -> int:
+    """Every weight copy of the source is, in ``written``, a copy of the model's weights; how many."""
+    ckpt = doc.origin.checkpoint
+    source = ckpt.container if ckpt is not None and ckpt.container is not None else {}
+    before = {k[len(prefix) :]: v for k, v in (ckpt.state_dict or {}).items() if k.startswith(prefix)}
+    after = doc.model.state_dict()
+    copies = weight_copies(source, key, before) if before else []
+    for path, copy_prefix in copies:
+        value = get_at(written, path)
+        if not all(_fits(value.get(copy_prefix + n), t) for n, t in after.items()):
+            raise SaveError(
+                f"verification failed: the weight copy '{'.'.join(path)}' does not match the model"
+            )
+    return len(copies)
+
+
+def _rebuild_notes(doc: Document, name: str) -> list[str]:
+    """Edits a library cannot express in its hyper-parameters: its own builder makes the old structure."""
+    rebuilt = [
+        e for e in doc.edits if getattr(e, "kind", "") not in _KEPT_BY_CLASS_COUNT or getattr(e, "hidden", ())
+    ]
+    if not rebuilt:
+        return []
+    return [
+        f"'{name}' cannot describe '{rebuilt[0].describe()}': a model built from it has the old structure; "
+        "load these weights into the edited model (strict=False loading drops the new layers)"
+    ]
 
 
 def _mappings(node: Mapping, path: tuple[str, ...], depth: int = 4) -> Iterator[tuple[tuple, Mapping]]:
@@ -198,22 +258,27 @@ def class_count_changes(doc: Document, change: WeightsChange) -> dict[int, int]:
     return {old: new for old, new in counts.items() if new > 0 and new != old}
 
 
-def _class_fields(value: Any, counts: dict[int, int], where: str, changes: list[str], notes: list[str]) -> Any:
-    """``value`` (dict or argparse.Namespace, nested) with class-count fields equal to an old head size updated."""
+def _class_fields(value: Any, counts: dict[int, int], where: str, changes: list[str]) -> Any:
+    """``value`` (a dict or Namespace, nested) with class-count fields equal to an old head size updated."""
     if isinstance(value, argparse.Namespace):
         fields = vars(value)
-        new = _class_fields(fields, counts, where, changes, notes)
+        new = _class_fields(fields, counts, where, changes)
         return value if new is fields else argparse.Namespace(**new)
     if not isinstance(value, Mapping) or not counts:
         return value
     out = dict(value)
     for name, field in value.items():
         here = f"{where}.{name}"
-        if name in CLASS_FIELDS and isinstance(field, int) and not isinstance(field, bool) and field in counts:
+        if (
+            name in CLASS_FIELDS
+            and isinstance(field, int)
+            and not isinstance(field, bool)
+            and field in counts
+        ):
             out[name] = counts[field]
             changes.append(f"changed {here} from {field} to {counts[field]} (it held the old head size)")
         elif isinstance(field, (Mapping, argparse.Namespace)):
-            out[name] = _class_fields(field, counts, here, changes, notes)
+            out[name] = _class_fields(field, counts, here, changes)
     if all(out[name] is field for name, field in value.items()):
         return value
     try:

@@ -12,16 +12,21 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from headstudio.core.errors import HeadStudioError, Progress, SaveError, first_line
+from headstudio.core.errors import HeadStudioError, Progress, SaveError, UnsafeCheckpointError, first_line
 from headstudio.core.model.document import Document
 from headstudio.core.opening.checkpoints import RECIPE_KEY, read_checkpoint
 from headstudio.core.opening.safetensors_file import Readback, write_safetensors
 from headstudio.core.opening.weights import align_keys
-from headstudio.core.saving.containers import WeightsChange, edited_container, replace_at, splice
+from headstudio.core.saving.containers import (
+    WeightsChange,
+    check_copies,
+    edited_container,
+    replace_at,
+    splice,
+)
 
 _PREFIX_NOTE = re.compile(r"stripped key prefix '([^']*)'")
 
@@ -65,7 +70,7 @@ def write_state_dict(doc: Document, temp: Path, notes: list[str], progress: Prog
 
 
 def write_checkpoint(doc: Document, temp: Path, notes: list[str], progress: Progress) -> None:
-    """The source's training checkpoint with its weights, weight copies, class counts and optimizers edited."""
+    """The source's training checkpoint, its weights, weight copies, class counts and optimizers edited."""
     ckpt = doc.origin.checkpoint
     if ckpt is None or ckpt.container is None:
         raise SaveError("the source is not a training checkpoint; save as .safetensors or .pt instead")
@@ -175,6 +180,20 @@ def verify_reopened(doc: Document, temp: Path, notes: list[str], compare: Callab
     return count
 
 
+def verify_checkpoint(doc: Document, temp: Path, notes: list[str]) -> int:
+    """As ``verify_reopened``, and every weight copy (EMA...) read back fits the model's weights."""
+    count = verify_reopened(doc, temp, notes)
+    ckpt = doc.origin.checkpoint
+    if ckpt is not None and ckpt.module is None and ckpt.container is not None:
+        prefix = next((m[1] for n in doc.origin.notes if (m := _PREFIX_NOTE.search(n))), "")
+        try:
+            written = read_checkpoint(temp).container or {}
+        except UnsafeCheckpointError:  # the source's own classes, loaded with consent; weights checked above
+            return count
+        count += check_copies(doc, written, ckpt.key, prefix) * len(model_state(doc))
+    return count
+
+
 def verify_full(doc: Document, temp: Path, notes: list[str]) -> int:
     """Unpickle our own file (we just wrote it, so loading its code is safe) and compare."""
     with _quiet():
@@ -275,7 +294,7 @@ WRITERS: dict[str, Callable[[Document, Path, list[str], Progress], None]] = {
 VERIFIERS: dict[str, Callable[[Document, Path, list[str]], int]] = {
     "safetensors": verify_safetensors,
     "state_dict": verify_reopened,
-    "checkpoint": verify_reopened,
+    "checkpoint": verify_checkpoint,
     "full": verify_full,
     "torchscript": verify_torchscript,
     "export": verify_export,

@@ -37,7 +37,9 @@ def sync_optimizers(
             container[name] = _synced(value, str(name), (old, new, kept, shapes), changes, notes)
         elif isinstance(value, list) and value and all(_is_optimizer(v) for v in value):
             context = (old, new, kept, shapes)
-            container[name] = [_synced(v, f"{name}[{i}]", context, changes, notes) for i, v in enumerate(value)]
+            container[name] = [
+                _synced(v, f"{name}[{i}]", context, changes, notes) for i, v in enumerate(value)
+            ]
     return changes
 
 
@@ -102,7 +104,9 @@ def _state_mismatch(state: Mapping, flat: list[int], old: list[str], shapes: dic
     for position, index in enumerate(flat):
         for field, value in state.get(index, {}).items():
             if isinstance(value, torch.Tensor) and value.ndim and tuple(value.shape) != shapes[old[position]]:
-                return f"its '{field}' for parameter {index} is {list(value.shape)}, not {old[position]}'s shape"
+                return (
+                    f"its '{field}' for parameter {index} is {list(value.shape)}, not {old[position]}'s shape"
+                )
     return None
 
 
@@ -136,7 +140,9 @@ def _remapped(osd: Mapping, name: str, old: list, new: list, kept: dict, changes
             f"{len(fresh)} new or replaced parameter(s) ({', '.join(fresh[:2])}) start with fresh state"
         )
     else:
-        changes.append(f"'{name}': param_groups now list the model's {len(new)} parameters (no state to keep)")
+        changes.append(
+            f"'{name}': param_groups now list the model's {len(new)} parameters (no state to keep)"
+        )
     return {**osd, "state": out_state, "param_groups": out_groups}
 
 
