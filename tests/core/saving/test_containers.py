@@ -89,6 +89,7 @@ def test_timm_checkpoint_loads_with_and_without_ema_and_resumes(timm_ckpt, tmp_p
         timm_ckpt, "timm:test_resnet(num_classes=10)", out, ReplaceHead("fc", 3, keep_classes=3)
     )
     src = load(timm_ckpt)
+    assert not torch.equal(src["state_dict"]["fc.weight"], src["state_dict_ema"]["fc.weight"])
     for use_ema, key in ((True, "state_dict_ema"), (False, "state_dict")):
         model = timm.create_model("test_resnet", pretrained=False, num_classes=3).eval()
         load_checkpoint(model, str(out), use_ema=use_ema)

@@ -57,7 +57,6 @@ def _alike(a: torch.Tensor | None, b: torch.Tensor | None, want: torch.Tensor) -
 def _replayed(doc: Document, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
     """The source architecture over ``state`` with the document's edits replayed; None if impossible."""
     from headstudio.core.edits import edit_from_json
-    from headstudio.core.errors import HeadStudioError
 
     model = _source_model(doc, state)
     if model is None:
@@ -68,7 +67,7 @@ def _replayed(doc: Document, state: Mapping[str, torch.Tensor]) -> dict[str, tor
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(_SEED)
                 replay.apply(edit_from_json(edit.to_json()))
-    except HeadStudioError:
+    except Exception:  # any edit that cannot replay here: the caller takes the model's values and says so
         return None
     return replay.model.state_dict()
 
