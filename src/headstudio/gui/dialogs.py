@@ -23,6 +23,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from headstudio.core.kinds import open_filter
+
 SAVE_FILTERS = {  # the first, the default, lets the name decide (.ckpt/.pt/.pth/.tar keep a container)
     "By file name (*.safetensors *.ckpt *.pt *.pth *.tar *.pt2)": None,
     "Safetensors (*.safetensors)": "safetensors",
@@ -153,7 +155,7 @@ def ask_open_path(parent: QWidget | None, directory: str = "") -> str | None:
         parent,
         "Open checkpoint",
         directory,
-        "Checkpoints (*.pt *.pth *.bin *.ckpt *.tar *.safetensors *.pt2);;All files (*)",
+        open_filter(),
     )
     return path or None
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from headstudio.core.edits import FreezeBackbone, ReplaceHead, SetTrainable
 from headstudio.core.errors import SaveError
 from headstudio.core.model.document import Document
 from headstudio.core.saving.optimizer_state import sync_optimizers
@@ -32,7 +33,7 @@ CLASS_FIELDS = (
 )
 METADATA_KEYS = ("hyper_parameters", "hparams", "args", "cfg", "config")
 _BUFFER_LEAVES = ("running_mean", "running_var", "num_batches_tracked")
-_KEPT_BY_CLASS_COUNT = ("replace_head", "set_trainable", "freeze_backbone")  # a class count says it all
+_KEPT_BY_CLASS_COUNT = (ReplaceHead, SetTrainable, FreezeBackbone)  # a class count says all they change
 
 
 @dataclass
@@ -192,7 +193,9 @@ def check_copies(doc: Document, written: Mapping, key: tuple[str, ...], prefix: 
 def _rebuild_notes(doc: Document, name: str) -> list[str]:
     """Edits a library cannot express in its hyper-parameters: its own builder makes the old structure."""
     rebuilt = [
-        e for e in doc.edits if getattr(e, "kind", "") not in _KEPT_BY_CLASS_COUNT or getattr(e, "hidden", ())
+        e
+        for e in doc.edits
+        if not isinstance(e, _KEPT_BY_CLASS_COUNT) or (isinstance(e, ReplaceHead) and e.hidden)
     ]
     if not rebuilt:
         return []
@@ -244,7 +247,7 @@ def class_count_changes(doc: Document, change: WeightsChange) -> dict[int, int]:
     """Old head size -> new class count, for every ReplaceHead on a head the source had weights for."""
     per_head: dict[str, list[int]] = {}
     for edit in doc.edits:
-        if getattr(edit, "kind", "") != "replace_head":
+        if not isinstance(edit, ReplaceHead):
             continue
         if edit.path in per_head:
             per_head[edit.path][1] = edit.num_classes

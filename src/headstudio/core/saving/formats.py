@@ -6,7 +6,6 @@ returning how many it checked. Both raise SaveError with one line when they cann
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
@@ -27,8 +26,6 @@ from headstudio.core.saving.containers import (
     replace_at,
     splice,
 )
-
-_PREFIX_NOTE = re.compile(r"stripped key prefix '([^']*)'")
 
 
 @contextmanager
@@ -77,7 +74,7 @@ def write_checkpoint(doc: Document, temp: Path, notes: list[str], progress: Prog
     if ckpt.module is not None:
         container = replace_at(ckpt.container, ckpt.key, doc.model)
     else:
-        prefix = next((m[1] for n in doc.origin.notes if (m := _PREFIX_NOTE.search(n))), "")
+        prefix = ckpt.key_prefix
         original = ckpt.state_dict or {}
         change = WeightsChange.of(doc, original, prefix)
         merged = splice(original, prefix, set(change.before), compact_views(change.after))
@@ -171,7 +168,7 @@ def verify_reopened(doc: Document, temp: Path, notes: list[str], compare: Callab
     except HeadStudioError as err:
         notes.append(f"reopening this file will need --arch ({err})")
         ckpt = read_checkpoint(temp)
-        found, _ = align_keys(set(expected), ckpt.state_dict or {})
+        found, _, _ = align_keys(set(expected), ckpt.state_dict or {})
         return compare(expected, found)
     count = compare(expected, reopened.model.state_dict())
     if reopened.param_counts() != doc.param_counts():
@@ -185,7 +182,7 @@ def verify_checkpoint(doc: Document, temp: Path, notes: list[str]) -> int:
     count = verify_reopened(doc, temp, notes)
     ckpt = doc.origin.checkpoint
     if ckpt is not None and ckpt.module is None and ckpt.container is not None:
-        prefix = next((m[1] for n in doc.origin.notes if (m := _PREFIX_NOTE.search(n))), "")
+        prefix = ckpt.key_prefix
         try:
             written = read_checkpoint(temp).container or {}
         except UnsafeCheckpointError:  # the source's own classes, loaded with consent; weights checked above
