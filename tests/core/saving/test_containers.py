@@ -240,3 +240,31 @@ def test_an_mlp_head_says_the_hyper_parameters_cannot_rebuild_it(lightning_ckpt,
     assert saved["headstudio"]["recipe"] and saved["optimizer_states"][0]["param_groups"][0][
         "params"
     ] == list(range(8))
+
+
+def test_weight_decay_groups_in_model_order_keep_each_parameters_state(tmp_path):
+    from timm.optim import create_optimizer_v2
+
+    path = tiny_container(tmp_path, lambda p: torch.optim.SGD(p, lr=0.1))  # its optimizer is replaced here
+    container = torch.load(path, weights_only=True)
+    net = TinyNet(10)
+    net.load_state_dict(container["model"])
+    opt = create_optimizer_v2(net, "adamw", lr=0.1, weight_decay=0.05)  # [no decay: 1-D, decay: the rest]
+    torch.nn.functional.cross_entropy(net(torch.randn(2, 3, 8, 8)), torch.tensor([1, 2])).backward()
+    opt.step()
+    container["model"], container["optimizer"] = net.state_dict(), opt.state_dict()
+    torch.save(container, path)
+
+    edited(path, LIT_ARCH, tmp_path / "out.pth", ReplaceHead("fc", 3, hidden=(16,)))
+    new = TinyNet(3)
+    new.fc = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    saved = load(tmp_path / "out.pth")
+    new.load_state_dict(saved["model"])
+    resumed = create_optimizer_v2(new, "adamw", lr=0.1, weight_decay=0.05)
+    resumed.load_state_dict(saved["optimizer"])
+    for old_param, new_param in (
+        (net.body[0].weight, new.body[0].weight),
+        (net.body[1].bias, new.body[1].bias),
+    ):
+        assert torch.equal(resumed.state[new_param]["exp_avg"], opt.state[old_param]["exp_avg"])
+    assert new.fc[0].weight not in resumed.state and new.fc[2].bias not in resumed.state

@@ -94,31 +94,87 @@ def _synced(osd: Mapping, name: str, context: tuple, changes: list[str], notes: 
             "so its entries cannot be matched to parameters; resuming from it may need a fresh optimizer"
         )
         return osd
-    mismatch = _state_mismatch(osd["state"], flat, old, shapes)
-    if mismatch:
-        return _reset(osd, name, len(new) - len(old), mismatch, changes)
-    return _remapped(osd, name, old, new, kept, changes)
+    order, reason = _old_order(osd, old, shapes)
+    if order is None:
+        return _reset(osd, name, len(new) - len(old), reason, changes)
+    return _remapped(osd, name, order, new, kept, changes)
 
 
-def _state_mismatch(state: Mapping, flat: list[int], old: list[str], shapes: dict) -> str | None:
-    for position, index in enumerate(flat):
-        for field, value in state.get(index, {}).items():
-            if isinstance(value, torch.Tensor) and value.ndim and tuple(value.shape) != shapes[old[position]]:
-                return (
-                    f"its '{field}' for parameter {index} is {list(value.shape)}, not {old[position]}'s shape"
-                )
-    return None
+def _old_order(osd: Mapping, old: list[str], shapes: dict) -> tuple[list[str] | None, str]:
+    """The old parameter at each position of the optimizer's groups, or None and why it cannot be told.
+
+    Named groups (``param_names``, torch >= 2.5) say it; otherwise each group lists its parameters in
+    the model's order (``model.parameters()`` split by a rule, as timm's weight-decay groups are), so
+    the groups interleave into the model's order: the one interleaving whose state sizes fit is taken.
+    """
+    groups, state = osd["param_groups"], osd["state"]
+    names = [n for g in groups for n in (g.get("param_names") or [])]
+    if len(names) == len(old) and set(names) == set(old):
+        return names, ""
+    if not state:
+        return list(old), ""  # nothing to move: the groups' sizes are all that must fit
+    constraints = [[_state_shape(state.get(i)) for i in g["params"]] for g in groups]
+    picks = interleave(constraints, [shapes[o] for o in old])
+    if picks is None:
+        return None, "no order of its groups fits the sizes of its state"
+    if picks == "ambiguous":
+        return None, "several orders of its groups fit the sizes of its state"
+    order: list[str] = [""] * len(old)
+    cursor = [0] * len(groups)
+    positions = [sum(len(g["params"]) for g in groups[:k]) for k in range(len(groups))]
+    for p, k in enumerate(picks):
+        order[positions[k] + cursor[k]] = old[p]
+        cursor[k] += 1
+    return order, ""
 
 
-def _remapped(osd: Mapping, name: str, old: list, new: list, kept: dict, changes: list[str]) -> Mapping:
+def _state_shape(entry: Mapping | None) -> tuple | None:
+    """The parameter shape a state entry implies (None: no sizes in it); () never fits a parameter."""
+    found = {tuple(v.shape) for v in (entry or {}).values() if isinstance(v, torch.Tensor) and v.ndim}
+    return found.pop() if len(found) == 1 else (None if not found else ())
+
+
+def interleave(groups: list[list[tuple | None]], targets: list[tuple]) -> list[int] | str | None:
+    """Which group each target comes from, each group consumed in order and fitting its shapes.
+
+    None when no interleaving fits, "ambiguous" when several do (then nothing can be trusted).
+    """
+    frontier: dict[tuple, tuple[int, Any]] = {(0,) * len(groups): (1, None)}
+    history = []
+    for shape in targets:
+        step: dict[tuple, tuple[int, Any]] = {}
+        for at, (count, _) in frontier.items():
+            for k, group in enumerate(groups):
+                i = at[k]
+                if i < len(group) and group[i] in (None, shape):
+                    nxt = (*at[:k], i + 1, *at[k + 1 :])
+                    before = step.get(nxt, (0, (at, k)))
+                    step[nxt] = (min(2, before[0] + count), before[1])
+        if not step or len(step) > 100_000:
+            return None
+        history.append(step)
+        frontier = step
+    at = tuple(len(g) for g in groups)
+    if at not in frontier:
+        return None
+    if frontier[at][0] > 1:
+        return "ambiguous"
+    picks = []
+    for step in reversed(history):
+        at, k = step[at][1]
+        picks.append(k)
+    return picks[::-1]
+
+
+def _remapped(osd: Mapping, name: str, order: list, new: list, kept: dict, changes: list[str]) -> Mapping:
     groups, state = osd["param_groups"], osd["state"]
     flat = [(i, g) for g, group in enumerate(groups) for i in group["params"]]
-    group_of = {o: g for o, (_, g) in zip(old, flat, strict=True)}
-    index_of = {o: i for o, (i, _) in zip(old, flat, strict=True)}
+    group_of = {o: g for o, (_, g) in zip(order, flat, strict=True)}
+    index_of = {o: i for o, (i, _) in zip(order, flat, strict=True)}
     origin = {n: o for o, n in kept.items() if o in index_of}
     members: list[list[str]] = [[] for _ in groups]
     for n in new:
-        members[group_of[origin[n]] if n in origin else _nearest_group(n, old, group_of)].append(n)
+        members[group_of[origin[n]] if n in origin else _nearest_group(n, order, group_of)].append(n)
     out_groups, out_state, number = [], {}, 0
     for group, names in zip(groups, members, strict=True):
         numbers = []
@@ -127,11 +183,12 @@ def _remapped(osd: Mapping, name: str, old: list, new: list, kept: dict, changes
                 out_state[number] = state[index_of[origin[n]]]
             numbers.append(number)
             number += 1
-        out_groups.append({**group, "params": numbers})
+        named = {"param_names": list(names)} if "param_names" in group else {}
+        out_groups.append({**group, "params": numbers, **named})
     fresh = [n for n in new if n not in origin]
     if not state and [len(g) for g in members] == [len(g["params"]) for g in groups]:
         return osd  # no per-parameter state (plain SGD) and the same group sizes: it still fits
-    if not fresh and len(new) == len(old) and all(n == origin.get(n) for n in new):
+    if not fresh and len(new) == len(order) and all(n == origin.get(n) for n in new):
         return osd
     with_state = sum(1 for n in new if n in origin and index_of[origin[n]] in state)
     if state:
@@ -147,16 +204,17 @@ def _remapped(osd: Mapping, name: str, old: list, new: list, kept: dict, changes
 
 
 def _nearest_group(name: str, old: list[str], group_of: dict[str, int]) -> int:
-    """The group of the old parameter sharing the longest dotted prefix with ``name`` (later wins ties)."""
+    """The group of the old parameter sharing the longest dotted prefix with ``name``, then its leaf
+    (``weight``/``bias``: weight-decay groups split by it); later parameters win ties."""
     parts = name.split(".")
 
-    def shared(other: str) -> int:
+    def shared(other: str) -> tuple[int, bool]:
         count = 0
         for a, b in zip(parts, other.split("."), strict=False):
             if a != b:
                 break
             count += 1
-        return count
+        return count, other.rsplit(".", 1)[-1] == parts[-1]
 
     best = max(reversed(old), key=shared, default=None)
     return group_of[best] if best is not None else len(set(group_of.values())) - 1
