@@ -268,3 +268,19 @@ def test_weight_decay_groups_in_model_order_keep_each_parameters_state(tmp_path)
     ):
         assert torch.equal(resumed.state[new_param]["exp_avg"], opt.state[old_param]["exp_avg"])
     assert new.fc[0].weight not in resumed.state and new.fc[2].bias not in resumed.state
+
+
+@pytest.mark.parametrize(
+    "lie",
+    [
+        lambda osd: osd.update(param_groups={"params": [0]}),
+        lambda osd: osd.update(state={"0": {"exp_avg": "not a tensor"}}),
+        lambda osd: osd["param_groups"][0].update(param_names=5),
+        lambda osd: osd["state"][0].update(exp_avg="not a tensor", exp_avg_sq=torch.zeros(3, 3)),
+    ],
+)
+def test_an_optimizer_state_that_lies_never_raises(tmp_path, lie):
+    path = tiny_container(tmp_path, lambda p: torch.optim.AdamW(p, lr=0.1), lie)
+    _, report = edited(path, LIT_ARCH, tmp_path / "out.pth", ReplaceHead("fc", 3))
+    assert any("'optimizer'" in w for w in report.warnings)
+    assert load(tmp_path / "out.pth")["model"]["fc.weight"].shape == (3, 8)

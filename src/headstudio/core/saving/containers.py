@@ -19,7 +19,7 @@ import torch
 from headstudio.core.edits import FreezeBackbone, ReplaceHead, SetTrainable
 from headstudio.core.errors import SaveError
 from headstudio.core.model.document import Document
-from headstudio.core.saving.optimizer_state import sync_optimizers
+from headstudio.core.saving.optimizer_state import BUFFER_LEAVES, sync_optimizers
 
 RECORD_KEY = "headstudio"  # top-level key of an edited container: the recipe and the fields changed
 CLASS_FIELDS = (
@@ -32,7 +32,6 @@ CLASS_FIELDS = (
     "out_features",
 )
 METADATA_KEYS = ("hyper_parameters", "hparams", "args", "cfg", "config")
-_BUFFER_LEAVES = ("running_mean", "running_var", "num_batches_tracked")
 _KEPT_BY_CLASS_COUNT = (ReplaceHead, SetTrainable, FreezeBackbone)  # a class count says all they change
 
 
@@ -72,7 +71,7 @@ class WeightsChange:
             return False
         value = self.before.get(rel)
         floating = value is None or value.is_floating_point()
-        return floating and rel.rsplit(".", 1)[-1] not in _BUFFER_LEAVES
+        return floating and rel.rsplit(".", 1)[-1] not in BUFFER_LEAVES
 
 
 def same_tensor(a: Any, b: Any) -> bool:

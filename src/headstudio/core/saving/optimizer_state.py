@@ -18,7 +18,7 @@ import torch
 if TYPE_CHECKING:
     from headstudio.core.saving.containers import WeightsChange
 
-_BUFFER_LEAVES = ("running_mean", "running_var", "num_batches_tracked")
+BUFFER_LEAVES = ("running_mean", "running_var", "num_batches_tracked")  # names of buffers, not parameters
 
 
 def sync_optimizers(
@@ -58,7 +58,7 @@ def _param_keys(state: Mapping, change: WeightsChange, model_state: Mapping) -> 
         if rel is not None and rel in model_state:
             param = change.is_param(rel)
         else:  # outside the model (other modules, counters such as n_averaged): parameters are floats
-            param = v.is_floating_point() and k.rsplit(".", 1)[-1] not in _BUFFER_LEAVES
+            param = v.is_floating_point() and k.rsplit(".", 1)[-1] not in BUFFER_LEAVES
         ident = (v.data_ptr(), tuple(v.shape), v.dtype) if v.numel() else (id(v),)
         if param and ident not in seen:
             seen.add(ident)
@@ -108,7 +108,7 @@ def _old_order(osd: Mapping, old: list[str], shapes: dict) -> tuple[list[str] | 
     the groups interleave into the model's order: the one interleaving whose state sizes fit is taken.
     """
     groups, state = osd["param_groups"], osd["state"]
-    names = [n for g in groups for n in (g.get("param_names") or [])]
+    names = [n for g in groups if isinstance(g.get("param_names"), list) for n in g["param_names"]]
     if len(names) == len(old) and set(names) == set(old):
         return names, ""
     if not state:
