@@ -284,3 +284,17 @@ def test_an_optimizer_state_that_lies_never_raises(tmp_path, lie):
     _, report = edited(path, LIT_ARCH, tmp_path / "out.pth", ReplaceHead("fc", 3))
     assert any("'optimizer'" in w for w in report.warnings)
     assert load(tmp_path / "out.pth")["model"]["fc.weight"].shape == (3, 8)
+
+
+def test_a_parameters_only_ema_copy_is_edited_and_gains_no_buffers(tmp_path):
+    path = tiny_container(tmp_path, lambda p: torch.optim.SGD(p, lr=0.1))
+    container = torch.load(path, weights_only=True)
+    torch.manual_seed(1)
+    ema = {n: torch.randn_like(p) for n, p in TinyNet(10).named_parameters()}  # exclude_buffers=True
+    container["state_dict_ema"] = ema
+    torch.save(container, path)
+    _, report = edited(path, LIT_ARCH, tmp_path / "out.pth", ReplaceHead("fc", 4, keep_classes=[1, 3]))
+    saved = load(tmp_path / "out.pth")["state_dict_ema"]
+    assert set(saved) == set(ema) and torch.equal(saved["fc.weight"][:2], ema["fc.weight"][[1, 3]])
+    assert torch.equal(saved["body.0.weight"], ema["body.0.weight"])
+    assert any("edited the weight copy 'state_dict_ema'" in w for w in report.warnings)

@@ -128,7 +128,9 @@ def edited_container(
         notes.append(f"kept '{path}' as it was: it names the model's layers but not with its shapes")
     for path, prefix in copies:
         copy = get_at(container, path)
-        state = edited_copy(doc, change, {k: copy[prefix + k] for k in change.before}, notes)
+        state = edited_copy(
+            doc, change, {k: copy[prefix + k] for k in change.before if prefix + k in copy}, notes
+        )
         out = replace_at(out, path, splice(copy, prefix, set(change.before), state))
         changes.append(f"edited the weight copy '{'.'.join(path)}' in step with the model")
     for name in METADATA_KEYS:
@@ -143,12 +145,13 @@ def edited_container(
 
 def weight_copies(container: Mapping, main: tuple[str, ...], before: Mapping) -> list[tuple[tuple, str]]:
     """(path, key prefix) of every other tensor dict holding a full copy of the model's weights (EMA...)."""
-    reference = max(before, key=len, default=None)
+    reference = max((k for k in before if _is_weight(k, before[k])), key=len, default=None)
     if reference is None:
         return []
+    weights = sum(1 for k, v in before.items() if _is_weight(k, v))
     found = []
     for path, value in _mappings(container, ()):
-        if path == main or len(value) < len(before):
+        if path == main or len(value) < weights:
             continue
         prefix = _copy_prefix(value, reference, before)
         if prefix is not None:
@@ -182,7 +185,8 @@ def check_copies(doc: Document, written: Mapping, key: tuple[str, ...], prefix: 
     copies = weight_copies(source, key, before) if before else []
     for path, copy_prefix in copies:
         value = get_at(written, path)
-        if not all(_fits(value.get(copy_prefix + n), t) for n, t in after.items()):
+        held = [n for n, t in after.items() if _is_weight(n, t) or copy_prefix + n in value]
+        if not all(_fits(value.get(copy_prefix + n), after[n]) for n in held):
             raise SaveError(
                 f"verification failed: the weight copy '{'.'.join(path)}' does not match the model"
             )
@@ -218,9 +222,22 @@ def _copy_prefix(value: Mapping, reference: str, before: Mapping) -> str | None:
         prefix = k[: len(k) - len(reference)]
         if prefix and not prefix.endswith("."):
             continue
-        if all(_fits(value.get(prefix + n), t) for n, t in before.items()):
-            return prefix
+        if all(
+            _fits(value.get(prefix + n), t)
+            for n, t in before.items()
+            if _is_weight(n, t) or prefix + n in value
+        ):
+            return prefix  # a copy may leave out buffers (timm's ModelEmaV3(exclude_buffers=True))
     return None
+
+
+def _is_weight(name: str, value: Any) -> bool:
+    """A key every copy of the weights holds: a floating tensor that is not a BatchNorm statistic."""
+    return (
+        isinstance(value, torch.Tensor)
+        and value.is_floating_point()
+        and name.rsplit(".", 1)[-1] not in BUFFER_LEAVES
+    )
 
 
 def _fits(found: Any, want: torch.Tensor) -> bool:

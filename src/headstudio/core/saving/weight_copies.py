@@ -23,14 +23,20 @@ _SEED = 0
 def edited_copy(
     doc: Document, change: WeightsChange, copy: Mapping[str, torch.Tensor], notes: list[str]
 ) -> dict[str, torch.Tensor]:
-    """The copy's state after the document's edits; untouched tensors keep the copy's own bytes."""
+    """The copy's state after the document's edits; untouched tensors keep the copy's own bytes.
+
+    A copy without buffers (an EMA of the parameters only) gets none: only parameters are written.
+    """
     out: dict[str, torch.Tensor] = {}
+    partial = len(copy) < len(change.before)
     pending = [k for k in change.after if k not in change.untouched]
-    own = _replayed(doc, copy) if pending else None
+    own = _replayed(doc, {**change.before, **copy}) if pending else None
     main = _replayed(doc, change.before) if own is not None else None
     moved = change.moved_from()
     fallback: list[str] = []
     for k, value in change.after.items():
+        if partial and k not in copy and (k in change.untouched or k not in change.params):
+            continue
         if k in change.untouched:
             out[k] = copy[k]
         elif own is not None and main is not None and _alike(own.get(k), main.get(k), value):
