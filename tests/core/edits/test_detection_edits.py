@@ -169,3 +169,17 @@ def test_edited_detector_saves_reopens_trains_and_loads_into_torchvision(tmp_pat
     builder.load_state_dict(torch.load(out, weights_only=True))
     kept = doc.model.roi_heads.box_predictor.cls_score.weight
     assert torch.equal(builder.roi_heads.box_predictor.cls_score.weight, kept)
+
+
+def test_training_checkpoint_hyper_parameters_count_the_detectors_background(tmp_path) -> None:
+    model = torchvision.models.get_model(FRCNN, weights=None, weights_backbone=None)
+    source = tmp_path / "frcnn.ckpt"  # a LightningModule holding the detector as ``self.model``
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": {"num_classes": 91}, "epoch": 3}, source)
+    doc = open_source(str(source), arch=spec_of(FRCNN), input_shape=(1, 3, 64, 64))
+    doc.apply(E.ReplaceHead(doc.head.path, 3))
+    assert doc.edits[0].class_counts() == (91, 4)
+    save(doc, tmp_path / "out.ckpt")
+    saved = torch.load(tmp_path / "out.ckpt", weights_only=True)
+    assert saved["hyper_parameters"]["num_classes"] == 4  # torchvision builds 3 classes + background
+    assert saved["state_dict"]["model.roi_heads.box_predictor.cls_score.weight"].shape == (4, 1024)

@@ -85,6 +85,14 @@ class ReplaceHead(Edit):
             return f"Replace head {self.path}: {old} → {self.num_classes} {unit}{mlp}"
         return f"Replace head {self.path} with {self.num_classes} classes{mlp}"
 
+    def class_counts(self) -> tuple[int, int] | None:
+        """(before, after) as the model's own class-count fields hold them (a detector's background
+        counted, a dense head's classes per anchor); None until applied."""
+        if self._undo is None or self._old_classes is None:
+            return None
+        background = int(self._paired[0]) if self._paired is not None else 0
+        return self._old_classes + background, self.num_classes + background
+
     def changed_paths(self) -> list[str]:
         """The layers this edit swapped (after apply): the head, or every paired layer."""
         if self._undo is None:
