@@ -103,6 +103,7 @@ class _FromHeadFile(Edit):
     def _build(self, doc: Document, at: str, like: nn.Module) -> nn.Module:
         """The head (with weights when the model has them) behind an adapter when asked for."""
         features, takes = head_fit(doc, at, self.head)
+        self._adapted_from = features
         dtype, device = _float_dtype(like), _real_device(like)
         if _needs_weights(doc):
             loaded: HeadFile = read_head_file(self._located())
@@ -140,7 +141,10 @@ class _FromHeadFile(Edit):
         return lines
 
     def _via(self) -> str:
-        return f", adapter to {self.head.get('in_features')}" if self.adapter else ""
+        if not self.adapter:
+            return ""
+        features = getattr(self, "_adapted_from", None)
+        return f", adapter {features} → {self.head.get('in_features')}" if features else ", with adapter"
 
 
 @dataclass
