@@ -39,10 +39,10 @@ class RemoveLayers(Edit):
         self.paths = (self.paths,) if isinstance(self.paths, str) else tuple(self.paths or ())
 
     def describe(self) -> str:
-        """E.g. 'Remove layer1.1' or 'Remove 4 layers (encoder.layers.8, …)'."""
+        """E.g. 'Remove layer1.1' or 'Remove 4 layers (blocks.8, …, blocks.11)'."""
         if len(self.paths) == 1:
             return f"Remove {self.paths[0]}"
-        shown = ", ".join(self.paths[:3]) + (", …" if len(self.paths) > 3 else "")
+        shown = ", ".join(self.paths) if len(self.paths) == 2 else f"{self.paths[0]}, …, {self.paths[-1]}"
         return f"Remove {len(self.paths)} layers ({shown})"
 
     def check(self, doc: Document) -> tuple[list[str], list[str]]:
