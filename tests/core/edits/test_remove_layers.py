@@ -122,7 +122,10 @@ def test_llama_decoder_layers_removed_config_and_layer_idx_follow_and_from_pretr
     assert [layer.self_attn.layer_idx for layer in model.model.layers] == [0, 1, 2, 3]
     assert "model.config.num_hidden_layers = 4" in edit.code()
     ids = torch.randint(0, 64, (1, 8))
-    assert model.generate(ids, max_new_tokens=3, min_new_tokens=3, do_sample=False).shape == (1, 11)  # the KV cache fits
+    assert model.generate(ids, max_new_tokens=3, min_new_tokens=3, do_sample=False).shape == (
+        1,
+        11,
+    )  # the KV cache fits
     model.save_pretrained(tmp_path / "cut")
     reloaded = LlamaForCausalLM.from_pretrained(tmp_path / "cut").eval()
     assert reloaded.config.num_hidden_layers == 4
