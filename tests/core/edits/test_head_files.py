@@ -1,4 +1,4 @@
-"""Heads as files: export a head, attach it to another backbone (fit / adapter), exact weights, hostile files."""
+"""Heads as files: export, attach to another backbone (fit / adapter), exact weights, hostile files."""
 
 from __future__ import annotations
 
