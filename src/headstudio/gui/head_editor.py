@@ -70,6 +70,7 @@ class HeadEditor(HeadEditorForm):
             signal.connect(self._on_input)
         self.applyButton.clicked.connect(self.apply)
         self.freezeButton.clicked.connect(self.freeze_backbone)
+        self.attachButton.clicked.connect(self.attach_from_file)
 
     def _on_input(self, *_: Any) -> None:
         self._chosen = True
@@ -237,6 +238,40 @@ class HeadEditor(HeadEditorForm):
         marked = [head] if head and head not in doc.trace().heads else None  # else every detected head
         self.controller.push_edit(edits.FreezeBackbone(bn_eval=self.bnEval.isChecked(), heads=marked))
 
+    def attach_from_file(self) -> None:
+        """Attach head from file: read and check it, show its fit (offering an adapter), push the edit."""
+        from headstudio.core import edits
+        from headstudio.core.errors import HeadStudioError
+        from headstudio.core.head_files import read_head_file
+
+        from . import attach_head
+
+        ctl = self.controller
+        if ctl.document is None or not self.head_path:
+            ctl.errorRaised.emit("mark the head to attach at first: select a module and use Mark as head")
+            return
+        path = attach_head.ask_head_path(self)
+        if not path:
+            return
+        self._runner.discard()
+        self._runner.wait()
+        ctl.wait_idle()  # the fit is read from the model's trace
+        at = self.head_path
+        try:
+            loaded = read_head_file(path)
+            features, _ = edits.head_fit(ctl.document, at, loaded.description)
+        except HeadStudioError as err:
+            ctl.errorRaised.emit(str(err))
+            return
+        choice = attach_head.ask_attach(self, loaded, at, features)
+        if choice is None:
+            return
+        recorded = (str(loaded.path.resolve()), loaded.sha256, loaded.description, choice.adapter)
+        if choice.mode == "add":
+            ctl.push_edit(edits.AddHeadFromFile(choice.name, at, *recorded))
+        else:
+            ctl.push_edit(edits.ReplaceHeadFromFile(at, *recorded))
+
     # ----- controller signals
     @property
     def ready(self) -> bool:
@@ -275,6 +310,7 @@ class HeadEditor(HeadEditorForm):
 
     def _update_buttons(self) -> None:
         self.freezeButton.setEnabled(self.ready)
+        self.attachButton.setEnabled(self.ready)
         if not self.ready:
             self.applyButton.setEnabled(False)
 
