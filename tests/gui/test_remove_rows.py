@@ -1,10 +1,9 @@
-"""Remove on selected tree rows: Delete key and context menu, one undoable RemoveLayers, refusals explained."""
+"""Remove on selected tree rows: Delete key and context menu, one undoable RemoveLayers, refusals."""
 
 from __future__ import annotations
 
 import pytest
 from PySide6.QtCore import QItemSelectionModel, Qt
-from PySide6.QtWidgets import QMenu
 
 from headstudio.gui.tree_panel import ModuleTreePanel
 
@@ -51,20 +50,14 @@ def test_delete_key_removes_the_selected_blocks_and_undo_brings_them_back(qtbot,
     assert panel._proxy_index("layer3.1").isValid()
 
 
-def test_context_menu_offers_remove_for_the_selection(qtbot, controller, panel, monkeypatch):
+def test_context_menu_offers_remove_for_the_selection(qtbot, controller, panel):
     select_rows(qtbot, panel, "layer4.1", "layer1.1")
-    shown: list[str] = []
-
-    def run_menu(menu: QMenu, *args):
-        shown.extend(a.text() for a in menu.actions())
-        next(a for a in menu.actions() if a.text() == "Remove 2 layers").trigger()
-
-    monkeypatch.setattr(QMenu, "exec", run_menu)
-    index = panel._proxy_index("layer1.1")
+    menu = panel.context_menu("layer1.1")
+    texts = [a.text() for a in menu.actions()]
+    assert "Remove 2 layers" in texts and "Mark as head" in texts
     with qtbot.waitSignal(controller.traceReady, timeout=OPEN_TIMEOUT_MS):
-        panel._context_menu(panel.view.visualRect(index).center())
-    assert "Remove 2 layers" in shown
-    assert controller.tree.find("layer4.1") is None
+        next(a for a in menu.actions() if a.text() == "Remove 2 layers").trigger()
+    assert controller.tree.find("layer4.1") is None and controller.tree.find("layer1.1") is None
 
 
 def test_a_removal_that_breaks_shapes_is_refused_with_the_first_mismatch(qtbot, controller, panel):

@@ -31,7 +31,8 @@ def run_head_command(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from headstudio.core.head_files import describe_head, export_head, file_sha256
+    from headstudio.core.head_description import describe_head
+    from headstudio.core.head_files import export_head, file_sha256
     from headstudio.core.modules import find_module
     from headstudio.core.opening.sources import open_source
     from headstudio.core.saving.atomic import check_target

@@ -220,9 +220,11 @@ class ModuleTreePanel(QWidget):
 
     def _context_menu(self, pos: Any) -> None:
         index = self.view.indexAt(pos)
-        if not index.isValid():
-            return
-        path = index.data(PathRole)
+        if index.isValid():
+            self.context_menu(index.data(PathRole)).exec(self.view.viewport().mapToGlobal(pos))
+
+    def context_menu(self, path: str) -> QMenu:
+        """The row's menu: Mark as head, Copy path, Remove (the selected rows)."""
         menu = QMenu(self)
         menu.addAction("Mark as head", lambda: self.controller.mark_head(path))
         menu.addAction("Copy path", lambda: _copy(path))
@@ -230,7 +232,7 @@ class ModuleTreePanel(QWidget):
             count = len(self.selected_paths())
             menu.addSeparator()
             menu.addAction(f"Remove {count} layers" if count > 1 else "Remove", self.remove_selected)
-        menu.exec(self.view.viewport().mapToGlobal(pos))
+        return menu
 
 
 def _copy(text: str) -> None:

@@ -14,14 +14,8 @@ from torch import nn
 from headstudio.core import edits as E
 from headstudio.core.codegen import snippet_for
 from headstudio.core.errors import EditError
-from headstudio.core.head_files import (
-    METADATA_KEY,
-    HeadFileError,
-    describe_head,
-    export_head,
-    read_head_file,
-    rebuild_head,
-)
+from headstudio.core.head_description import METADATA_KEY, HeadFileError, describe_head
+from headstudio.core.head_files import export_head, read_head_file, rebuild_head
 from headstudio.core.recipe import Recipe
 
 

@@ -20,15 +20,8 @@ from headstudio.core.edits.add_head import MultiHead
 from headstudio.core.edits.base import Edit, traced_input
 from headstudio.core.edits.replace import attr_code, restore_attrs, sync_class_attrs
 from headstudio.core.errors import EditError, HeadStudioError
-from headstudio.core.head_files import (
-    HeadFile,
-    build_described,
-    check_description,
-    described_code,
-    file_sha256,
-    read_head_file,
-    rebuild_head,
-)
+from headstudio.core.head_description import build_described, check_description, described_code
+from headstudio.core.head_files import HeadFile, file_sha256, read_head_file, rebuild_head
 from headstudio.core.modules import feature_size, find_module, module_expr, swap_module
 
 if TYPE_CHECKING:
