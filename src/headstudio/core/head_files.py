@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ MAX_DESCRIPTION_CHARS = 1 << 20
 _FLOATS = {torch.float32, torch.float16, torch.bfloat16, torch.float64}
 
 
+@dataclass
 class HeadFile:
     """A read and validated head file: its description, weights and sha256."""
 
