@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from headstudio.core.edits.add_head import MultiHead
-from headstudio.core.edits.base import Edit, traced_input
+from headstudio.core.edits.base import Edit, state, traced_input
 from headstudio.core.edits.replace import attr_code, restore_attrs, sync_class_attrs
 from headstudio.core.errors import EditError, HeadStudioError
 from headstudio.core.head_description import build_described, check_description, described_code
@@ -93,10 +93,10 @@ class _FromHeadFile(Edit):
             "not its weights)"
         )
 
-    def _build(self, doc: Document, at: str, like: nn.Module) -> nn.Module:
-        """The head (with weights when the model has them) behind an adapter when asked for."""
+    def _build(self, doc: Document, at: str, like: nn.Module) -> tuple[nn.Module, list[str], int | None]:
+        """(the head, with weights when the model has them, behind an adapter when asked for; the code
+        lines building it as ``head``; the backbone's feature size)."""
         features, takes = head_fit(doc, at, self.head)
-        self._adapted_from = features
         dtype, device = _float_dtype(like), _real_device(like)
         if _needs_weights(doc):
             loaded: HeadFile = read_head_file(self._located())
@@ -109,34 +109,27 @@ class _FromHeadFile(Edit):
             head.to(dtype=dtype, device=device)
         else:
             head = build_described(self.head["layers"], "meta")
-        self._code_head = described_code(self.head["layers"])
+        lines = [
+            "from safetensors.torch import load_file",
+            f"head = {described_code(self.head['layers'])}",
+            f"head.load_state_dict(load_file({self.file!r}))  # sha256 {self.sha256}",
+        ]
         if not self.adapter:
-            self._code_adapter = None
-            return head
+            return head, lines, features
         with torch.random.fork_rng(devices=[]):
             if self.seed is not None:
                 torch.manual_seed(self.seed)
-            adapter, self._code_adapter = _adapter(self.head, features, takes)
+            adapter, adapter_code = _adapter(self.head, features, takes)
         adapter.to(dtype=dtype, device="meta" if not _needs_weights(doc) else device)
-        return nn.Sequential(OrderedDict(adapter=adapter, head=head))
-
-    def _head_code(self) -> list[str]:
-        """Lines building ``head`` from the file (and the adapter in front when there is one)."""
-        lines = [
-            "from safetensors.torch import load_file",
-            f"head = {self._code_head}",
-            f"head.load_state_dict(load_file({self.file!r}))  # sha256 {self.sha256}",
-        ]
-        if self._code_adapter is not None:
-            seed = [f"torch.manual_seed({self.seed})"] if self.seed is not None else []
-            lines += [*seed, "from collections import OrderedDict"]
-            lines.append(f"head = nn.Sequential(OrderedDict(adapter={self._code_adapter}, head=head))")
-        return lines
+        seed = [f"torch.manual_seed({self.seed})"] if self.seed is not None else []
+        lines += [*seed, "from collections import OrderedDict"]
+        lines.append(f"head = nn.Sequential(OrderedDict(adapter={adapter_code}, head=head))")
+        return nn.Sequential(OrderedDict(adapter=adapter, head=head)), lines, features
 
     def _via(self) -> str:
         if not self.adapter:
             return ""
-        features = getattr(self, "_adapted_from", None)
+        features = self._adapted_from
         return f", adapter {features} → {self.head.get('in_features')}" if features else ", with adapter"
 
 
@@ -151,6 +144,12 @@ class ReplaceHeadFromFile(_FromHeadFile):
     head: dict
     adapter: bool = False
     seed: int | None = None
+    _adapted_from: int | None = state()  # the backbone's feature size the adapter starts from
+    _code: list[str] | None = state()  # the lines code() returns
+
+    def created_head(self) -> str | None:
+        """The head from the file, at ``path``."""
+        return self.path
 
     @classmethod
     def from_file(cls, path: str, head_file: str | Path, adapter: bool = False, seed: int | None = None):
@@ -171,13 +170,13 @@ class ReplaceHeadFromFile(_FromHeadFile):
     def _apply(self, doc: Document) -> None:
         self.notes.clear()
         old = find_module(doc.model, self.path, "head")
-        new = self._build(doc, self.path, old)
+        new, lines, self._adapted_from = self._build(doc, self.path, old)
         classes = _out_features(old) or feature_size(doc.trace().outputs.get(self.path), False)
         expr = module_expr(doc.model, self.path)
         swap_module(doc.model, self.path, new)
         changed = sync_class_attrs(doc.model, self.path, classes, int(self.head["out_features"]))
         self._undo = (old, changed)
-        self._expr = expr
+        self._code = [*lines, f"{expr} = head", *attr_code(changed)]
 
     def _revert(self, doc: Document) -> None:
         old, changed = self._undo
@@ -186,7 +185,7 @@ class ReplaceHeadFromFile(_FromHeadFile):
 
     def code(self) -> list[str]:
         """Builds the head from the file and puts it in place of the old one."""
-        return [*self._head_code(), f"{self._expr} = head", *attr_code(self._undo[1])]
+        return list(self._code or [])
 
 
 @dataclass
@@ -202,6 +201,12 @@ class AddHeadFromFile(_FromHeadFile):
     head: dict
     adapter: bool = False
     seed: int | None = None
+    _adapted_from: int | None = state()  # the backbone's feature size the adapter starts from
+    _code: list[str] | None = state()  # the lines code() returns
+
+    def created_head(self) -> str | None:
+        """The added head, inside the MultiHead at ``at``."""
+        return f"{self.at}.heads.{self.name}"
 
     @classmethod
     def from_file(
@@ -234,16 +239,19 @@ class AddHeadFromFile(_FromHeadFile):
         self.notes.clear()
         old = find_module(doc.model, self.at, "head")
         like = next(iter(old.heads.values())) if isinstance(old, MultiHead) else old
-        new = self._build(doc, self.at, like)
+        new, lines, self._adapted_from = self._build(doc, self.at, like)
         expr = module_expr(doc.model, self.at)
         if isinstance(old, MultiHead):
             old.heads[self.name] = new
             self._undo = ("added", old)
-            self._target = f"{expr}.heads[{self.name!r}] = head"
+            self._code = [*lines, f"{expr}.heads[{self.name!r}] = head"]
         else:
             swap_module(doc.model, self.at, MultiHead({_old_key(self.at): old, self.name: new}))
             self._undo = ("wrapped", old)
-            self._target = f"{expr} = MultiHead({{{_old_key(self.at)!r}: {expr}, {self.name!r}: head}})"
+            self._code = [
+                *lines,
+                f"{expr} = MultiHead({{{_old_key(self.at)!r}: {expr}, {self.name!r}: head}})",
+            ]
 
     def _revert(self, doc: Document) -> None:
         how, old = self._undo
@@ -254,7 +262,7 @@ class AddHeadFromFile(_FromHeadFile):
 
     def code(self) -> list[str]:
         """Builds the head from the file and wraps or extends the MultiHead."""
-        return [*self._head_code(), self._target]
+        return list(self._code or [])
 
 
 def _adapter(description: dict[str, Any], features: int, takes: int) -> tuple[nn.Module, str]:
@@ -268,7 +276,7 @@ def _adapter(description: dict[str, Any], features: int, takes: int) -> tuple[nn
 
 def _needs_weights(doc: Document) -> bool:
     """Real weights are attached unless the model lives on meta (a structure-only build or a preview)."""
-    if getattr(doc, "is_shadow", False):
+    if doc.shadow:
         return False
     return any(not p.is_meta for p in doc.model.parameters())
 

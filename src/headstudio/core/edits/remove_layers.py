@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from headstudio.core.edits.base import Edit, Preview
+from headstudio.core.edits.base import Edit, Preview, state
 from headstudio.core.modules import find_module, module_expr, swap_module
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ class RemoveLayers(Edit):
     kind = "remove_layers"
     checks_forward = True  # refuse a removal after which the shapes no longer fit
     paths: tuple[str, ...]
+    _code: list[str] | None = state()  # the lines code() returns, written while applying
 
     def __post_init__(self) -> None:
         self.paths = (self.paths,) if isinstance(self.paths, str) else tuple(self.paths or ())
@@ -117,7 +118,7 @@ class RemoveLayers(Edit):
 
     def code(self) -> list[str]:
         """``del model.layer1[1]``, ``model.x = nn.Identity()``, then counts and indices kept in step."""
-        return list(self._code)
+        return list(self._code or [])
 
 
 def _remove_from(model: nn.Module, parent_path: str, parent: nn.Module, names: list[str]) -> tuple:
