@@ -13,7 +13,6 @@ from headstudio.gui import attach_head
 from headstudio.gui.attach_head import AttachHeadDialog
 from headstudio.gui.head_editor import HeadEditor
 
-pytest_plugins = ("panel_fixtures",)
 OPEN_TIMEOUT_MS = 120_000
 RESNET18 = "torchvision:resnet18"
 

@@ -7,7 +7,6 @@ from PySide6.QtCore import QItemSelectionModel, Qt
 
 from headstudio.gui.tree_panel import ModuleTreePanel
 
-pytest_plugins = ("panel_fixtures",)
 OPEN_TIMEOUT_MS = 120_000
 RESNET18 = "torchvision:resnet18"
 
