@@ -47,8 +47,8 @@ def user_answers(monkeypatch, qtbot, path: str, act) -> list[AttachHeadDialog]:
     """The file dialog returns ``path``; the attach dialog is real; ``act(dialog)`` is what the user does."""
     shown: list[AttachHeadDialog] = []
 
-    def ask_attach(parent, loaded, at, features):
-        dialog = AttachHeadDialog(loaded, at, features, parent)
+    def ask_attach(parent, loaded, at, features, controller, edit_for):
+        dialog = attach_head.attach_dialog(parent, loaded, at, features, controller, edit_for)
         qtbot.addWidget(dialog)
         dialog.show()
         shown.append(dialog)
@@ -88,7 +88,13 @@ def test_attaching_a_fitting_head_replaces_it_with_the_file_weights_and_undo_res
     qtbot, controller, editor, heads, monkeypatch
 ):
     old = controller.document.model.fc
-    user_answers(monkeypatch, qtbot, heads["fits"], lambda dialog: True)
+
+    def look_then_attach(dialog):
+        qtbot.waitUntil(lambda: "[1, 7]" in dialog.previewLabel.text(), timeout=OPEN_TIMEOUT_MS)
+        assert dialog.previewLabel.text() == "Output [1, 1000] → [1, 7]; params 11,689,512 → 11,180,103"
+        return True
+
+    user_answers(monkeypatch, qtbot, heads["fits"], look_then_attach)
     with qtbot.waitSignal(controller.traceReady, timeout=OPEN_TIMEOUT_MS):
         qtbot.mouseClick(editor.attachButton, Qt.MouseButton.LeftButton)
     fc = controller.document.model.fc

@@ -6,6 +6,7 @@ tests replace them (or drive ``AttachHeadDialog`` directly) and never block on a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,16 @@ class AttachChoice:
 class AttachHeadDialog(QDialog):
     """Describes the head file and its fit at ``at``; a mismatch can only be accepted with the adapter."""
 
-    def __init__(self, head_file: Any, at: str, features: int | None, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        head_file: Any,
+        at: str,
+        features: int | None,
+        parent: QWidget | None = None,
+        preview: Callable[[AttachChoice], None] | None = None,
+    ) -> None:
         super().__init__(parent, objectName="attachHeadDialog")
+        self._request_preview = preview  # asks for a background preview of a choice; show_preview shows it
         self.setWindowTitle("Attach head from file")
         self.takes = head_file.in_features
         self.fits = features == self.takes
@@ -60,6 +69,8 @@ class AttachHeadDialog(QDialog):
         self.nameEdit = QLineEdit(stem if stem.isidentifier() else "extra", self, objectName="attachName")
         for widget in (self.replaceRadio, self.addRadio, self.nameEdit):
             layout.addWidget(widget)
+        self.previewLabel = QLabel("", self, objectName="attachPreview", wordWrap=True)
+        layout.addWidget(self.previewLabel)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel, self)
         self.attachButton = self.buttons.addButton("Attach", QDialogButtonBox.ButtonRole.AcceptRole)
         self.attachButton.setObjectName("attachButton")
@@ -76,6 +87,24 @@ class AttachHeadDialog(QDialog):
         named = not self.addRadio.isChecked() or self.nameEdit.text().strip().isidentifier()
         self.nameEdit.setEnabled(self.addRadio.isChecked())
         self.attachButton.setEnabled(fits and named)
+        if self._request_preview is not None and fits and named:
+            self.previewLabel.setText("Preview: computing…")
+            self._request_preview(self.choice())
+        elif self._request_preview is not None:
+            self.previewLabel.setText("")
+
+    def show_preview(self, preview: Any, problem: str = "") -> None:
+        """Output shape and parameters before → after for the current choice (or why it cannot apply)."""
+        if preview is None or preview.problems:
+            self.previewLabel.setText(f"✖ {problem or preview.problems[0]}")
+            self.attachButton.setEnabled(False)
+            return
+        from headstudio.core.model.shape_text import format_shape
+
+        self.previewLabel.setText(
+            f"Output {format_shape(preview.output_before)} → {format_shape(preview.output_after)}; "
+            f"params {preview.params_before:,} → {preview.params_after:,}"
+        )
 
     def choice(self) -> AttachChoice:
         """The user's choice as the dialog shows it."""
@@ -102,7 +131,29 @@ def ask_head_path(parent: QWidget | None) -> str | None:
     return path or None
 
 
-def ask_attach(parent: QWidget | None, head_file: Any, at: str, features: int | None) -> AttachChoice | None:
-    """The user's choice in an AttachHeadDialog, or None when cancelled."""
-    dialog = AttachHeadDialog(head_file, at, features, parent)
+def ask_attach(
+    parent: QWidget | None,
+    head_file: Any,
+    at: str,
+    features: int | None,
+    controller: Any = None,
+    edit_for: Any = None,
+) -> AttachChoice | None:
+    """The user's choice in an AttachHeadDialog (previewed through ``controller``), or None when cancelled."""
+    dialog = attach_dialog(parent, head_file, at, features, controller, edit_for)
     return dialog.choice() if dialog.exec() == QDialog.DialogCode.Accepted else None
+
+
+def attach_dialog(
+    parent: QWidget | None, head_file: Any, at: str, features: int | None, controller: Any, edit_for: Any
+) -> AttachHeadDialog:
+    """The dialog, wired so each choice is previewed in the background by the controller."""
+    if controller is None or edit_for is None:
+        return AttachHeadDialog(head_file, at, features, parent)
+    dialog = AttachHeadDialog(
+        head_file, at, features, parent, lambda c: controller.request_preview(edit_for(c))
+    )
+    controller.previewReady.connect(dialog.show_preview)
+    dialog.finished.connect(lambda _result: controller.previewReady.disconnect(dialog.show_preview))
+    dialog._update()  # the first preview, now that it is wired
+    return dialog

@@ -52,6 +52,7 @@ class HeadEditor(HeadEditorForm):
         self.preview: Preview | None = None
         self._shown_head: tuple[int, str] | None = None
         self._chosen = False  # the user has set up an edit: until then a preview would show no change
+        self._attaching = False  # the attach dialog is open: its previews own the controller's preview queue
         self._timer = QTimer(self, singleShot=True, interval=PREVIEW_DELAY_MS)
         self._timer.timeout.connect(self.refresh_preview)
         self._color_messages()
@@ -170,6 +171,8 @@ class HeadEditor(HeadEditorForm):
     def refresh_preview(self) -> None:
         """Start the edit's preview (background); input problems show in red at once and disable Apply."""
         self._timer.stop()
+        if self._attaching:
+            return
         self.controller.discard_previews()
         self.preview = None
         self._update_buttons()
@@ -282,14 +285,23 @@ class HeadEditor(HeadEditorForm):
         except HeadStudioError as err:
             ctl.errorRaised.emit(str(err))
             return
-        choice = attach_head.ask_attach(self, loaded, at, features)
-        if choice is None:
-            return
-        recorded = (str(loaded.path.resolve()), loaded.sha256, loaded.description, choice.adapter)
-        if choice.mode == "add":
-            ctl.push_edit(edits.AddHeadFromFile(choice.name, at, *recorded))
-        else:
-            ctl.push_edit(edits.ReplaceHeadFromFile(at, *recorded))
+
+        def edit_for(choice: attach_head.AttachChoice) -> Edit:
+            recorded = (str(loaded.path.resolve()), loaded.sha256, loaded.description, choice.adapter)
+            if choice.mode == "add":
+                return edits.AddHeadFromFile(choice.name, at, *recorded)
+            return edits.ReplaceHeadFromFile(at, *recorded)
+
+        self._timer.stop()
+        self._attaching = True
+        try:
+            choice = attach_head.ask_attach(self, loaded, at, features, ctl, edit_for)
+        finally:
+            self._attaching = False
+        ctl.discard_previews()
+        if choice is not None:
+            ctl.push_edit(edit_for(choice))
+        self.schedule_preview()  # the preview box shows the form's edit again
 
     # ----- controller signals
     @property
