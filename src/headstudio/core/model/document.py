@@ -65,6 +65,7 @@ class Document:
         self.input_shape: tuple[int, ...] = tuple(input_shape or default_input_shape(model))
         self.edits: list[Edit] = []
         self.shadow = shadow  # a preview's meta copy: weights are not there, so edits skip copying them
+        self.trace_before_edits: Trace | None = None  # the forward as opened (saving compares with it)
         self.version = 0  # counts changes; work computed for an older version is stale
         self._trace: Trace | None = None
         self._tree: ModuleNode | None = None
@@ -89,6 +90,8 @@ class Document:
 
     def apply(self, edit: Edit) -> None:
         """Apply an edit (see core.edits) and record it in ``edits``."""
+        if not self.edits and self.editable:
+            self.trace_before_edits = self.trace()
         edit.apply(self)
         self.edits.append(edit)
         self.changed()
