@@ -158,3 +158,35 @@ def test_edit_remove_that_breaks_shapes_names_the_first_mismatch_and_writes_noth
     message = one_line_error(cli("edit", R18, "--remove", "layer2.0", "-o", tmp_path / "x.pt"))
     assert "first mismatch at 'layer2.1.conv1'" in message
     assert listing(tmp_path) == []
+
+
+@pytest.fixture
+def labelled_factory(tmp_path, monkeypatch) -> str:
+    """A user's model whose config names its classes (as a transformers config's id2label does)."""
+    (tmp_path / "labelledmodels.py").write_text(
+        "from types import SimpleNamespace\nfrom torch import nn\n\n\n"
+        "class Labelled(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.body = nn.Linear(8, 16)\n"
+        "        self.classifier = nn.Linear(16, 3)\n"
+        "        self.config = SimpleNamespace(id2label={0: 'cat', 1: 'dog', 2: 'fox'})\n\n"
+        "    def forward(self, x):\n"
+        "        return self.classifier(self.body(x).relu())\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "labelledmodels:Labelled"
+    import sys
+
+    sys.modules.pop("labelledmodels", None)
+
+
+def test_head_export_keeps_the_class_names_the_config_carries(labelled_factory, cli, tmp_path) -> None:
+    from headstudio.core.head_files import read_head_file
+
+    out = tmp_path / "labelled-head.safetensors"
+    result = cli("head", "export", labelled_factory, "-o", out)
+    assert result.status == 0, result.err
+    loaded = read_head_file(out)
+    assert loaded.description["classes"] == ["cat", "dog", "fox"]
+    assert loaded.description["source"]["head_path"] == "classifier" and loaded.out_features == 3
