@@ -6,11 +6,14 @@ returning how many it checked. Both raise SaveError with one line when they cann
 
 from __future__ import annotations
 
+import copy
+import itertools
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -89,7 +92,7 @@ def write_checkpoint(doc: Document, temp: Path, notes: list[str], progress: Prog
 def write_full(doc: Document, temp: Path, notes: list[str], progress: Progress) -> None:
     """The whole pickled module (needs ``torch.load(weights_only=False)`` and the model's code)."""
     try:
-        torch.save(doc.model, temp)
+        torch.save(_compact_module(doc.model), temp)
     except Exception as err:
         raise SaveError(f"the model cannot be pickled: {first_line(err)}; save as .safetensors") from None
     notes.append("a full (pickled) model runs code when loaded; share .safetensors with others instead")
@@ -267,6 +270,22 @@ def compact_views(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = OrderedDict(out)
         out._metadata = state._metadata  # type: ignore[attr-defined]
     return out
+
+
+def _compact_module(model: torch.nn.Module) -> torch.nn.Module:
+    """``model``, or a copy whose views of a larger storage (a mapped .safetensors) are tensors of their own.
+
+    The copy shares every other tensor, so only the mapped weights are read into memory.
+    """
+    tensors = list(itertools.chain(model.parameters(), model.buffers()))
+    views = [t for t in tensors if t.untyped_storage().nbytes() != t.numel() * t.element_size()]
+    if not views:
+        return model
+    memo: dict[int, Any] = {id(t): t for t in tensors}
+    for t in views:
+        own = t.detach().clone()
+        memo[id(t)] = torch.nn.Parameter(own, t.requires_grad) if isinstance(t, torch.nn.Parameter) else own
+    return copy.deepcopy(model, memo)
 
 
 def set_recipe_metadata(state: dict[str, torch.Tensor], recipe: str) -> dict[str, torch.Tensor]:
