@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from headstudio.cli import unexpected
 from headstudio.cli.report import render_report
 
 _JSON_KEYS = (
@@ -32,6 +33,12 @@ def run_inspect(args: argparse.Namespace) -> int:
         except HeadStudioError as err:
             status = max(status, err.exit_code)
             _print_error(args, source, str(err))
+            continue
+        except Exception as err:  # a bug for this source: one line, and the other sources still run
+            if args.debug:
+                raise
+            status = max(status, 1)
+            _print_error(args, source, unexpected(err))
             continue
         if report["trace"]["error"]:
             status = max(status, 1)

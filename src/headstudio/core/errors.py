@@ -59,6 +59,22 @@ class UnsafeCheckpointError(HeadStudioError):
         )
 
 
+class UntrustedSpecError(UnsafeCheckpointError):
+    """A file's recipe names code outside the allow-list; it is refused until the user trusts the file."""
+
+    def __init__(self, path: str, call: str) -> None:
+        super().__init__(path, [call])
+        module = call.split("(", 1)[0].rpartition(".")[0]
+        self.args = (
+            f"{path}: its recipe would import '{module}' and call {call} to build the model; nothing was "
+            "imported. If you trust this file, pass --trust to allow it, or pass --arch instead.",
+        )
+
+
+class TrustedCodeWarning(UserWarning):
+    """Code from a file is about to run because the user allowed it (the CLI prints one line per file)."""
+
+
 class ArchitectureMismatchError(HeadStudioError):
     """Weights do not fit the architecture (missing, unexpected or mismatched tensors)."""
 

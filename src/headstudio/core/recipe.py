@@ -10,6 +10,7 @@ from torch import nn
 
 from headstudio.core.edits import Edit, edit_from_json
 from headstudio.core.errors import EditError, HeadStudioError, SourceError
+from headstudio.core.opening.file_specs import Trust, file_spec
 from headstudio.core.opening.specs import build_model, looks_like_spec, parse_spec
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ class Recipe:
     arch: str
     input_shape: tuple[int, ...]
     edits: list[Edit] = field(default_factory=list)
+    source: str | None = field(default=None, compare=False)  # read from this file: its arch is data
 
     @classmethod
     def from_document(cls, doc: Document) -> Recipe:
@@ -51,8 +53,11 @@ class Recipe:
         return json.dumps(data, indent=2, ensure_ascii=False)
 
     @classmethod
-    def from_json(cls, text: str) -> Recipe:
-        """Parse a recipe; EditError with one line for malformed JSON, missing fields or unknown edits."""
+    def from_json(cls, text: str, source: str = "the recipe") -> Recipe:
+        """Parse a recipe read from ``source`` (a file: its arch is data, see ``build_arch``).
+
+        EditError with one line for malformed JSON, missing fields or unknown edits.
+        """
         try:
             data = json.loads(text)
         except (ValueError, TypeError) as err:
@@ -71,7 +76,20 @@ class Recipe:
             )
         if not isinstance(edits, list):
             raise EditError("the recipe's 'edits' must be a list of edits; check the file")
-        return cls(data["arch"], tuple(shape), [edit_from_json(e) for e in edits])
+        return cls(data["arch"], tuple(shape), [edit_from_json(e) for e in edits], source)
+
+    def build_arch(self, trust: Trust = False) -> tuple[nn.Module, str, list[str]]:
+        """Build the recipe's architecture on meta: (model, spec, notes).
+
+        A recipe read from a file names only allow-listed builders unless ``trust`` covers its code
+        (``file_specs.file_spec``); one made in this session builds as typed.
+        """
+        if self.source is None:
+            spec, notes = parse_spec(self.arch), []
+        else:
+            spec, notes = file_spec(self.arch, self.source, trust)
+            self.arch = str(spec)  # downloads switched off stay off when it is saved again
+        return build_model(spec), str(spec), notes
 
     def replay(self, doc: Document) -> None:
         """Apply every edit to ``doc`` in order; on any failure the model is left as it was."""
@@ -95,24 +113,29 @@ class Recipe:
             raise type(err)(f"recipe step {step} ({self.edits[step - 1].describe()}): {err}") from None
 
 
-def build_from_recipe(text: str) -> tuple[nn.Module, str]:
-    """Rebuild the edited architecture a saved file's recipe describes (on meta; weights come later)."""
+def build_from_recipe(
+    text: str, where: str = "the file", trust: Trust = False
+) -> tuple[nn.Module, str, list[str]]:
+    """Rebuild the edited architecture a saved file's recipe describes: (model, spec, notes).
+
+    The recipe is data from the file ``where``: its arch is checked by ``file_spec`` (``trust`` may
+    allow code outside the allow-list). Built on meta; the weights come later.
+    """
     from headstudio.core.model.document import Document, Origin
 
     try:
-        recipe = Recipe.from_json(text)
+        recipe = Recipe.from_json(text, where)
     except EditError as err:
         raise SourceError(f"the file's embedded recipe is unreadable ({err}); pass --arch") from None
-    spec = parse_spec(recipe.arch)
-    model = build_model(spec)
+    model, spec, notes = recipe.build_arch(trust)
     if recipe.edits:
-        doc = Document(model, Origin(recipe.arch, "spec", str(spec)), recipe.input_shape or None)
+        doc = Document(model, Origin(recipe.arch, "spec", spec), recipe.input_shape or None)
         try:
             recipe.replay(doc)
         except HeadStudioError as err:
             raise SourceError(f"the file's recipe cannot be replayed ({err}); pass --arch") from None
         model = doc.model
-    return model, str(spec)
+    return model, spec, notes
 
 
 def _same_arch(a: str, b: str) -> bool:

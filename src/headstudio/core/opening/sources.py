@@ -9,6 +9,7 @@ from torch import nn
 from headstudio.core.errors import ArchitectureRequiredError, Progress, SourceError, UnsupportedOperationError
 from headstudio.core.model.document import Document, Origin
 from headstudio.core.opening.checkpoints import Checkpoint, check_path, read_checkpoint, sniff_format
+from headstudio.core.opening.file_specs import Trust
 from headstudio.core.opening.specs import build_model, looks_like_spec, parse_spec, spec_input_shape
 from headstudio.core.opening.weights import align_keys, assign_weights, check_keys
 
@@ -17,13 +18,16 @@ def open_source(
     source: str,
     *,
     arch: str | None = None,
-    trust: bool = False,
+    trust: Trust = False,
     input_shape: tuple[int, ...] | None = None,
     materialize: bool = False,
     progress: Progress | None = None,
 ) -> Document:
     """Open a checkpoint file or a spec. Code in a file runs only with ``trust``.
 
+    ``trust=True`` allows any code the file needs (a pickle's globals, a TorchScript program, a recipe
+    naming code outside the allow-list); a collection of names allows exactly those (what a consent
+    dialog listed). ``source`` and ``arch`` typed by the user are built as given.
     Spec models are built with weights on the meta device unless ``materialize`` (needed to save
     them). ``progress(message, fraction)`` may raise ``Cancelled`` to stop.
     """
@@ -41,7 +45,7 @@ def open_source(
         _refuse_arch_for_archives(path)
     ckpt = read_checkpoint(path, trust=trust)
     report("building the model", 0.5)
-    model, arch_name = _model_for(ckpt, arch)
+    model, arch_name = _model_for(ckpt, arch, trust)
     origin = Origin(source, ckpt.format, arch_name, path, ckpt, list(ckpt.notes))
     if ckpt.format == "torchscript":
         origin.notes.append("TorchScript archive: inspect only; edit the original model instead")
@@ -49,7 +53,7 @@ def open_source(
     return Document(model.eval(), origin, input_shape or (spec_input_shape(arch) if arch else None))
 
 
-def _model_for(ckpt: Checkpoint, arch: str | None) -> tuple[nn.Module, str]:
+def _model_for(ckpt: Checkpoint, arch: str | None, trust: Trust) -> tuple[nn.Module, str]:
     if ckpt.module is not None:
         if arch:
             raise UnsupportedOperationError(
@@ -61,7 +65,8 @@ def _model_for(ckpt: Checkpoint, arch: str | None) -> tuple[nn.Module, str]:
     if arch is None and ckpt.recipe:
         from headstudio.core.recipe import build_from_recipe
 
-        model, arch_name = build_from_recipe(ckpt.recipe)
+        model, arch_name, notes = build_from_recipe(ckpt.recipe, str(ckpt.path), trust)
+        ckpt.notes.extend(notes)
     elif arch is None:
         raise ArchitectureRequiredError(
             f"{ckpt.path} holds only weights ({len(ckpt.state_dict)} tensors); say which "

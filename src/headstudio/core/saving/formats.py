@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from headstudio.core.errors import HeadStudioError, Progress, SaveError, first_line
+from headstudio.core.errors import HeadStudioError, Progress, SaveError, UntrustedSpecError, first_line
 from headstudio.core.model.document import Document
 from headstudio.core.opening.checkpoints import RECIPE_KEY, read_checkpoint
 from headstudio.core.opening.safetensors_file import Readback, write_safetensors
@@ -135,14 +135,17 @@ def verify_safetensors(doc: Document, temp: Path, notes: list[str]) -> int:
     the recipe (a shape trace, 0.3 s on vit_h_14): the recipe read back must equal the open document's,
     and that document is what replaying it builds.
     """
-    from headstudio.core.opening.specs import parse_spec, resolve_factory
+    from headstudio.core.opening.file_specs import file_spec
+    from headstudio.core.opening.specs import resolve_factory
     from headstudio.core.recipe import Recipe
 
     ckpt = read_checkpoint(temp)
     if ckpt.recipe != recipe_json(doc):
         raise SaveError(f"verification failed: the recipe read back from {temp.name} is not the model's")
     try:
-        resolve_factory(parse_spec(Recipe.from_json(ckpt.recipe).arch))
+        resolve_factory(file_spec(Recipe.from_json(ckpt.recipe).arch, temp.name)[0])
+    except UntrustedSpecError as err:
+        notes.append(f"reopening this file will need --trust or --arch: its recipe names {err.globals[0]}")
     except HeadStudioError as err:
         notes.append(f"reopening this file will need --arch ({err})")
     return _same_entries(model_state(doc), ckpt.state_dict or {})

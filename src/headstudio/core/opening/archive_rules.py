@@ -1,0 +1,79 @@
+"""Rules a zip archive must pass before torch or we read a byte of it: names, sizes, compression.
+
+``torch.save`` writes one folder of *stored* (uncompressed) members, each name once. A hostile zip can
+hide a second ``data.pkl`` behind the first (duplicate names), name members outside the archive
+(``../x``), or declare a small member that inflates to gigabytes. Those are refused from the central
+directory alone, so nothing is inflated; the pickle is read once, in a capped read, for listing its
+globals.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from headstudio.core.errors import SourceError
+
+PICKLE_CAP = 1 << 30  # a data.pkl beyond 1 GiB is not a checkpoint's (resnet152's is 40 kB)
+COMPRESSED_CAP = 64 << 20  # compressed members (torch.save never writes them) inflate to at most this
+RATIO_CAP = 100  # and by at most this factor
+
+
+def zip_members(path: Path) -> list[zipfile.ZipInfo]:
+    """The archive's members once its directory passes the rules; SourceError naming the first broken rule."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        raise SourceError(
+            f"{path} is truncated or corrupt (incomplete zip archive); save or copy it again"
+        ) from None
+    seen: set[str] = set()
+    for info in members:
+        name = info.filename
+        if name in seen:
+            raise SourceError(
+                f"{path}: the zip holds two members named '{name}' (rule: each name once); refused"
+            )
+        seen.add(name)
+        parts = PurePosixPath(name.replace("\\", "/")).parts
+        if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+            raise SourceError(
+                f"{path}: zip member '{name}' points outside the archive (rule: relative names); refused"
+            )
+        _check_size(path, info)
+    return members
+
+
+def _check_size(path: Path, info: zipfile.ZipInfo) -> None:
+    if info.filename.endswith(".pkl") and info.file_size > PICKLE_CAP:
+        raise SourceError(
+            f"{path}: '{info.filename}' declares {info.file_size:,} bytes of pickle (rule: at most "
+            f"{PICKLE_CAP:,}); refused before reading it"
+        )
+    if info.compress_type == zipfile.ZIP_STORED:
+        if info.compress_size != info.file_size:
+            raise SourceError(
+                f"{path}: stored member '{info.filename}' declares two sizes; refused as corrupt"
+            )
+        return
+    ratio = info.file_size / max(info.compress_size, 1)
+    if info.file_size > COMPRESSED_CAP or ratio > RATIO_CAP:
+        raise SourceError(
+            f"{path}: member '{info.filename}' would inflate from {info.compress_size:,} to "
+            f"{info.file_size:,} bytes (rule: compressed members at most {COMPRESSED_CAP >> 20} MB and "
+            f"{RATIO_CAP}x; torch.save never compresses); refused before inflating it"
+        )
+
+
+def read_pickle_member(path: Path) -> bytes:
+    """The archive's ``data.pkl``, read once and never past its declared (capped) size."""
+    members = zip_members(path)
+    info = next((m for m in members if m.filename.endswith("data.pkl")), None)
+    if info is None:
+        return b""
+    with zipfile.ZipFile(path) as archive, archive.open(info) as fh:
+        data = fh.read(min(info.file_size, PICKLE_CAP) + 1)
+    if len(data) > info.file_size:
+        raise SourceError(f"{path}: '{info.filename}' is longer than it declares; refused as corrupt")
+    return data
