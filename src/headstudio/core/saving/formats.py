@@ -90,6 +90,10 @@ def write_full(doc: Document, temp: Path, notes: list[str], progress: Progress) 
     """The whole pickled module (needs ``torch.load(weights_only=False)`` and the model's code)."""
     try:
         torch.save(doc.model, temp)
+    except (OSError, RuntimeError) as err:
+        if isinstance(err, OSError) or "write failed" in str(err):
+            raise  # the disk, not the pickling: save() names the cause and the space
+        raise SaveError(f"the model cannot be pickled: {first_line(err)}; save as .safetensors") from None
     except Exception as err:
         raise SaveError(f"the model cannot be pickled: {first_line(err)}; save as .safetensors") from None
     notes.append("a full (pickled) model runs code when loaded; share .safetensors with others instead")
