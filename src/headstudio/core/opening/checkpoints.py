@@ -96,8 +96,8 @@ def sniff_format(path: Path) -> str:
         if any(n.endswith("archive_format") for n in names):
             return "export"
         raise SourceError(f"{path} is a zip archive but not a PyTorch checkpoint (no data.pkl)")
-    if (len(head) >= 10 and head[8:9] == b"{") or path.suffix.lower() == ".safetensors":
-        return "safetensors"  # by name too, so a broken header is told which rule it breaks
+    if len(head) >= 10 and head[8:9] == b"{":
+        return "safetensors"
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return "pickle"
     foreign = next((found[1:] for found in _FOREIGN_MAGIC if head.startswith(found[0])), None)
@@ -105,6 +105,8 @@ def sniff_format(path: Path) -> str:
         foreign = ("an ONNX model", "open the PyTorch model it was exported from")
     if foreign:
         raise SourceError(f"{path} is {foreign[0]}, not a PyTorch checkpoint; {foreign[1]}")
+    if path.suffix.lower() == ".safetensors":
+        return "safetensors"  # by name too, so a broken header is told which rule it breaks
     if _is_text_pickle(path):
         return "pickle"  # protocol 0/1: printable, but a pickle all the same
     if _is_text(path):
