@@ -164,16 +164,16 @@ def build_model(spec: ArchSpec | str, *, meta: bool = True) -> nn.Module:
     """Build the architecture in eval mode; with ``meta`` its parameters take no memory."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     factory = resolve_factory(spec)
-    model = None
+    model, built = None, False
     if meta:
         try:
             with _parameters_on_meta():
-                model = _call_factory(factory, spec)
+                model, built = _call_factory(factory, spec), True
         except SourceError:
             raise
         except Exception:
             model = None  # some __init__ reads parameter values; build it for real instead
-    if model is None:
+    if not built:  # a factory that returned (rather than raised) is never called twice
         try:
             model = _call_factory(factory, spec)
         except SourceError:
