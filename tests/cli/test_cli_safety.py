@@ -1,4 +1,4 @@
-"""The CLI never runs code from a file without --trust, names what --trust allowed, and never shows a traceback."""
+"""The CLI runs no code from a file without --trust, names what --trust allowed, never shows a traceback."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The app asks before code from a file runs, lists exactly that code, shows names as plain text, never raises."""
+"""The app asks before a file's code runs, lists exactly that code, shows names as plain text."""
 
 from __future__ import annotations
 

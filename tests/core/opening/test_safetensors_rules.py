@@ -1,4 +1,4 @@
-"""Every rule of the safetensors format is enforced: one line naming the tensor and the rule, never 'opened'."""
+"""Every rule of the safetensors format is enforced: one line naming the tensor and the rule."""
 
 from __future__ import annotations
 

@@ -16,7 +16,10 @@ from headstudio.core.saving import atomic
 from headstudio.core.saving.atomic import save
 
 Usage = namedtuple("Usage", "total used free")
-INLINE_CONTAINER = "[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/3: file write failed"
+INLINE_CONTAINER = (
+    "[enforce fail at inline_container.cc:672] . "
+    "PytorchStreamWriter failed writing file data/3: file write failed"
+)
 
 
 @pytest.fixture(scope="module")
