@@ -274,3 +274,18 @@ def test_unreadable_empty_and_directory_paths_are_one_line_errors(tmp_path, monk
         with pytest.raises(SourceError, match=said) as info:
             open_source(str(path))
         assert "\n" not in str(info.value)
+
+
+def test_a_payload_pickle_in_front_of_a_harmless_zip_is_scanned_as_torch_reads_it(tmp_path):
+    marker = tmp_path / "ran"
+    clean = tmp_path / "clean.pt"
+    torch.save({"weight": torch.zeros(2)}, clean)
+    path = write_raw(
+        tmp_path / "front.pt", pickle.dumps(Payload(str(marker)), protocol=2) + clean.read_bytes()
+    )
+    assert zipfile.is_zipfile(path)  # a zip reader sees only the harmless archive
+    with pytest.raises(Exception):  # noqa: B017 (live: torch reads the pickle in front, which fires)
+        torch.load(path, weights_only=False)
+    assert marker.exists()
+    marker.rmdir()
+    assert_refused(path, marker, "mkdir")

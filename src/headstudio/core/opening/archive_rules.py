@@ -66,14 +66,16 @@ def _check_size(path: Path, info: zipfile.ZipInfo) -> None:
         )
 
 
-def read_pickle_member(path: Path) -> bytes:
-    """The archive's ``data.pkl``, read once and never past its declared (capped) size."""
-    members = zip_members(path)
-    info = next((m for m in members if m.filename.endswith("data.pkl")), None)
-    if info is None:
-        return b""
-    with zipfile.ZipFile(path) as archive, archive.open(info) as fh:
-        data = fh.read(min(info.file_size, PICKLE_CAP) + 1)
-    if len(data) > info.file_size:
-        raise SourceError(f"{path}: '{info.filename}' is longer than it declares; refused as corrupt")
-    return data
+def read_pickle_members(path: Path) -> list[bytes]:
+    """Every ``.pkl`` member (whichever one torch picks, it is among them), each read once and capped."""
+    found = []
+    with zipfile.ZipFile(path) as archive:
+        for info in zip_members(path):
+            if not info.filename.endswith(".pkl"):
+                continue
+            with archive.open(info) as fh:
+                data = fh.read(min(info.file_size, PICKLE_CAP) + 1)
+            if len(data) > info.file_size:
+                raise SourceError(f"{path}: '{info.filename}' is longer than it declares; refused as corrupt")
+            found.append(data)
+    return found

@@ -14,13 +14,12 @@ import contextlib
 import io
 import pickle
 import pickletools
-import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
 
-from headstudio.core.opening.archive_rules import read_pickle_member
+from headstudio.core.opening.archive_rules import read_pickle_members
 
 _LEGACY_PICKLES = 5  # magic number, protocol, sys info, the object, storage keys
 # Callables that import whatever name they are given: the name they receive is listed too.
@@ -33,10 +32,11 @@ _IMPORTERS = frozenset(
 def unsafe_globals(path: str | Path) -> list[str]:
     """Globals the file needs beyond what ``torch.load(weights_only=True)`` allows; nothing is executed."""
     path = Path(path)
-    if zipfile.is_zipfile(path):
-        return _not_allowed(pickle_globals(read_pickle_member(path)))
     with path.open("rb") as fh:
-        return _not_allowed(pickle_globals(fh))
+        if fh.read(4) != b"PK\x03\x04":  # torch's own test: junk before a zip makes it a legacy pickle
+            fh.seek(0)
+            return _not_allowed(pickle_globals(fh))
+    return _not_allowed([name for data in read_pickle_members(path) for name in pickle_globals(data)])
 
 
 def pickle_globals(data: bytes | BinaryIO) -> list[str]:
