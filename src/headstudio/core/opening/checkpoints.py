@@ -22,13 +22,13 @@ from headstudio.core.errors import (
     UnsafeCheckpointError,
     first_line,
 )
+from headstudio.core.kinds import CHECKPOINT_SUFFIXES
 from headstudio.core.opening.archive_rules import zip_members
 from headstudio.core.opening.file_specs import Trust, is_allowed
 from headstudio.core.opening.safetensors_file import read_safetensors
 from headstudio.core.opening.safety import benign_globals, unsafe_globals
 
 RECIPE_KEY = "headstudio.recipe"
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".pt2", ".tar")
 TORCHSCRIPT = "TorchScript program"  # what consent to a TorchScript archive allows
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _FOREIGN_MAGIC = (  # (first bytes, what the file is, what to do)
@@ -51,7 +51,8 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor] | None = None
     module: nn.Module | None = None
     container: dict[str, Any] | None = None
-    key: tuple[str, ...] = ()
+    key: tuple[str, ...] = ()  # where the weights sat in the container, e.g. ('state_dict',)
+    key_prefix: str = ""  # wrapper prefix stripped from every weight name ('module.', 'model._orig_mod.')
     recipe: str | None = None
     notes: list[str] = field(default_factory=list)
 
