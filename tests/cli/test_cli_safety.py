@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 
 import pytest
@@ -119,3 +120,23 @@ def test_a_text_pickle_is_refused_with_its_imports_not_called_text(cli, tmp_path
     assert pickle.loads(path.read_bytes()) == 0  # live: it runs a shell command when unpickled
     line = one_line_error(cli("inspect", path))
     assert "os.system" in line and "text file" not in line and "\x1b" not in line
+
+
+def test_names_with_newlines_and_terminal_escapes_stay_one_plain_line(cli, tmp_path):
+    module = "os\x1b[2J\nFAKE: all clear"
+    data = (
+        b"\x80\x04"
+        + b"\x8c" + bytes([len(module)]) + module.encode()
+        + b"\x8c\x05mkdir" + b"\x93" + b"\x8c\x01x\x85R."
+    )  # fmt: skip
+    path = tmp_path / "odd\nname.pt"
+    path.write_bytes(data)
+    line = one_line_error(cli("inspect", path))
+    assert "\x1b" not in line and "odd\\nname.pt" in line and "os\\x1b[2J\\nFAKE" in line
+
+
+def test_a_fifo_given_as_a_recipe_is_refused_without_blocking(cli, tmp_path, resnet18_pt):
+    fifo = tmp_path / "recipe.json"
+    os.mkfifo(fifo)
+    result = cli("code", fifo)
+    assert result.status == 2 and "not a recipe JSON file" in one_line_error(result)

@@ -69,17 +69,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Run a command; any failure is one line on stderr (a traceback only with ``--debug``)."""
-    from headstudio.core.errors import HeadStudioError
+    from headstudio.core.errors import HeadStudioError, printable
 
     try:
         return run(args)
     except HeadStudioError as err:
-        print(f"headstudio: {err}", file=sys.stderr, flush=True)
+        print(f"headstudio: {printable(str(err))}", file=sys.stderr, flush=True)
         return err.exit_code
     except Exception as err:
         if getattr(args, "debug", False):
             raise
-        print(f"headstudio: {unexpected(err)}", file=sys.stderr, flush=True)
+        print(f"headstudio: {printable(unexpected(err))}", file=sys.stderr, flush=True)
         return 1
 
 
@@ -94,11 +94,10 @@ def unexpected(err: BaseException) -> str:
 
 def _print_trust_warnings() -> None:
     """Code allowed by --trust is announced on stderr, one line per file, as it is about to run."""
-    from headstudio.core.errors import TrustedCodeWarning
+    from headstudio.core.errors import TrustedCodeWarning, printable
 
     def show(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
-        text = str(message).splitlines()[0] if str(message).strip() else category.__name__
-        print(f"headstudio: warning: {text}", file=sys.stderr, flush=True)
+        print(f"headstudio: warning: {printable(str(message))}", file=sys.stderr, flush=True)
 
     warnings.simplefilter("always", TrustedCodeWarning)
     warnings.showwarning = show

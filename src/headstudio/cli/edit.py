@@ -197,8 +197,13 @@ def _is_bare_weights(source: str, trust: bool) -> bool:
     return ckpt.module is None and not ckpt.recipe
 
 
+RECIPE_CAP = 16 << 20  # a recipe is a few kB of JSON; a bigger "recipe" file is refused unread
+
+
 def _read_text(path: str) -> str:
     try:
+        if Path(path).stat().st_size > RECIPE_CAP or not Path(path).is_file():
+            raise SourceError(f"{path} is not a recipe JSON file (not a regular file of at most 16 MB)")
         return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SourceError(f"no such recipe file: {path}") from None

@@ -59,7 +59,9 @@ def _print_error(args: argparse.Namespace, source: str, message: str) -> None:
         fields = {"source": source, "modules": [], "head": None, "heads": [], "trace": None, "notes": []}
         print(json.dumps({**empty, **fields, "error": message}), flush=True)
     else:
-        print(f"headstudio: {message}", file=sys.stderr, flush=True)
+        from headstudio.core.errors import printable
+
+        print(f"headstudio: {printable(message)}", file=sys.stderr, flush=True)
 
 
 def _depth(path: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 Progress = Callable[[str, float], None]
@@ -15,6 +16,14 @@ def first_line(err: BaseException, *, with_type: bool = False, limit: int = 200)
     if with_type or not text:
         text = f"{type(err).__name__}: {text}" if text else type(err).__name__
     return text[:limit]
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (newlines, terminal escapes) written as escapes: one plain line."""
+    return _CONTROL.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)
 
 
 class HeadStudioError(Exception):

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 
 import torch
 
+from headstudio.core.errors import printable
 from headstudio.core.opening.archive_rules import read_pickle_members
 
 _LEGACY_PICKLES = 5  # magic number, protocol, sys info, the object, storage keys
@@ -57,7 +58,7 @@ def pickle_globals(data: bytes | BinaryIO) -> list[str]:
         stream.seek(start)
         found += _dry_run(stream)
         stream.seek(end)
-    return sorted({_python3_name(name) for name in found})
+    return sorted({printable(_python3_name(name))[:200] for name in found})  # names may hold escapes
 
 
 def _globals_in_one_pickle(stream: BinaryIO) -> list[str]:
