@@ -59,11 +59,10 @@ class UnsafeCheckpointError(HeadStudioError):
 
     def __init__(self, path: str, globals_: list[str]) -> None:
         self.path = path
-        self.globals = list(globals_)
-        shown = ", ".join(self.globals[:6])
-        more = f" (+{len(self.globals) - 6} more)" if len(self.globals) > 6 else ""
+        # every name, the ones outside torch first: the whole truth, with a payload never buried
+        self.globals = sorted(globals_, key=lambda name: (name.startswith(("torch.", "torchvision.")), name))
         super().__init__(
-            f"{path} would import {shown}{more} to load, which runs code from the file; "
+            f"{path} would import {', '.join(self.globals)} to load, which runs code from the file; "
             "nothing was run. If you trust this file, pass --trust to allow it for this file only."
         )
 

@@ -112,6 +112,7 @@ def assert_refused(path: Path, marker: Path, listed: str) -> UnsafeCheckpointErr
     message = str(info.value)
     assert "\n" not in message and "\x1b" not in message and info.value.exit_code == 2
     assert any(listed in name for name in info.value.globals), info.value.globals
+    assert all(name in message for name in info.value.globals)  # the refusal names every one
     assert not marker.exists() and path.read_bytes() == before
     return info.value
 
@@ -130,6 +131,7 @@ def test_torch_gadget_consent_lists_the_gadget_and_what_it_imports(tmp_path):
     marker = tmp_path / "ran"
     err = assert_refused(write_raw(tmp_path / "g.pt", torch_gadget(str(marker))), marker, "os.mkdir")
     assert "torch._utils._import_dotted_name" in err.globals
+    assert err.globals.index("os.mkdir") < err.globals.index("torch._utils._import_dotted_name")
 
 
 def test_a_protocol_0_text_pickle_is_a_pickle_not_a_text_file(tmp_path):
