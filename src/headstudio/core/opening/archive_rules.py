@@ -10,9 +10,10 @@ globals.
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
-from headstudio.core.errors import SourceError
+from headstudio.core.errors import SourceError, first_line
 
 PICKLE_CAP = 1 << 30  # a data.pkl beyond 1 GiB is not a checkpoint's (resnet152's is 40 kB)
 COMPRESSED_CAP = 64 << 20  # compressed members (torch.save never writes them) inflate to at most this
@@ -24,7 +25,7 @@ def zip_members(path: Path) -> list[zipfile.ZipInfo]:
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
         raise SourceError(
             f"{path} is truncated or corrupt (incomplete zip archive); save or copy it again"
         ) from None
@@ -69,12 +70,25 @@ def _check_size(path: Path, info: zipfile.ZipInfo) -> None:
 def read_pickle_members(path: Path) -> list[bytes]:
     """Every ``.pkl`` member (whichever one torch picks, it is among them), each read once and capped."""
     found = []
+    members = zip_members(path)
     with zipfile.ZipFile(path) as archive:
-        for info in zip_members(path):
+        for info in members:
             if not info.filename.endswith(".pkl"):
                 continue
-            with archive.open(info) as fh:
-                data = fh.read(min(info.file_size, PICKLE_CAP) + 1)
+            try:
+                with archive.open(info) as fh:
+                    data = fh.read(min(info.file_size, PICKLE_CAP) + 1)
+            except (
+                zipfile.BadZipFile,
+                OSError,
+                ValueError,
+                EOFError,
+                NotImplementedError,
+                zlib.error,
+            ) as err:
+                raise SourceError(
+                    f"{path} is truncated or corrupt ({first_line(err)}); save or copy it again"
+                ) from None
             if len(data) > info.file_size:
                 raise SourceError(f"{path}: '{info.filename}' is longer than it declares; refused as corrupt")
             found.append(data)
