@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -114,12 +115,14 @@ class Recipe:
 
 
 def build_from_recipe(
-    text: str, where: str = "the file", trust: Trust = False
+    text: str, where: str = "the file", trust: Trust = False, weights: Mapping[str, Any] | None = None
 ) -> tuple[nn.Module, str, list[str]]:
     """Rebuild the edited architecture a saved file's recipe describes: (model, spec, notes).
 
     The recipe is data from the file ``where``: its arch is checked by ``file_spec`` (``trust`` may
-    allow code outside the allow-list). Built on meta; the weights come later.
+    allow code outside the allow-list), and no edit may ask for a size larger than any dimension of
+    the file's ``weights`` (new heads are built for real: a hostile size would exhaust memory). Built
+    on meta; the weights come later.
     """
     from headstudio.core.model.document import Document, Origin
 
@@ -127,6 +130,8 @@ def build_from_recipe(
         recipe = Recipe.from_json(text, where)
     except EditError as err:
         raise SourceError(f"the file's embedded recipe is unreadable ({err}); pass --arch") from None
+    if weights is not None:
+        _check_sizes(recipe, weights, where)
     model, spec, notes = recipe.build_arch(trust)
     if recipe.edits:
         doc = Document(model, Origin(recipe.arch, "spec", spec), recipe.input_shape or None)
@@ -136,6 +141,26 @@ def build_from_recipe(
             raise SourceError(f"the file's recipe cannot be replayed ({err}); pass --arch") from None
         model = doc.model
     return model, spec, notes
+
+
+def _check_sizes(recipe: Recipe, weights: Mapping[str, Any], where: str) -> None:
+    """Every size an edit asks for must be a dimension the file's weights can fill."""
+    largest = max((max(t.shape, default=1) for t in weights.values() if t.numel() > 0), default=0)
+    for step, edit in enumerate(recipe.edits, 1):
+        size = max(_sizes(edit.to_json()), default=0)
+        if size > largest:
+            raise SourceError(
+                f"{where}: its recipe step {step} ({edit.kind}) asks for size {size:,}, larger than any "
+                f"tensor dimension in the file ({largest:,}); refused (pass --arch)"
+            )
+
+
+def _sizes(value: Any, key: str = "") -> list[int]:
+    if isinstance(value, dict):
+        return [n for k, v in value.items() if k != "seed" for n in _sizes(v, k)]
+    if isinstance(value, list | tuple):
+        return [n for v in value for n in _sizes(v, key)]
+    return [value] if type(value) is int else []
 
 
 def _same_arch(a: str, b: str) -> bool:

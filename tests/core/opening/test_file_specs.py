@@ -178,3 +178,15 @@ def test_a_typed_module_spec_is_found_in_the_current_directory(tmp_path, monkeyp
     finally:
         sys.modules.pop(name, None)
     assert isinstance(doc.model, nn.Linear) and str(tmp_path) not in sys.path
+
+
+def test_a_files_recipe_asking_for_a_huge_new_head_is_refused_before_building_it(tmp_path):
+    huge = {"kind": "replace_head", "path": "classifier.1", "num_classes": 10**9}
+    text = json.dumps(
+        {"format": "headstudio.recipe", "version": 1, "arch": "torchvision:squeezenet1_1", "edits": [huge]}
+    )
+    path = tmp_path / "huge.safetensors"
+    save_file(weights(), str(path), metadata={RECIPE_KEY: text})
+    with pytest.raises(SourceError, match=r"step 1 \(replace_head\) asks for size 1,000,000,000") as info:
+        open_source(str(path))  # building it would allocate a 2 TB head
+    assert "\n" not in str(info.value)

@@ -80,7 +80,7 @@ def _model_for(ckpt: Checkpoint, arch: str | None, trust: Trust) -> tuple[nn.Mod
     if arch is None and ckpt.recipe:
         from headstudio.core.recipe import build_from_recipe
 
-        model, arch_name, notes = build_from_recipe(ckpt.recipe, str(ckpt.path), trust)
+        model, arch_name, notes = build_from_recipe(ckpt.recipe, str(ckpt.path), trust, ckpt.state_dict)
         ckpt.notes.extend(notes)
     elif arch is None:
         raise ArchitectureRequiredError(
