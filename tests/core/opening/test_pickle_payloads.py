@@ -291,3 +291,15 @@ def test_a_payload_pickle_in_front_of_a_harmless_zip_is_scanned_as_torch_reads_i
     assert marker.exists()
     marker.rmdir()
     assert_refused(path, marker, "mkdir")
+
+
+def test_zip_members_claiming_more_bytes_than_the_file_holds_are_refused(tmp_path):
+    src = tmp_path / "ok.pt"
+    torch.save({"weight": torch.zeros(2)}, src)
+    data = bytearray(src.read_bytes())
+    entry = data.index(b"PK\x01\x02", data.index(b"PK\x01\x02") + 4)  # the second member's directory entry
+    data[entry + 20 : entry + 28] = (10**8).to_bytes(4, "little") * 2  # stored, 100 MB, in a 1 kB file
+    path = write_raw(tmp_path / "overlap.pt", bytes(data))
+    with pytest.raises(SourceError, match=r"rule: members do not overlap") as info:
+        open_source(str(path))
+    assert "\n" not in str(info.value)

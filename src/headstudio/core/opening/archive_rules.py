@@ -43,6 +43,17 @@ def zip_members(path: Path) -> list[zipfile.ZipInfo]:
                 f"{path}: zip member '{name}' points outside the archive (rule: relative names); refused"
             )
         _check_size(path, info)
+    packed = sum(info.compress_size for info in members)
+    if packed > path.stat().st_size:
+        raise SourceError(
+            f"{path}: its zip members claim {packed:,} bytes in a {path.stat().st_size:,}-byte file "
+            "(rule: members do not overlap); refused before reading them"
+        )
+    pickles = sum(info.file_size for info in members if info.filename.endswith(".pkl"))
+    if pickles > PICKLE_CAP:
+        raise SourceError(
+            f"{path}: its pickles declare {pickles:,} bytes (rule: at most {PICKLE_CAP:,} in all)"
+        )
     return members
 
 
