@@ -24,7 +24,7 @@ Trust = bool | Collection[str]
 # Arguments that fetch something from the network or a path, whatever the builder: refused outright.
 _REFUSED_KWARGS = frozenset(
     {"pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir", "hf_hub_id", "url",
-     "file", "model_dir", "progress", "trust_remote_code", "revision", "token", "local_files_only"}
+     "file", "model_dir", "trust_remote_code", "revision", "token", "local_files_only"}
 )  # fmt: skip
 _REMOTE_PREFIXES = ("hf-hub:", "hf_hub:", "http:", "https:", "ftp:", "file:", "s3:", "gs:")
 
