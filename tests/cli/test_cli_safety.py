@@ -140,3 +140,21 @@ def test_a_fifo_given_as_a_recipe_is_refused_without_blocking(cli, tmp_path, res
     os.mkfifo(fifo)
     result = cli("code", fifo)
     assert result.status == 2 and "not a recipe JSON file" in one_line_error(result)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"edits": [{"kind": "replace_head", "path": "classifier.1", "num_classes": 10**9}]},
+        {"edits": [{"kind": "add_head", "name": "x", "num_classes": 2, "at": "classifier.1", "adapter": 10**8}]},
+        {"input_shape": [1, 3, 10**6, 10**6]},
+    ],
+    ids=["huge-head", "huge-adapter", "huge-input"],
+)
+def test_a_recipe_file_asking_for_huge_sizes_is_refused_before_building(cli, tmp_path, extra):
+    path = tmp_path / "huge.json"
+    data = {"format": "headstudio.recipe", "version": 1, "arch": "torchvision:squeezenet1_1", **extra}
+    path.write_text(json.dumps(data))
+    result = cli("code", path)
+    assert result.status == 2 and ("asks for size" in result.err or "too large" in result.err)
+    one_line_error(result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from headstudio.core.model.document import Document
 
 VERSION = 1
+MAX_EDIT_SIZE = 1 << 20  # classes / hidden / adapter sizes a recipe file may ask for (vocab heads ~256k)
+MAX_INPUT_ELEMENTS = 1 << 28  # elements of a recipe file's input shape (a 4k RGB image is 50M)
 
 
 @dataclass
@@ -77,7 +80,11 @@ class Recipe:
             )
         if not isinstance(edits, list):
             raise EditError("the recipe's 'edits' must be a list of edits; check the file")
-        return cls(data["arch"], tuple(shape), [edit_from_json(e) for e in edits], source)
+        if math.prod(shape) > MAX_INPUT_ELEMENTS:
+            raise EditError(f"the recipe's input_shape {shape} is too large to trace; check the file")
+        recipe = cls(data["arch"], tuple(shape), [edit_from_json(e) for e in edits], source)
+        check_sizes(recipe, MAX_EDIT_SIZE, source, "the largest Head Studio builds from a file")
+        return recipe
 
     def build_arch(self, trust: Trust = False) -> tuple[nn.Module, str, list[str]]:
         """Build the recipe's architecture on meta: (model, spec, notes).
@@ -131,7 +138,8 @@ def build_from_recipe(
     except EditError as err:
         raise SourceError(f"the file's embedded recipe is unreadable ({err}); pass --arch") from None
     if weights is not None:
-        _check_sizes(recipe, weights, where)
+        dims = (max(t.shape, default=1) for t in weights.values() if t.numel() > 0)
+        check_sizes(recipe, max(dims, default=0), where, "larger than any tensor dimension in the file")
     model, spec, notes = recipe.build_arch(trust)
     if recipe.edits:
         doc = Document(model, Origin(recipe.arch, "spec", spec), recipe.input_shape or None)
@@ -143,15 +151,14 @@ def build_from_recipe(
     return model, spec, notes
 
 
-def _check_sizes(recipe: Recipe, weights: Mapping[str, Any], where: str) -> None:
-    """Every size an edit asks for must be a dimension the file's weights can fill."""
-    largest = max((max(t.shape, default=1) for t in weights.values() if t.numel() > 0), default=0)
+def check_sizes(recipe: Recipe, largest: int, where: str, why: str) -> None:
+    """Refuse an edit asking for a size above ``largest`` (new heads are built for real: memory)."""
     for step, edit in enumerate(recipe.edits, 1):
         size = max(_sizes(edit.to_json()), default=0)
         if size > largest:
             raise SourceError(
-                f"{where}: its recipe step {step} ({edit.kind}) asks for size {size:,}, larger than any "
-                f"tensor dimension in the file ({largest:,}); refused (pass --arch)"
+                f"{where}: its recipe step {step} ({edit.kind}) asks for size {size:,} ({why}: "
+                f"{largest:,}); refused"
             )
 
 
