@@ -39,7 +39,7 @@ class Recipe:
         embedded = getattr(doc.origin.checkpoint, "recipe", None) if doc.origin.checkpoint else None
         if embedded:
             try:
-                base = cls.from_json(embedded)
+                base = cls.from_json(embedded, max_size=None)  # parsed, never built here
                 earlier = base.edits if _same_arch(base.arch, doc.origin.arch) else []
             except HeadStudioError:
                 earlier = []
@@ -57,10 +57,11 @@ class Recipe:
         return json.dumps(data, indent=2, ensure_ascii=False)
 
     @classmethod
-    def from_json(cls, text: str, source: str = "the recipe") -> Recipe:
+    def from_json(cls, text: str, source: str = "the recipe", max_size: int | None = MAX_EDIT_SIZE) -> Recipe:
         """Parse a recipe read from ``source`` (a file: its arch is data, see ``build_arch``).
 
-        EditError with one line for malformed JSON, missing fields or unknown edits.
+        EditError with one line for malformed JSON, missing fields or unknown edits; SourceError for an
+        edit size above ``max_size`` (None: the caller bounds sizes itself).
         """
         try:
             data = json.loads(text)
@@ -83,7 +84,8 @@ class Recipe:
         if math.prod(shape) > MAX_INPUT_ELEMENTS:
             raise EditError(f"the recipe's input_shape {shape} is too large to trace; check the file")
         recipe = cls(data["arch"], tuple(shape), [edit_from_json(e) for e in edits], source)
-        check_sizes(recipe, MAX_EDIT_SIZE, source, "the largest Head Studio builds from a file")
+        if max_size is not None:
+            check_sizes(recipe, max_size, source, "the largest Head Studio builds from a file")
         return recipe
 
     def build_arch(self, trust: Trust = False) -> tuple[nn.Module, str, list[str]]:
@@ -134,7 +136,7 @@ def build_from_recipe(
     from headstudio.core.model.document import Document, Origin
 
     try:
-        recipe = Recipe.from_json(text, where)
+        recipe = Recipe.from_json(text, where, None if weights is not None else MAX_EDIT_SIZE)
     except EditError as err:
         raise SourceError(f"the file's embedded recipe is unreadable ({err}); pass --arch") from None
     if weights is not None:
