@@ -146,7 +146,11 @@ def test_a_fifo_given_as_a_recipe_is_refused_without_blocking(cli, tmp_path, res
     "extra",
     [
         {"edits": [{"kind": "replace_head", "path": "classifier.1", "num_classes": 10**9}]},
-        {"edits": [{"kind": "add_head", "name": "x", "num_classes": 2, "at": "classifier.1", "adapter": 10**8}]},
+        {
+            "edits": [
+                {"kind": "add_head", "name": "x", "num_classes": 2, "at": "classifier.1", "adapter": 10**8}
+            ]
+        },
         {"input_shape": [1, 3, 10**6, 10**6]},
     ],
     ids=["huge-head", "huge-adapter", "huge-input"],
@@ -158,3 +162,10 @@ def test_a_recipe_file_asking_for_huge_sizes_is_refused_before_building(cli, tmp
     result = cli("code", path)
     assert result.status == 2 and ("asks for size" in result.err or "too large" in result.err)
     one_line_error(result)
+
+
+def test_a_file_name_with_terminal_escapes_is_printed_escaped(cli, tmp_path, resnet18_pt):
+    path = tmp_path / "\x1b[2Jclear.pt"
+    path.symlink_to(resnet18_pt)
+    result = cli("inspect", path, "--arch", "torchvision:resnet18", "--depth", "0")
+    assert result.status == 0 and "\x1b" not in result.out and "\\x1b[2Jclear.pt" in result.out

@@ -49,7 +49,10 @@ def run_inspect(args: argparse.Namespace) -> int:
         else:
             if index:
                 print()
-            print(render_report(doc, report, 3 if args.depth is None else args.depth), flush=True)
+            text = render_report(doc, report, 3 if args.depth is None else args.depth)
+            from headstudio.core.errors import printable  # names from a file never drive the terminal
+
+            print("\n".join(printable(line) for line in text.splitlines()), flush=True)
     return status
 
 
