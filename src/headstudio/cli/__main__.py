@@ -1,4 +1,4 @@
-"""``python -m headstudio.cli``: the same as the ``headstudio`` command."""
+"""``python -m headstudio.cli``: the same entry point as the ``headstudio`` command."""
 
 import sys
 
