@@ -35,7 +35,7 @@ def listing(directory: Path) -> list[str]:
 @pytest.mark.parametrize("fmt", ["safetensors", "state_dict", "full", "torchscript"])
 def test_a_disk_too_small_is_refused_before_writing_in_every_format(small, tmp_path, monkeypatch, fmt):
     monkeypatch.setattr(atomic.shutil, "disk_usage", lambda p: Usage(10**9, 10**9 - 2000, 2000))
-    out = tmp_path / "model.pt"
+    out = tmp_path / ("model.safetensors" if fmt == "safetensors" else "model.pt")
     with pytest.raises(SaveError) as info:
         save(small, out, fmt)
     message = str(info.value)
