@@ -10,7 +10,7 @@ from typing import Any
 
 from headstudio.core.model.shape_text import sizes_argument
 
-SUBCOMMANDS = ("inspect", "edit", "apply", "code")
+SUBCOMMANDS = ("inspect", "edit", "apply", "code", "head")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     from headstudio.cli.edit import add_edit_parsers
 
     add_edit_parsers(sub, _add_source_options)
+    from headstudio.cli.head import add_head_parser
+
+    add_head_parser(sub, _add_source_options)
     return parser
 
 
@@ -55,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():
         _print_trust_warnings()
         try:
+            if args.command == "head":
+                from headstudio.cli.head import run_head_command
+
+                return guarded(run_head_command, args)
             if args.command != "inspect":
                 from headstudio.cli.edit import run_edit_command
 
