@@ -104,3 +104,13 @@ def test_a_misaligned_but_valid_file_opens(tmp_path):
     path = write(tmp_path / "odd.safetensors", header, data=b"\x07" + struct.pack("<f", 1.5))
     state = read_checkpoint(path).state_dict
     assert state["w"].item() == 1.5 and state["b"].item() == 7
+
+
+def test_head_files_obey_the_same_rules(tmp_path):
+    from headstudio.core.errors import HeadStudioError
+    from headstudio.core.head_files import read_head_file
+
+    raw = b'{"a":' + json.dumps(entry()).encode() + b',"a":' + json.dumps(entry()).encode() + b"}"
+    path = write(tmp_path / "head.safetensors", None, raw=raw)
+    with pytest.raises(HeadStudioError, match="tensor 'a' appears twice"):
+        read_head_file(path)
