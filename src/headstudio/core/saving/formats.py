@@ -17,7 +17,14 @@ from typing import Any
 
 import torch
 
-from headstudio.core.errors import HeadStudioError, Progress, SaveError, UnsafeCheckpointError, first_line
+from headstudio.core.errors import (
+    HeadStudioError,
+    Progress,
+    SaveError,
+    UnsafeCheckpointError,
+    UntrustedSpecError,
+    first_line,
+)
 from headstudio.core.model.document import Document
 from headstudio.core.opening.checkpoints import RECIPE_KEY, read_checkpoint
 from headstudio.core.opening.safetensors_file import Readback, write_safetensors
@@ -93,6 +100,10 @@ def write_full(doc: Document, temp: Path, notes: list[str], progress: Progress) 
     """The whole pickled module (needs ``torch.load(weights_only=False)`` and the model's code)."""
     try:
         torch.save(_compact_module(doc.model), temp)
+    except (OSError, RuntimeError) as err:
+        if isinstance(err, OSError) or "write failed" in str(err):
+            raise  # the disk, not the pickling: save() names the cause and the space
+        raise SaveError(f"the model cannot be pickled: {first_line(err)}; save as .safetensors") from None
     except Exception as err:
         raise SaveError(f"the model cannot be pickled: {first_line(err)}; save as .safetensors") from None
     notes.append("a full (pickled) model runs code when loaded; share .safetensors with others instead")
@@ -138,14 +149,17 @@ def verify_safetensors(doc: Document, temp: Path, notes: list[str]) -> int:
     the recipe (a shape trace, 0.3 s on vit_h_14): the recipe read back must equal the open document's,
     and that document is what replaying it builds.
     """
-    from headstudio.core.opening.specs import parse_spec, resolve_factory
+    from headstudio.core.opening.file_specs import file_spec
+    from headstudio.core.opening.specs import resolve_factory
     from headstudio.core.recipe import Recipe
 
     ckpt = read_checkpoint(temp)
     if ckpt.recipe != recipe_json(doc):
         raise SaveError(f"verification failed: the recipe read back from {temp.name} is not the model's")
     try:
-        resolve_factory(parse_spec(Recipe.from_json(ckpt.recipe).arch))
+        resolve_factory(file_spec(Recipe.from_json(ckpt.recipe).arch, temp.name)[0])
+    except UntrustedSpecError as err:
+        notes.append(f"reopening this file will need --trust or --arch: its recipe names {err.globals[0]}")
     except HeadStudioError as err:
         notes.append(f"reopening this file will need --arch ({err})")
     return _same_entries(model_state(doc), ckpt.state_dict or {})
