@@ -97,7 +97,14 @@ def test_inspect_json_has_the_documented_fields(cli):
         "output_shape": [1, 64, 56, 56],
         "called": True,
     }
-    assert record["head"] == {"path": "fc", "type": "Linear", "in_features": 512, "out_features": 1000}
+    assert record["head"] == {
+        "path": "fc",
+        "type": "Linear",
+        "in_features": 512,
+        "out_features": 1000,
+        "role": "class logits",
+        "rule": "main output",
+    }
 
 
 def test_inspect_json_depth_limits_the_modules_listed(cli):

@@ -50,6 +50,11 @@ def render_report(doc: Any, report: dict[str, Any], depth: int) -> str:
         lines.append(f"({hidden} deeper modules hidden; show them with --depth N)")
     if trace.error:
         lines.append(f"Trace failed at '{trace.failed_at or 'the model'}': {trace.error}")
+    elif trace.mode == "real" and report["format"] != "torchscript":
+        lines.append(
+            "Note: traced for real (data-dependent steps, e.g. a detector's box count): sizes after them "
+            "hold for this input and these weights only"
+        )
     lines += [f"Note: {n}" for n in report["notes"]]
     return "\n".join(lines)
 
@@ -61,7 +66,11 @@ def _heads_line(report: dict[str, Any]) -> str:
         return "Head: not detected (TorchScript runs without hooks; open the original model to find its head)"
     if not report["heads"]:
         return "Head: none found (the model ends without a classifier: a feature extractor)"
-    parts = [f"{h['path']} ({h['type']} {h['in_features']} → {h['out_features']})" for h in report["heads"]]
+    parts = [
+        f"{h['path']} ({h['type']} {h['in_features']} → {h['out_features']}"
+        + (f", {h['role']})" if h.get("role") and len(report["heads"]) > 1 else ")")
+        for h in report["heads"]
+    ]
     return ("Head: " if len(parts) == 1 else "Heads: ") + ", ".join(parts)
 
 

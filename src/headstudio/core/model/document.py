@@ -57,9 +57,11 @@ class Document:
         model: nn.Module,
         origin: Origin,
         input_shape: tuple[int, ...] | None = None,
+        trace: Trace | None = None,
         *,
         shadow: bool = False,
     ) -> None:
+        """``trace`` may hand over a trace of an identical model (a structural copy), saving a forward."""
         self.model = model
         self.origin = origin
         self.input_shape: tuple[int, ...] = tuple(input_shape or default_input_shape(model))
@@ -67,7 +69,7 @@ class Document:
         self.shadow = shadow  # a preview's meta copy: weights are not there, so edits skip copying them
         self.trace_before_edits: Trace | None = None  # the forward as opened (saving compares with it)
         self.version = 0  # counts changes; work computed for an older version is stale
-        self._trace: Trace | None = None
+        self._trace: Trace | None = trace
         self._tree: ModuleNode | None = None
 
     @property
@@ -158,7 +160,9 @@ class Document:
     def heads(self) -> list[HeadInfo]:
         """Detected heads, primary first; empty for a headless model (feature extractor)."""
         trace = self.trace()
-        return [describe_head(self.model, p, trace.inputs, trace.outputs) for p in trace.heads]
+        return [
+            describe_head(self.model, p, trace.inputs, trace.outputs, trace.roles.get(p)) for p in trace.heads
+        ]
 
     @property
     def head(self) -> HeadInfo | None:
