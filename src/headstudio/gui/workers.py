@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+from shiboken6 import isValid
 
 from headstudio.core.errors import Cancelled, HeadStudioError, Progress, first_line
 
@@ -114,6 +115,8 @@ class WorkQueue(QObject):
         return self._pool.waitForDone(timeout_ms)
 
     def _deliver(self, task: Task, callback: Callable[[Any], None], value: Any) -> None:
+        if not isValid(self):
+            return  # the queue went with its closed window; nobody is left to tell
         try:
             callback(value)
         finally:
