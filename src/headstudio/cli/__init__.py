@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from headstudio.core.model.shape_text import sizes_argument
 
-SUBCOMMANDS = ("inspect", "edit", "apply", "code")
+SUBCOMMANDS = ("inspect", "edit", "apply", "code", "probe")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     from headstudio.cli.edit import add_edit_parsers
 
     add_edit_parsers(sub, _add_source_options)
+    from headstudio.cli.probe import add_probe_parser
+
+    add_probe_parser(sub, _add_source_options)
     return parser
 
 
@@ -40,6 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _launch_app(argv)
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "probe":
+            from headstudio.cli.probe import run_probe
+
+            return run_probe(args)
         if args.command != "inspect":
             from headstudio.cli.edit import run_edit_command
 

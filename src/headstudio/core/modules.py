@@ -28,6 +28,15 @@ def meta_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
+def shared_copy(model: nn.Module) -> nn.Module:
+    """Deep copy of the module structure that shares every parameter and buffer with ``model``.
+
+    Costs only the module objects (no tensor memory): edits swap modules, never write into tensors.
+    """
+    memo: dict[int, Any] = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    return copy.deepcopy(model, memo)
+
+
 def find_module(model: nn.Module, path: str, what: str = "module") -> nn.Module:
     """The module at ``path``, or an EditError naming close paths."""
     try:

@@ -41,6 +41,7 @@ class DocumentController(QObject):
     saveFinished = Signal(object)  # SaveReport of a verified save
     cancelled = Signal(str)  # long work stopped at the user's request; nothing changed
     inputShapeChanged = Signal(object)  # the new input shape tuple
+    probeFinished = Signal(object, object)  # ProbeResult, SurgeryProof (None for an unedited model)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -57,6 +58,7 @@ class DocumentController(QObject):
         self.asks_user = False  # the window handles openFailed for consent/architecture with dialogs
         self._user_head = False
         self._generation = 0  # results of work started for an older document/state are dropped
+        self._probe_task: Any = None  # the running probe, cancelled before an edit changes the model
         self._queue = WorkQueue(self)
         self._queue.activeChanged.connect(self.busyChanged)
 
@@ -174,6 +176,7 @@ class DocumentController(QObject):
         if self.document is None:
             self.errorRaised.emit("open a model first (File ▸ Open)")
             return False
+        self.cancel_probe()
         self.wait_idle()  # an edit never changes a model a background trace is reading
         try:
             edit.validate(self.document)
@@ -185,11 +188,13 @@ class DocumentController(QObject):
 
     def undo(self) -> None:
         """Undo the last edit (after background work on the model has finished)."""
+        self.cancel_probe()
         self.wait_idle()
         self.undo_stack.undo()
 
     def redo(self) -> None:
         """Redo the next edit (after background work on the model has finished)."""
+        self.cancel_probe()
         self.wait_idle()
         self.undo_stack.redo()
 
@@ -260,6 +265,57 @@ class DocumentController(QObject):
             return
         self.inputShapeChanged.emit(self.document.input_shape)
         self.retrace()
+
+    # -- probing -------------------------------------------------------------------------------------
+    def probe(self, image: str | None = None, seed: int = 0, top_k: int = 5) -> None:
+        """Run an image (or a seeded random input) through the model in the background.
+
+        Every module's output is summarised; for an edited model the same input also runs through the
+        model as opened (surgery proof). probeFinished(result, proof) or errorRaised/cancelled follows.
+        """
+        doc = self.document
+        if doc is None:
+            self.errorRaised.emit("open a model first (File ▸ Open)")
+            return
+        self.cancel_probe()
+        generation = self._generation
+
+        def job(progress: Any) -> tuple[Any, Any]:
+            from headstudio.core.model.probe import make_input, probe
+            from headstudio.core.model.surgery_proof import prove_surgery
+
+            progress("preparing the input", 0.0)
+            given = make_input(doc, image, seed)
+            result = probe(doc, given, top_k=top_k, all_modules=True, progress=progress)
+            proof = None
+            if doc.edits and doc.baseline is not None:
+                proof = prove_surgery(doc, given.tensor, lambda m, f: progress(f"proof: {m}", f))
+            return result, proof
+
+        self._probe_task = self._queue.submit(
+            job,
+            "Probing…",
+            lambda found: self._on_probed(generation, doc, found),
+            self._on_probe_failed,
+            self.progressChanged.emit,
+        )
+
+    def cancel_probe(self) -> None:
+        """Stop a running probe at its next module; nothing changes."""
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+
+    def _on_probed(self, generation: int, doc: Document, found: tuple[Any, Any]) -> None:
+        self._probe_task = None
+        if generation == self._generation and doc is self.document:
+            self.probeFinished.emit(*found)
+
+    def _on_probe_failed(self, err: BaseException) -> None:
+        self._probe_task = None
+        if _is_cancelled(err):
+            self.cancelled.emit(str(err))
+        else:
+            self.errorRaised.emit(one_line(err))
 
     # -- saving --------------------------------------------------------------------------------------
     def save(self, path: str | Path, fmt: str | None = None) -> None:

@@ -3,6 +3,7 @@
 Importing this package imports every kind, which registers it for ``edit_from_json``.
 """
 
+from headstudio.core.edits.active_head import SetActiveHead
 from headstudio.core.edits.add_head import AddHead, MultiHead
 from headstudio.core.edits.base import Edit, Preview, edit_from_json
 from headstudio.core.edits.cut import CutAfter
@@ -18,6 +19,7 @@ __all__ = [
     "Preview",
     "RemoveHead",
     "ReplaceHead",
+    "SetActiveHead",
     "SetTrainable",
     "edit_from_json",
 ]

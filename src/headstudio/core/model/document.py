@@ -39,6 +39,7 @@ class Document:
         self.origin = origin
         self.input_shape: tuple[int, ...] = tuple(input_shape or default_input_shape(model))
         self.edits: list[Any] = []
+        self.baseline: nn.Module | None = None  # the model before the first edit, sharing its weights
         self._trace: Trace | None = None
         self._tree: ModuleNode | None = None
 
@@ -60,7 +61,13 @@ class Document:
         self._tree = None
 
     def apply(self, edit: Any) -> None:
-        """Apply an edit (see core.edits) and record it in ``edits``."""
+        """Apply an edit (see core.edits) and record it in ``edits``.
+
+        Before the first edit a weight-sharing copy of the model is kept as ``baseline`` (module objects
+        only), so a probe can prove which outputs the edits left bit-identical.
+        """
+        if self.baseline is None and self.editable:
+            self.baseline = _baseline_of(self.model)
         edit.apply(self)
         self.edits.append(edit)
         self.changed()
@@ -128,6 +135,16 @@ class Document:
             "notes": list(self.origin.notes),
             "error": None,
         }
+
+
+def _baseline_of(model: nn.Module) -> nn.Module | None:
+    """A weight-sharing structural copy of ``model``; None for a model deepcopy cannot handle."""
+    from headstudio.core.modules import shared_copy
+
+    try:
+        return shared_copy(model)
+    except Exception:  # a module holding uncopyable state: the probe then asks for --against
+        return None
 
 
 def _trace_script(model: nn.Module, input_shape: tuple[int, ...]) -> Trace:
