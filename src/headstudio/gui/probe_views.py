@@ -11,6 +11,7 @@ from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 BAR_HEIGHT = 0.7
+BAR_PIXELS = 22  # chart height per class shown
 MAX_NAME = 28
 
 
@@ -24,7 +25,6 @@ class HeadChart(QWidget):
         self.plot.setMenuEnabled(False)
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.hideButtons()
-        self.plot.setMinimumHeight(130)
         self.plot.setLabel("bottom", "probability (softmax)")
         self.bars = pg.BarGraphItem(x0=[0], y=[0], height=BAR_HEIGHT, width=[0])
         self.plot.addItem(self.bars)
@@ -50,7 +50,10 @@ class HeadChart(QWidget):
         count = len(top)
         ys = [count - 1 - i for i in range(count)]
         self.bars.setOpts(x0=[0] * count, y=ys, width=self.values, height=BAR_HEIGHT)
-        self.plot.getAxis("left").setTicks([[(y, text) for y, text in zip(ys, self.labels, strict=True)], []])
+        axis = self.plot.getAxis("left")
+        axis.setTicks([[(y, text) for y, text in zip(ys, self.labels, strict=True)], []])
+        axis.setWidth(max((self.fontMetrics().horizontalAdvance(t) for t in self.labels), default=20) + 14)
+        self.plot.setFixedHeight(BAR_PIXELS * max(count, 1) + 48)
         self.plot.setRange(
             xRange=(0, max(max(self.values, default=0.0) * 1.1, 1e-6)), yRange=(-0.6, count - 0.4), padding=0
         )
