@@ -32,10 +32,14 @@ def test_probe_prints_top_k_with_names_and_the_asked_module(cli, resnet18_pt, im
     result = cli("probe", resnet18_pt, "--arch", R18, "--input", image, "--module", "layer2", "--top-k", "3")
     assert result.status == 0, result.err
     lines = result.out.splitlines()
-    assert lines[1].startswith("Input: photo.jpg: resize 256, crop 224x224") and "ResNet18_Weights" in lines[1]
+    assert (
+        lines[1].startswith("Input: photo.jpg: resize 256, crop 224x224") and "ResNet18_Weights" in lines[1]
+    )
     assert lines[2].startswith("Head fc (Linear, 1000 outputs; names from torchvision ResNet18_Weights")
     assert [line.split(".")[0].strip() for line in lines[3:6]] == ["1", "2", "3"]
-    assert any(line.startswith("layer2 (Sequential) [1, 128, 28, 28]: feature maps 128 x 28x28") for line in lines)
+    assert any(
+        line.startswith("layer2 (Sequential) [1, 128, 28, 28]: feature maps 128 x 28x28") for line in lines
+    )
     assert sha(resnet18_pt) == before  # the source is only read
 
 
@@ -62,7 +66,9 @@ def test_json_carries_heads_modules_and_input(cli, resnet18_pt):
 
 
 def test_a_spec_is_probed_with_real_random_weights_and_a_seeded_input(cli):
-    first = cli("probe", "torchvision:squeezenet1_1", "--random", "--seed", "4", "--input-shape", SMALL, "--json")
+    first = cli(
+        "probe", "torchvision:squeezenet1_1", "--random", "--seed", "4", "--input-shape", SMALL, "--json"
+    )
     assert first.status == 0, first.err
     head = first.records[0]["heads"][0]
     assert head["path"] == "classifier.1" and head["size"] == 1000

@@ -35,6 +35,7 @@ def truncated(path: Path) -> Path:
 
 def lying_header(path: Path, width: int = 100_000, height: int = 100_000) -> Path:
     """A PNG whose header (with a valid checksum) claims ``width`` x ``height`` pixels; the data is tiny."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 

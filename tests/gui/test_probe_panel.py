@@ -128,7 +128,9 @@ def test_every_head_is_shown_and_the_active_head_is_chosen_undoably(qtbot, opene
         opened.redo()
     assert multihead.active == "age" and box.currentText() == "age"
     run(qtbot, panel)
-    returned = [c.title.text() for c in panel.charts if c.isVisible() and "returned by the model" in c.title.text()]
+    returned = [
+        c.title.text() for c in panel.charts if c.isVisible() and "returned by the model" in c.title.text()
+    ]
     assert len(returned) == 1 and "<b>age</b>" in returned[0]
 
 
@@ -138,7 +140,13 @@ def test_a_dropped_image_is_probed(qtbot, opened, panel, image):
 
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(image))])
-    event = QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    event = QDropEvent(
+        QPointF(5, 5),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
     with qtbot.waitSignal(opened.probeFinished, timeout=PROBE_TIMEOUT_MS):
         panel.dropEvent(event)
     assert panel.image == str(image) and "synthetic.png" in panel.inputLabel.text()

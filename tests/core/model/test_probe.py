@@ -56,7 +56,9 @@ def test_class_names_from_the_checkpoint_beat_everything_else(tmp_path, image):
     torch.manual_seed(1)
     model = __import__("torchvision").models.resnet18(num_classes=3)
     path = tmp_path / "run.ckpt"
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": {"class_names": ["cat", "dog", "fox"]}}, path)
+    torch.save(
+        {"state_dict": model.state_dict(), "hyper_parameters": {"class_names": ["cat", "dog", "fox"]}}, path
+    )
     doc = open_source(str(path), arch="torchvision:resnet18(num_classes=3)", input_shape=SMALL)
     head = probe(doc, make_input(doc, image=image), top_k=3).heads[0]
     assert head.classes_from == "checkpoint 'hyper_parameters.class_names'"
@@ -76,12 +78,19 @@ def test_activations_are_feature_maps_vectors_and_token_matrices(doc, image):
     assert maps.layout == "maps" and maps.channels == 64 and maps.data.shape == (64, 16, 16)
     grid = maps.grid()
     assert grid.shape == (8 * 17 - 1, 8 * 17 - 1)
-    assert float(torch.tensor(grid).nan_to_num(0.5).min()) >= 0 and float(torch.tensor(grid).nan_to_num(0.5).max()) <= 1
+    assert (
+        float(torch.tensor(grid).nan_to_num(0.5).min()) >= 0
+        and float(torch.tensor(grid).nan_to_num(0.5).max()) <= 1
+    )
     assert maps.stats["min"] >= 0 and 0 < maps.stats["zeros"] < 1  # after a ReLU
     assert pooled.layout == "vector" and pooled.data.shape == (512,)
     seq = _sequence_doc()
     act = probe(seq, make_input(seq), modules=["encoder"]).activations["encoder"]
-    assert act.layout == "sequence" and act.data.shape == (10, 16) and "10 tokens x 16 channels" in act.describe()
+    assert (
+        act.layout == "sequence"
+        and act.data.shape == (10, 16)
+        and "10 tokens x 16 channels" in act.describe()
+    )
 
 
 def test_token_models_get_seeded_token_ids_below_the_vocabulary():
