@@ -75,8 +75,6 @@ def measure_core(spec: str, image: Path, repeat: int) -> dict[str, list[tuple[fl
 
 def measure_gui(spec: str, image: Path, runs: int) -> list[tuple[str, float, float]]:
     """(what, longest stall ms, median stall ms) for each probe run in the app."""
-    from PySide6.QtCore import QElapsedTimer, QEventLoop, QTimer
-
     from headstudio.gui.app import application
     from headstudio.gui.main_window import MainWindow
 
@@ -93,33 +91,49 @@ def measure_gui(spec: str, image: Path, runs: int) -> list[tuple[str, float, flo
             from headstudio.core.edits import ReplaceHead
 
             _wait(app, ctl, lambda: ctl.push_edit(ReplaceHead("fc", 10, seed=0)), ctl.traceReady)
-        window.probe.set_image(str(image))
-        gaps, clock, last = [], QElapsedTimer(), [0]
-        clock.start()
-
-        def tick() -> None:
-            now = clock.elapsed()
-            gaps.append(now - last[0])
-            last[0] = now
-
-        timer = QTimer(interval=TICK_MS)
-        timer.timeout.connect(tick)
-        timer.start()
-        loop = QEventLoop()
-        ctl.probeFinished.connect(lambda *_: QTimer.singleShot(300, loop.quit))  # panels redraw meanwhile
-        ctl.errorRaised.connect(lambda message: (print(message, file=sys.stderr), loop.quit()))
-        window.probe.run()
-        loop.exec()
-        timer.stop()
-        ctl.probeFinished.disconnect()
-        ctl.errorRaised.disconnect()
-        ctl.errorRaised.connect(window.show_error)
-        stalls = [max(g - TICK_MS, 0) for g in gaps[1:]]
+        stalls = _stalls_while_probing(window, image)
         what = "probe + surgery proof (edited)" if index == runs else f"probe {index + 1}"
         results.append((what, max(stalls), statistics.median(stalls)))
     ctl.undo_stack.setClean()
     window.close()
     return results
+
+
+def _stalls_while_probing(window, image: Path) -> list[float]:
+    """Run the Probe panel once; the UI thread's stalls (tick gaps minus the period) meanwhile, in ms."""
+    from PySide6.QtCore import QElapsedTimer, QEventLoop, QTimer
+
+    ctl = window.controller
+    window.probe.set_image(str(image))
+    gaps, clock, last, cpu = [], QElapsedTimer(), [0], [time.thread_time()]
+    phase = ["start"]
+    clock.start()
+
+    def tick() -> None:
+        now = clock.elapsed()
+        gaps.append(now - last[0])
+        if now - last[0] > TARGET_STALL_MS:  # was the UI thread busy itself, or waiting for the CPU/GIL?
+            ui_ms = (time.thread_time() - cpu[0]) * 1000
+            print(
+                f"    stall {now - last[0]} ms during '{phase[0]}', UI thread CPU {ui_ms:.0f} ms", flush=True
+            )
+        last[0], cpu[0] = now, time.thread_time()
+
+    ctl.progressChanged.connect(lambda message, fraction: phase.__setitem__(0, message))
+    ctl.probeFinished.connect(lambda *_: phase.__setitem__(0, "showing the results"))
+
+    timer = QTimer(interval=TICK_MS)
+    timer.timeout.connect(tick)
+    timer.start()
+    loop = QEventLoop()
+    done = ctl.probeFinished.connect(lambda *_: QTimer.singleShot(300, loop.quit))  # panels redraw meanwhile
+    failed = ctl.errorRaised.connect(lambda message: (print(message, file=sys.stderr), loop.quit()))
+    window.probe.run()
+    loop.exec()
+    timer.stop()
+    ctl.probeFinished.disconnect(done)
+    ctl.errorRaised.disconnect(failed)
+    return [max(g - TICK_MS, 0) for g in gaps[1:]]
 
 
 def _wait(app, ctl, start, signal) -> None:
@@ -151,18 +165,16 @@ def main(argv: list[str] | None = None) -> int:
         cpu = {k: statistics.median(c for _, c in v) for k, v in runs.items()}
         ratio = wall["probe"] / wall["plain"]
         print(f"{args.model}, one 640x480 JPEG -> 224x224, {args.repeat} interleaved rounds, medians")
-        print(
-            f"  plain model(x), no_grad     {wall['plain'] * 1000:7.0f} ms wall  {cpu['plain'] * 1000:7.0f} ms CPU"
-        )
-        print(
-            f"  probe (image to top-5)      {wall['probe'] * 1000:7.0f} ms wall  {cpu['probe'] * 1000:7.0f} ms CPU"
-        )
+        for key, label in (("plain", "plain model(x), no_grad"), ("probe", "probe (image to top-5)")):
+            print(f"  {label:26s} {wall[key] * 1000:7.0f} ms wall  {cpu[key] * 1000:7.0f} ms CPU")
         verdict = "ok" if ratio <= TARGET_RATIO else "MISSED"
         print(f"  probe / plain: {ratio:.2f}x wall, {cpu['probe'] / cpu['plain']:.2f}x CPU "
               f"(target <= {TARGET_RATIO}x: {verdict})")  # fmt: skip
-        print("  rounds (plain, probe) wall ms: " + ", ".join(
-            f"({p[0] * 1000:.0f}, {q[0] * 1000:.0f})" for p, q in zip(runs["plain"], runs["probe"], strict=True)
-        ))  # fmt: skip
+        pairs = zip(runs["plain"], runs["probe"], strict=True)
+        print(
+            "  rounds (plain, probe) wall ms: "
+            + ", ".join(f"({p[0] * 1e3:.0f}, {q[0] * 1e3:.0f})" for p, q in pairs)
+        )
         stalls = measure_gui(spec, image, args.gui_runs)
     print(f"app, Probe panel on {args.model} (every module summarised), tick {TICK_MS} ms")
     for what, worst, median in stalls:

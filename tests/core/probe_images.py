@@ -1,4 +1,4 @@
-"""Image files for probe tests: a synthetic picture, and files that lie (not an image, truncated, huge header)."""
+"""Image files for probe tests: a synthetic picture, and files that lie (not an image, cut, huge header)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Probe panel: a synthetic image through resnet18, heads' top-k bars, activations, proof colours, active head."""
+"""The Probe panel: a synthetic image through resnet18; top-k bars, activations, proof colours, heads."""
 
 from __future__ import annotations
 
@@ -176,7 +176,7 @@ def test_cancel_stops_the_probe_and_shows_nothing(qtbot, opened, panel):
         panel.run()
         panel.cancel()
     qtbot.waitUntil(lambda: not opened.busy, timeout=PROBE_TIMEOUT_MS)
-    assert panel.result is None and panel.runButton.isEnabled() and not panel.progress.isVisible()
+    assert panel.result is None and panel.runButton.isEnabled() and panel.progress.value() == 0
 
 
 def test_the_activation_view_draws_token_matrices_with_a_diverging_map(qtbot, panel):

@@ -33,6 +33,8 @@ PANEL_MODULES = (
     "code_view",
     "probe_panel",
     "headstudio.core.edits",
+    "headstudio.core.model.surgery_proof",  # the probe's first run then imports nothing on its worker
+    "PIL.Image",
 )
 
 

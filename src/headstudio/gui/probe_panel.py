@@ -70,11 +70,12 @@ class ProbePanel(QWidget):
             "Cancel", objectName="probeCancel", clicked=self.cancel, enabled=False
         )
         self.inputLabel = QLabel(objectName="probeInput", wordWrap=True)
-        self.progress = QProgressBar(objectName="probeProgress", visible=False, maximum=1000)
+        self.progress = QProgressBar(objectName="probeProgress", maximum=1000, textVisible=False)
         self.proofLabel = QLabel(objectName="probeProof", wordWrap=True)
         self.activeForm = QFormLayout()
         self.headsBox = QVBoxLayout()
         self.headsBox.addStretch(1)
+        self._add_chart().setVisible(False)  # made now, so the first results appear without a pause
         heads = QWidget()
         column = QVBoxLayout(heads)
         column.setContentsMargins(0, 0, 0, 0)
@@ -125,7 +126,7 @@ class ProbePanel(QWidget):
         self.runButton.setEnabled(False)
         self.cancelButton.setEnabled(True)
         self.progress.setValue(0)
-        self.progress.setVisible(True)
+        self.progress.setTextVisible(True)
         self.controller.probe(self.image, top_k=TOP_K)
 
     def cancel(self) -> None:
@@ -136,7 +137,8 @@ class ProbePanel(QWidget):
         self.running = False
         self.runButton.setEnabled(True)
         self.cancelButton.setEnabled(False)
-        self.progress.setVisible(False)
+        self.progress.setValue(0)
+        self.progress.setTextVisible(False)  # kept in place: showing and hiding it would re-lay the panel
 
     def _on_progress(self, message: str, fraction: float) -> None:
         if self.running:
@@ -163,15 +165,19 @@ class ProbePanel(QWidget):
 
     def _show_heads(self, heads: list[Any]) -> None:
         while len(self.charts) < len(heads):
-            chart = HeadChart(self)
-            self.headsBox.insertWidget(len(self.charts), chart)
-            self.charts.append(chart)
+            self._add_chart()
         for chart, head in zip(self.charts, heads, strict=False):
             chart.show_head(head)
             chart.setVisible(True)
         for chart in self.charts[len(heads) :]:
             chart.setVisible(False)
         self._refresh_active_heads()
+
+    def _add_chart(self) -> HeadChart:
+        chart = HeadChart(self)
+        self.headsBox.insertWidget(len(self.charts), chart)
+        self.charts.append(chart)
+        return chart
 
     def show_module(self, path: str) -> None:
         """Show the probed output of the module at ``path`` ("" = the model)."""

@@ -82,6 +82,7 @@ class ActivationView(QWidget):
         self.image = pg.ImageItem(axisOrder="row-major")
         self.curve = self.plot.plot([], [])
         self.plot.addItem(self.image)
+        self.colormaps = {name: pg.colormap.get(name) for name in ("viridis", "CET-D1")}  # read once, now
         self.shown: np.ndarray | None = None  # what is drawn: 2-D image array or 1-D values
         self.layout_shown = ""
         layout = QVBoxLayout(self)
@@ -126,7 +127,7 @@ class ActivationView(QWidget):
             low, high, name = -bound, bound, "CET-D1"
         else:
             name = "viridis"
-        self.image.setColorMap(pg.colormap.get(name))
+        self.image.setColorMap(self.colormaps[name])
         self.image.setImage(array, levels=(low, high if high > low else low + 1))
         self.plot.invertY(True)
         self.plot.setLabel("bottom", "channel" if signed else "")

@@ -113,12 +113,12 @@ def test_timm_models_are_prepared_from_their_pretrained_cfg():
 
 def test_meta_weights_are_refused_with_one_line():
     doc = open_source("torchvision:resnet18", input_shape=SMALL)  # a spec without materialize: on meta
-    with pytest.raises(UnsupportedOperationError, match="meta device.*materialize=True"):
+    with pytest.raises(UnsupportedOperationError, match=r"meta device.*materialize=True"):
         probe(doc, random_input(nn.Linear(1, 1), SMALL))
 
 
 def test_a_missing_module_names_close_paths(doc):
-    with pytest.raises(InputError, match="no module 'layer9'.*did you mean layer"):
+    with pytest.raises(InputError, match=r"no module 'layer9'.*did you mean layer"):
         probe(doc, make_input(doc), modules=["layer9"])
 
 
@@ -153,7 +153,7 @@ def test_missing_and_empty_images_are_refused(doc, tmp_path):
 
 def test_images_need_an_image_model():
     doc = Document(nn.Sequential(nn.Linear(8, 2)), Origin("mlp", "module", "mlp"), (1, 8))
-    with pytest.raises(InputError, match="N,C,H,W.*--random"):
+    with pytest.raises(InputError, match=r"N,C,H,W.*--random"):
         make_input(doc, image="any.png")
 
 
