@@ -85,7 +85,7 @@ def measure_gui(spec: str, image: Path, runs: int) -> list[tuple[str, float, flo
     window.show()
     ctl = window.controller
     _wait(app, ctl, lambda: window.open(spec), ctl.traceReady)
-    results = []
+    results = [("idle app, no probe (control), 5 s", *_summary(_stalls_idle(5000)))]
     for index in range(runs + 1):
         if index == runs:
             from headstudio.core.edits import ReplaceHead
@@ -93,10 +93,36 @@ def measure_gui(spec: str, image: Path, runs: int) -> list[tuple[str, float, flo
             _wait(app, ctl, lambda: ctl.push_edit(ReplaceHead("fc", 10, seed=0)), ctl.traceReady)
         stalls = _stalls_while_probing(window, image)
         what = "probe + surgery proof (edited)" if index == runs else f"probe {index + 1}"
-        results.append((what, max(stalls), statistics.median(stalls)))
+        results.append((what, *_summary(stalls)))
     ctl.undo_stack.setClean()
     window.close()
     return results
+
+
+def _summary(stalls: list[float]) -> tuple[float, float]:
+    return max(stalls), statistics.median(stalls)
+
+
+def _stalls_idle(duration_ms: int) -> list[float]:
+    """Stalls of the event loop doing nothing: what the machine's load alone costs the UI thread."""
+    from PySide6.QtCore import QElapsedTimer, QEventLoop, QTimer
+
+    gaps, clock, last = [], QElapsedTimer(), [0]
+    clock.start()
+
+    def tick() -> None:
+        now = clock.elapsed()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer(interval=TICK_MS)
+    timer.timeout.connect(tick)
+    loop = QEventLoop()
+    QTimer.singleShot(duration_ms, loop.quit)
+    timer.start()
+    loop.exec()
+    timer.stop()
+    return [max(g - TICK_MS, 0) for g in gaps]
 
 
 def _stalls_while_probing(window, image: Path) -> list[float]:
@@ -133,7 +159,7 @@ def _stalls_while_probing(window, image: Path) -> list[float]:
     timer.stop()
     ctl.probeFinished.disconnect(done)
     ctl.errorRaised.disconnect(failed)
-    return [max(g - TICK_MS, 0) for g in gaps[1:]]
+    return [max(g - TICK_MS, 0) for g in gaps]
 
 
 def _wait(app, ctl, start, signal) -> None:
@@ -179,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"app, Probe panel on {args.model} (every module summarised), tick {TICK_MS} ms")
     for what, worst, median in stalls:
         print(f"  {what:32s} longest stall {worst:5.0f} ms, median {median:4.1f} ms")
-    worst = max(s for _, s, _ in stalls)
+    worst = max(s for what, s, _ in stalls if not what.startswith("idle"))
     print(f"  longest stall overall {worst:.0f} ms (target < {TARGET_STALL_MS:.0f} ms: "
           f"{'ok' if worst < TARGET_STALL_MS else 'MISSED'})")  # fmt: skip
     return 0
