@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from headstudio.core.edits.add_head import MultiHead
-from headstudio.core.edits.base import Edit
+from headstudio.core.edits.base import Edit, state
 from headstudio.core.errors import EditError
 from headstudio.core.modules import find_module, module_expr
 
@@ -24,6 +24,7 @@ class SetActiveHead(Edit):
     kind = "set_active_head"
     path: str
     name: str | None
+    _expr: str = state("model")  # the MultiHead as a Python expression, for code()
 
     def describe(self) -> str:
         """E.g. 'Active head at fc: age' or 'Active head at fc: all (dict)'."""

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from headstudio.core.edits.base import Edit
 
 from headstudio.core.errors import TraceError, first_line
 from headstudio.core.model.heads import HeadInfo, describe_head
@@ -34,11 +37,19 @@ class Origin:
 class Document:
     """An opened model. Edits change ``model``; everything shown is derived from it."""
 
-    def __init__(self, model: nn.Module, origin: Origin, input_shape: tuple[int, ...] | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        origin: Origin,
+        input_shape: tuple[int, ...] | None = None,
+        *,
+        shadow: bool = False,
+    ) -> None:
         self.model = model
         self.origin = origin
         self.input_shape: tuple[int, ...] = tuple(input_shape or default_input_shape(model))
-        self.edits: list[Any] = []
+        self.edits: list[Edit] = []
+        self.shadow = shadow  # a preview's meta copy: weights are not there, so edits skip copying them
         self.baseline: nn.Module | None = None  # the model before the first edit, sharing its weights
         self._trace: Trace | None = None
         self._tree: ModuleNode | None = None
@@ -60,19 +71,19 @@ class Document:
         self._trace = None
         self._tree = None
 
-    def apply(self, edit: Any) -> None:
+    def apply(self, edit: Edit) -> None:
         """Apply an edit (see core.edits) and record it in ``edits``.
 
         Before the first edit a weight-sharing copy of the model is kept as ``baseline`` (module objects
         only), so a probe can prove which outputs the edits left bit-identical.
         """
-        if self.baseline is None and self.editable:
+        if self.baseline is None and self.editable and not self.shadow:
             self.baseline = _baseline_of(self.model)
         edit.apply(self)
         self.edits.append(edit)
         self.changed()
 
-    def revert(self, edit: Any) -> None:
+    def revert(self, edit: Edit) -> None:
         """Revert an applied edit (the last one, for exact undo) and drop it from ``edits``."""
         edit.revert(self)
         for i in range(len(self.edits) - 1, -1, -1):
