@@ -10,6 +10,7 @@
    10 ms on the UI thread; the longest gap minus the period is the longest stall (target < 100 ms).
 
     .venv/bin/python benchmarks/bench_probe.py [--repeat 5] [--gui-runs 3] [--model resnet50]
+                                               [--threads N] [--core-only]
 """
 
 from __future__ import annotations
@@ -182,7 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--gui-runs", type=int, default=3)
     parser.add_argument("--model", default="resnet50")
+    parser.add_argument("--threads", type=int, help="torch threads (1: CPU times free of thread spinning)")
+    parser.add_argument("--core-only", action="store_true", help="skip the app's stall measurement")
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     spec = f"torchvision:{args.model}"
     with tempfile.TemporaryDirectory() as folder:
         image = synthetic_image(Path(folder))
@@ -201,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
             "  rounds (plain, probe) wall ms: "
             + ", ".join(f"({p[0] * 1e3:.0f}, {q[0] * 1e3:.0f})" for p, q in pairs)
         )
+        if args.core_only:
+            return 0
         stalls = measure_gui(spec, image, args.gui_runs)
     print(f"app, Probe panel on {args.model} (every module summarised), tick {TICK_MS} ms")
     for what, worst, median in stalls:
