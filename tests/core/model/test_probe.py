@@ -143,6 +143,19 @@ def test_a_header_that_lies_about_a_plausible_size_is_a_damaged_file(doc, tmp_pa
         make_input(doc, image=path)
 
 
+def test_sixteen_bit_and_float_images_keep_their_range(doc, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "depth.png")  # mode I;16: Pillow's own convert would clip it
+    Image.fromarray((ramp / 65535).astype(np.float32)).save(tmp_path / "float.tif")
+    for name in ("depth.png", "float.tif"):
+        x = make_input(doc, image=tmp_path / name).tensor[0, 0]  # the centre crop of a 0..1 ramp
+        assert float(x.mean()) == pytest.approx((0.5 - 0.485) / 0.229, abs=0.15)  # clipped: 2.25 or -2.12
+        assert float(x.std()) > 1.0  # a spread of grey levels, not one saturated value
+
+
 def test_missing_and_empty_images_are_refused(doc, tmp_path):
     with pytest.raises(SourceError, match="no such image"):
         make_input(doc, image=tmp_path / "nope.png")

@@ -109,7 +109,7 @@ def load_image(path: str | Path, prep: Preprocess, channels: int = 3) -> torch.T
                         f"{MAX_PIXELS // 1_000_000} megapixels a probe decodes; use a smaller image"
                     )
                 img.load()
-                picture = ImageOps.exif_transpose(img).convert("L" if channels == 1 else "RGB")
+                picture = _eight_bit(ImageOps.exif_transpose(img)).convert("L" if channels == 1 else "RGB")
     except SourceError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -156,6 +156,22 @@ def _check_file(path: Path) -> None:
         raise SourceError(f"{path} is not a regular file; give an image file (PNG, JPEG...)")
     if path.stat().st_size == 0:
         raise SourceError(f"{path} is empty (0 bytes); give an image file")
+
+
+def _eight_bit(img: Any) -> Any:
+    """16-bit, 32-bit and float greyscale images scaled to 8 bits (Pillow's convert would clip them)."""
+    import numpy as np
+    from PIL import Image
+
+    if not (img.mode.startswith("I;16") or img.mode in ("I", "F")):
+        return img
+    values = np.asarray(img, dtype=np.float64)
+    if img.mode.startswith("I;16"):
+        scaled = values / 257.0
+    else:
+        low, high = float(values.min()), float(values.max())
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else values * 0
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
 
 
 def _resize_crop(img: Any, prep: Preprocess) -> Any:
