@@ -28,10 +28,10 @@ def meta_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
-def shared_copy(model: nn.Module) -> nn.Module:
-    """Deep copy of the module structure that shares every parameter and buffer with ``model``.
+def structure_copy(model: nn.Module) -> nn.Module:
+    """Deep copy of the module structure sharing every parameter and buffer (no weight is copied).
 
-    Costs only the module objects (no tensor memory): edits swap modules, never write into tensors.
+    Tracing or previewing the copy never touches ``model``, so another thread may edit it meanwhile.
     """
     memo: dict[int, Any] = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
     return copy.deepcopy(model, memo)
