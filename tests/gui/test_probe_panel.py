@@ -10,7 +10,6 @@ from headstudio.gui.probe_panel import ALL_HEADS, ProbePanel
 from headstudio.gui.tree_model import PROOF_COLORS, ProofRole
 from headstudio.gui.tree_panel import ModuleTreePanel
 
-pytest_plugins = ("panel_fixtures",)
 PROBE_TIMEOUT_MS = 120_000
 RESNET18 = "torchvision:resnet18"
 
@@ -36,10 +35,11 @@ def image(tmp_path):
 
 
 @pytest.fixture
-def opened(open_model, controller, resnet18_file):
+def opened(open_model, controller, resnet18_file, traced, slow_wait):
     open_model(resnet18_file, arch=RESNET18)
-    controller.set_input_shape((1, 3, 64, 64))  # a small input keeps every forward quick
-    controller.wait_idle()
+    with traced(controller):
+        controller.set_input_shape((1, 3, 64, 64))  # a small input keeps every forward quick
+    slow_wait(lambda: not controller.busy)
     return controller
 
 

@@ -19,9 +19,9 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QProgressBar,
-    QPushButton,
     QScrollArea,
     QSplitter,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -63,12 +63,14 @@ class ProbePanel(QWidget):
         controller.errorRaised.connect(self._stopped)
 
     def _build(self) -> None:
-        self.imageButton = QPushButton("Image…", objectName="probeImage", clicked=self.choose_image)
-        self.randomButton = QPushButton("Random", objectName="probeRandom", clicked=self.use_random)
-        self.runButton = QPushButton("Run", objectName="probeRun", clicked=self.run)
-        self.cancelButton = QPushButton(
-            "Cancel", objectName="probeCancel", clicked=self.cancel, enabled=False
-        )
+        # tool buttons: narrow enough that the dock fits at the inspector's width
+        self.imageButton = QToolButton(text="Image…", objectName="probeImage", clicked=self.choose_image)
+        self.randomButton = QToolButton(text="Random", objectName="probeRandom", clicked=self.use_random)
+        self.runButton = QToolButton(text="Run", objectName="probeRun", clicked=self.run)
+        self.cancelButton = QToolButton(text="Cancel", objectName="probeCancel", clicked=self.cancel)
+        self.cancelButton.setEnabled(False)
+        self.imageButton.setToolTip("Choose an image to probe with (or drop one on this panel)")
+        self.randomButton.setToolTip("Probe with seeded random values of the input shape")
         self.inputLabel = QLabel(objectName="probeInput", wordWrap=True)
         self.progress = QProgressBar(objectName="probeProgress", maximum=1000, textVisible=False)
         self.proofLabel = QLabel(objectName="probeProof", wordWrap=True)
@@ -91,6 +93,7 @@ class ProbePanel(QWidget):
         buttons = QHBoxLayout()
         for button in (self.imageButton, self.randomButton, self.runButton, self.cancelButton):
             buttons.addWidget(button)
+        buttons.addStretch(1)
         layout = QVBoxLayout(self)
         layout.addLayout(buttons)
         layout.addWidget(self.inputLabel)
