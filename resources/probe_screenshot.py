@@ -42,7 +42,7 @@ def main(target: Path) -> int:
     window.tree_panel.view.expandToDepth(0)
     ctl.select("layer1")
     window.probe_dock.raise_()
-    window.resizeDocks([window.probe_dock], [520], _horizontal())
+    window.resizeDocks([window.probe_dock], [460], _horizontal())
     for _ in range(20):
         app.processEvents()
         time.sleep(0.05)

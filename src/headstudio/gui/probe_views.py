@@ -26,6 +26,7 @@ class HeadChart(QWidget):
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.hideButtons()
         self.plot.setLabel("bottom", "probability (softmax)")
+        self.plot.getAxis("bottom").enableAutoSIPrefix(False)  # 0.36, not 360 (x0.001)
         self.bars = pg.BarGraphItem(x0=[0], y=[0], height=BAR_HEIGHT, width=[0])
         self.plot.addItem(self.bars)
         self.labels: list[str] = []  # the y-axis labels, best first
