@@ -311,7 +311,9 @@ class MainWindow(QMainWindow):
         name = Path(ctl.source or "model").name.replace(":", "_")
         stem = name.split(".")[0] or "model"
         folder = ctl.document.origin.path.parent if ctl.document.origin.path else Path.home()
-        choice = dialogs.ask_save_path(self, str(folder / f"{stem}-edited.safetensors"))
+        origin = ctl.document.origin
+        suffix = origin.path.suffix if origin.format == "checkpoint" and origin.path else ".safetensors"
+        choice = dialogs.ask_save_path(self, str(folder / f"{stem}-edited{suffix}"))
         if choice is None:
             return False
         path, fmt = choice

@@ -65,6 +65,7 @@ class Document:
         self.input_shape: tuple[int, ...] = tuple(input_shape or default_input_shape(model))
         self.edits: list[Edit] = []
         self.shadow = shadow  # a preview's meta copy: weights are not there, so edits skip copying them
+        self.trace_before_edits: Trace | None = None  # the forward as opened (saving compares with it)
         self.version = 0  # counts changes; work computed for an older version is stale
         self.baseline: nn.Module | None = None  # the model before the first edit, sharing its weights
         self._trace: Trace | None = None
@@ -94,6 +95,8 @@ class Document:
         Before the first edit a weight-sharing copy of the model is kept as ``baseline`` (module objects
         only), so a probe can prove which outputs the edits left bit-identical.
         """
+        if not self.edits and self.editable:
+            self.trace_before_edits = self.trace()
         if self.baseline is None and self.editable and not self.shadow:
             self.baseline = _baseline_of(self.model)
         edit.apply(self)
