@@ -220,6 +220,20 @@ def test_a_changed_backbone_weight_shows_where_outputs_start_to_differ(doc):
     assert by_path["layer4"].status == "changed" and by_path["fc"].max_abs_diff > 0
 
 
+def test_removing_a_block_changes_the_outputs_after_it_and_nothing_before(doc):
+    from headstudio.core.edits import RemoveLayers
+
+    x = make_input(doc).tensor
+    doc.apply(RemoveLayers(("layer2.1",)))
+    proof = prove_surgery(doc, x)
+    by_path = proof.by_path()
+    assert by_path["layer2.0"].unchanged and by_path["layer1"].unchanged
+    assert proof.first_difference.path == "layer2"  # the Sequential that lost its second block
+    assert proof.first_difference.max_abs_diff > 0
+    assert by_path["layer3.0.conv1"].status == "changed" and by_path["fc"].max_abs_diff > 0
+    assert "layer2.1" not in by_path and "layer2.1.conv1" not in by_path  # gone: nothing to compare
+
+
 def test_outputs_over_the_copy_budget_are_compared_by_digest(doc):
     x = make_input(doc).tensor
     tuned = copy.deepcopy(doc.model)
