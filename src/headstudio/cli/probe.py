@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from headstudio.core.errors import HeadStudioError
+from headstudio.core.errors import HeadStudioError, printable
 
 
 def add_probe_parser(sub: Any, add_source_options: Any) -> None:
@@ -37,7 +37,7 @@ def run_probe(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"source": args.source, "error": str(err)}), flush=True)
         else:
-            print(f"headstudio: {err}", file=sys.stderr, flush=True)
+            print(f"headstudio: {printable(str(err))}", file=sys.stderr, flush=True)
         return err.exit_code
     print(json.dumps(report) if args.json else "\n".join(lines), flush=True)
     return 0
