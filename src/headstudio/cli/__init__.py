@@ -10,7 +10,7 @@ from typing import Any
 
 from headstudio.core.model.shape_text import sizes_argument
 
-SUBCOMMANDS = ("inspect", "edit", "apply", "code", "head")
+SUBCOMMANDS = ("inspect", "edit", "apply", "code", "head", "probe")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     from headstudio.cli.head import add_head_parser
 
     add_head_parser(sub, _add_source_options)
+    from headstudio.cli.probe import add_probe_parser
+
+    add_probe_parser(sub, _add_source_options)
     return parser
 
 
@@ -62,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from headstudio.cli.head import run_head_command
 
                 return guarded(run_head_command, args)
+            if args.command == "probe":
+                from headstudio.cli.probe import run_probe
+
+                return guarded(run_probe, args)
             if args.command != "inspect":
                 from headstudio.cli.edit import run_edit_command
 

@@ -28,11 +28,13 @@ from headstudio.core.errors import (
 )
 
 from .imports import settle_imports
-from .workers import WorkQueue, one_line
+from .workers import Task, WorkQueue, one_line
 
 if TYPE_CHECKING:
     from headstudio.core.edits.base import Edit, Preview
     from headstudio.core.model.document import Document, TracedModel
+    from headstudio.core.model.probe import ProbeResult
+    from headstudio.core.model.surgery_proof import SurgeryProof
     from headstudio.core.model.tree import ModuleNode
     from headstudio.core.saving.atomic import SaveReport
 
@@ -60,6 +62,7 @@ class DocumentController(QObject):
     cancelled = Signal(str)  # long work stopped at the user's request; nothing changed
     inputShapeChanged = Signal(object)  # the new input shape tuple
     previewReady = Signal(object, str)  # Preview or None, problem text ("" with a Preview): newest request
+    probeFinished = Signal(object, object)  # ProbeResult, SurgeryProof (None for an unedited model)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -82,6 +85,7 @@ class DocumentController(QObject):
         self._queue = WorkQueue(self)  # opening, tracing, saving: one at a time, shown as busy
         self._previews = WorkQueue(self)  # edit previews while the user types
         self._reads = WorkQueue(self)  # statistics over weights for the inspector
+        self._probe_task: Task | None = None  # the running probe (Cancel stops it at its next module)
         self._queue.activeChanged.connect(self.busyChanged)
         self.undo_stack.indexChanged.connect(self._on_history_moved)
 
@@ -335,6 +339,63 @@ class DocumentController(QObject):
             return
         self.inputShapeChanged.emit(self.document.input_shape)
         self.retrace()
+
+    # -- probing -------------------------------------------------------------------------------------
+    def probe(self, image: str | None = None, seed: int = 0, top_k: int = 5) -> None:
+        """Run an image (or a seeded random input) through the model in the background.
+
+        The probe runs on a detached copy (weights shared), so editing may go on meanwhile; every module's
+        output is summarised, and for an edited model the same input also runs through the model as
+        opened (surgery proof). probeFinished(result, proof), or errorRaised/cancelled, follows.
+        """
+        doc = self.document
+        if doc is None:
+            self.errorRaised.emit("open a model first (File ▸ Open)")
+            return
+        self.cancel_probe()
+        version = doc.version
+
+        def job(progress: Progress) -> tuple[ProbeResult, SurgeryProof | None]:
+            from headstudio.core.model.probe import make_input, probe
+            from headstudio.core.model.surgery_proof import prove_surgery
+
+            progress("preparing the input", 0.0)
+            twin = doc.detached()
+            given = make_input(twin, image, seed)
+            result = probe(twin, given, top_k=top_k, all_modules=True, progress=progress)
+            proof = None
+            if twin.edits and twin.baseline is not None:
+                proof = prove_surgery(twin, given.tensor, lambda m, f: progress(f"proof: {m}", f))
+            return result, proof
+
+        self._probe_task = self._queue.submit(
+            job,
+            "Probing…",
+            lambda found: self._on_probed(doc, version, found),
+            self._on_probe_failed,
+            self.progressChanged.emit,
+        )
+
+    def cancel_probe(self) -> None:
+        """Stop a running probe at its next module; nothing changes."""
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+
+    def _on_probed(self, doc: Document, version: int, found: tuple[ProbeResult, SurgeryProof | None]) -> None:
+        self._probe_task = None
+        if doc is not self.document:
+            return
+        if doc.version != version:  # edited while probing: the proof would colour a tree it is not about
+            self.cancelled.emit("the model changed while probing; run the probe again")
+            return
+        self.probeFinished.emit(*found)
+
+    def _on_probe_failed(self, err: BaseException) -> None:
+        self._probe_task = None
+        if isinstance(err, Cancelled):
+            self.cancelled.emit(str(err))
+        else:
+            self.errorRaised.emit(one_line(err))
 
     # -- saving --------------------------------------------------------------------------------------
     def save(self, path: str | Path, fmt: str | None = None) -> None:

@@ -26,7 +26,17 @@ MAX_RECENT = 10
 DEFAULT_SIZE = (1280, 800)
 INSPECTOR_WIDTH = 340  # first run: the tree keeps room for all five columns at the default size
 STAGGER_MS = 5  # between steps of UI work split up so input and painting get their turn in between
-PANEL_MODULES = ("head_editor", "inspector", "charts", "commands", "code_view", "headstudio.core.edits")
+PANEL_MODULES = (
+    "head_editor",
+    "inspector",
+    "charts",
+    "commands",
+    "code_view",
+    "probe_panel",
+    "headstudio.core.edits",
+    "headstudio.core.model.surgery_proof",  # the probe's first run then imports nothing on its worker
+    "PIL.Image",
+)
 
 
 class MainWindow(QMainWindow):
@@ -70,10 +80,12 @@ class MainWindow(QMainWindow):
         split = QSplitter(Qt.Orientation.Horizontal, self, objectName="workspace")
         split.addWidget(self.tree_panel)
         self.workspace = split
-        self.head_editor = self.inspector = self.chart = self.history = None
+        self.head_editor = self.inspector = self.chart = self.history = self.probe = None
         right, bottom = Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.BottomDockWidgetArea
         self.setCorner(Qt.Corner.BottomRightCorner, right)
         self.inspector_dock = self._dock("Inspector", "inspectorDock", right)
+        self.probe_dock = self._dock("Probe", "probeDock", right)
+        self.tabifyDockWidget(self.inspector_dock, self.probe_dock)
         self.chart_dock = self._dock("Parameters per block", "chartDock", bottom)
         self.history_dock = self._dock("History", "historyDock", bottom)
         self.tabifyDockWidget(self.chart_dock, self.history_dock)
@@ -107,6 +119,9 @@ class MainWindow(QMainWindow):
         elif self.history is None:
             self.history = _panel("commands", "HistoryView", ctl, self.history_dock)
             self.history_dock.setWidget(self.history)
+        elif self.probe is None:
+            self.probe = _panel("probe_panel", "ProbePanel", ctl, self.probe_dock)
+            self.probe_dock.setWidget(self.probe)
         else:
             self.controller.panels_built.set()  # a first load waiting for them goes on
             return False
@@ -168,7 +183,7 @@ class MainWindow(QMainWindow):
         view_menu = bar.addMenu("&View")
         view_menu.addActions([panel.action_expand, panel.action_collapse])
         view_menu.addSeparator()
-        docks = (self.inspector_dock, self.chart_dock, self.history_dock)
+        docks = (self.inspector_dock, self.probe_dock, self.chart_dock, self.history_dock)
         view_menu.addActions([dock.toggleViewAction() for dock in docks])
         tools = self.addToolBar("Main")
         tools.setObjectName("mainToolBar")
@@ -251,12 +266,14 @@ class MainWindow(QMainWindow):
     def _show_docks(self) -> None:
         """With the first model: the docks the user had last time, or the default layout on a first run."""
         first_run = self._docks_wanted is None
-        docks = [self.inspector_dock, self.chart_dock, self.history_dock] if first_run else self._docks_wanted
+        everything = [self.inspector_dock, self.probe_dock, self.chart_dock, self.history_dock]
+        docks = everything if first_run else self._docks_wanted
         for dock in docks:
             dock.show()
         self._docks_wanted = []  # from now on the user's own showing and hiding stands
         if first_run:
             self.chart_dock.raise_()
+            self.inspector_dock.raise_()
             wider = max(self.width() - DEFAULT_SIZE[0], 0) // 2  # a larger window: half to the inspector
             self.resizeDocks([self.inspector_dock], [INSPECTOR_WIDTH + wider], Qt.Orientation.Horizontal)
             self.resizeDocks([self.chart_dock], [190], Qt.Orientation.Vertical)
@@ -390,7 +407,7 @@ class MainWindow(QMainWindow):
         geometry, state = self.settings.value("window/geometry"), self.settings.value("window/state")
         if isinstance(geometry, QByteArray):
             self.restoreGeometry(geometry)
-        docks = (self.inspector_dock, self.chart_dock, self.history_dock)
+        docks = (self.inspector_dock, self.probe_dock, self.chart_dock, self.history_dock)
         if isinstance(state, QByteArray):
             self.restoreState(state)
             self._docks_wanted = [dock for dock in docks if not dock.isHidden()]

@@ -22,6 +22,8 @@ COLUMNS = ("Module", "Type", "Output shape", "Params", "Trainable")
 MODULE, TYPE, SHAPE, PARAMS, TRAINABLE = range(len(COLUMNS))
 PathRole = Qt.ItemDataRole.UserRole + 1
 ChangedRole = Qt.ItemDataRole.UserRole + 2
+ProofRole = Qt.ItemDataRole.UserRole + 3  # after a probe of an edited model: "unchanged", "changed", ...
+PROOF_COLORS = {"unchanged": QColor(46, 160, 67, 60), "changed": QColor(215, 58, 73, 70)}
 Index = QModelIndex | QPersistentModelIndex
 _NO_PARENT = QModelIndex()
 
@@ -47,6 +49,7 @@ class ModuleTreeModel(QAbstractItemModel):
         self._nodes: dict[int, ModuleNode] = {}
         self._rows: dict[int, int] = {}
         self.head_path: str | None = None
+        self.proof: dict[str, tuple[str, str]] = {}  # path -> (status, description) from a surgery proof
         self.traced = True
         self.on_trainable: Callable[[str, bool], None] | None = None  # set by the view: push SetTrainable
 
@@ -70,6 +73,13 @@ class ModuleTreeModel(QAbstractItemModel):
             if index.isValid():
                 last = self.index(index.row(), len(COLUMNS) - 1, index.parent())
                 self.dataChanged.emit(index, last)
+
+    def set_proof(self, proof: Any) -> None:
+        """Tint rows by a SurgeryProof (green: output bit-identical, red: changed); None clears it."""
+        self.proof = {} if proof is None else {m.path: (m.status, m.describe()) for m in proof.modules}
+        if self._root is not None:  # every row's colour may change; no row moves
+            self.layoutAboutToBeChanged.emit()
+            self.layoutChanged.emit()
 
     @property
     def root(self) -> ModuleNode | None:
@@ -162,6 +172,8 @@ class ModuleTreeModel(QAbstractItemModel):
             return node.path
         if role == ChangedRole:
             return self._change(node)
+        if role == ProofRole:
+            return self.proof.get(node.path, ("", ""))[0]
         if role == Qt.ItemDataRole.ToolTipRole:
             return self._tooltip(node, column)
         if role == Qt.ItemDataRole.TextAlignmentRole and column == PARAMS:
@@ -194,6 +206,9 @@ class ModuleTreeModel(QAbstractItemModel):
             font.setBold(is_head)
             font.setItalic(bool(self._change(node)))
             return font
+        status = self.proof.get(node.path, ("",))[0]
+        if role == Qt.ItemDataRole.BackgroundRole and status not in ("", "added"):
+            return PROOF_COLORS["unchanged" if status == "unchanged" else "changed"]
         if role == Qt.ItemDataRole.BackgroundRole and is_head:
             color = QColor(QGuiApplication.palette().color(QPalette.ColorRole.Highlight))
             color.setAlpha(60)
@@ -226,6 +241,8 @@ class ModuleTreeModel(QAbstractItemModel):
         change = self._change(node)
         if change:
             lines.append(change)
+        if node.path in self.proof:
+            lines.append(f"probe: output {self.proof[node.path][1]}")
         if column == TRAINABLE and node.params:
             lines.append(f"{node.trainable_params:,} of {node.params:,} parameters trainable")
         return "\n".join(lines)

@@ -76,6 +76,8 @@ class ModuleTreePanel(QWidget):
         controller.headMarked.connect(self.model.set_head)
         controller.selectionChanged.connect(self._on_selection)
         controller.inputShapeChanged.connect(self._show_shape)
+        controller.probeFinished.connect(lambda _result, proof: self.model.set_proof(proof))
+        controller.modelEdited.connect(lambda: self.model.set_proof(None))  # the proof was of another model
 
     def _make_view(self) -> QTreeView:
         view = QTreeView(self, objectName="moduleTree")
@@ -148,6 +150,7 @@ class ModuleTreePanel(QWidget):
     def _on_document(self) -> None:
         ctl = self.controller
         self.model.set_head(None)
+        self.model.set_proof(None)
         self.model.set_tree(ctl.tree, ctl.original_tree)
         self.fit_columns()
         self.model.set_head(ctl.head_path)

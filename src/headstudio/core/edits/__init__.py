@@ -3,6 +3,7 @@
 Importing this package imports every kind, which registers it for ``edit_from_json``.
 """
 
+from headstudio.core.edits.active_head import SetActiveHead
 from headstudio.core.edits.add_head import AddHead, MultiHead
 from headstudio.core.edits.attach_head import AddHeadFromFile, ReplaceHeadFromFile, head_fit
 from headstudio.core.edits.base import Edit, Preview, edit_from_json
@@ -23,6 +24,7 @@ __all__ = [
     "RemoveLayers",
     "ReplaceHead",
     "ReplaceHeadFromFile",
+    "SetActiveHead",
     "SetTrainable",
     "edit_from_json",
     "head_fit",

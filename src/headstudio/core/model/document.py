@@ -69,6 +69,7 @@ class Document:
         self.shadow = shadow  # a preview's meta copy: weights are not there, so edits skip copying them
         self.trace_before_edits: Trace | None = None  # the forward as opened (saving compares with it)
         self.version = 0  # counts changes; work computed for an older version is stale
+        self.baseline: nn.Module | None = None  # the model before the first edit, sharing its weights
         self._trace: Trace | None = trace
         self._tree: ModuleNode | None = None
 
@@ -91,9 +92,15 @@ class Document:
         self._tree = None
 
     def apply(self, edit: Edit) -> None:
-        """Apply an edit (see core.edits) and record it in ``edits``."""
+        """Apply an edit (see core.edits) and record it in ``edits``.
+
+        Before the first edit a weight-sharing copy of the model is kept as ``baseline`` (module objects
+        only), so a probe can prove which outputs the edits left bit-identical.
+        """
         if not self.edits and self.editable:
             self.trace_before_edits = self.trace()
+        if self.baseline is None and self.editable and not self.shadow:
+            self.baseline = _baseline_of(self.model)
         edit.apply(self)
         self.edits.append(edit)
         self.changed()
@@ -154,7 +161,8 @@ class Document:
             if version == self.version:
                 break
         twin = Document(model, self.origin, self.input_shape, shadow=self.shadow)
-        twin.edits, twin._trace = edits, trace
+        twin.edits, twin._trace, twin.baseline = edits, trace, self.baseline
+        twin.trace_before_edits = self.trace_before_edits  # a save of the copy judges the edits the same way
         return twin
 
     def heads(self) -> list[HeadInfo]:
@@ -198,6 +206,16 @@ class Document:
             "notes": list(self.origin.notes),
             "error": None,
         }
+
+
+def _baseline_of(model: nn.Module) -> nn.Module | None:
+    """A weight-sharing structural copy of ``model``; None for a model deepcopy cannot handle."""
+    from headstudio.core.modules import structure_copy
+
+    try:
+        return structure_copy(model)
+    except Exception:  # a module holding uncopyable state: the probe then asks for --against
+        return None
 
 
 def _trace_script(model: nn.Module, input_shape: tuple[int, ...]) -> Trace:

@@ -160,12 +160,13 @@ def _quiet_fake_log() -> Iterator[None]:
 
 
 def _input(shape: tuple[int, ...], dtype: torch.dtype, model: nn.Module) -> torch.Tensor:
-    if _takes_tokens(model):
+    if takes_tokens(model):
         return torch.zeros(shape, dtype=torch.long)
     return torch.zeros(shape, dtype=dtype)
 
 
-def _takes_tokens(model: nn.Module) -> bool:
+def takes_tokens(model: nn.Module) -> bool:
+    """The model starts with an Embedding: its input is token ids (long), not values."""
     first = next((m for m in model.modules() if next(m.parameters(recurse=False), None) is not None), None)
     return isinstance(first, nn.Embedding)
 
