@@ -70,3 +70,14 @@ def test_a_detached_document_keeps_the_model_as_it_was_when_the_user_edits_on():
     assert twin.edits == [] and len(doc.edits) == 1
     preview = ReplaceHead("2", 7).preview(twin)
     assert preview.output_before == [1, 4] and preview.output_after == [1, 7]
+
+
+def test_a_detached_copy_saves_an_edit_to_a_model_whose_forward_already_failed(tmp_path):
+    from headstudio.core.edits import SetTrainable
+    from headstudio.core.saving import save
+
+    doc = Document(small_doc().model, Origin("tiny", "module", "tiny"), (1, 5))  # wrong width: fails as opened
+    doc.apply(SetTrainable("0", False))
+    assert doc.trace().error and doc.trace_before_edits.error
+    report = save(doc.detached(), tmp_path / "tiny.safetensors")  # what the app saves
+    assert report.tensors_verified == 4
