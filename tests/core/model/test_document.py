@@ -76,7 +76,7 @@ def test_a_detached_copy_saves_an_edit_to_a_model_whose_forward_already_failed(t
     from headstudio.core.edits import SetTrainable
     from headstudio.core.saving import save
 
-    doc = Document(small_doc().model, Origin("tiny", "module", "tiny"), (1, 5))  # wrong width: fails as opened
+    doc = Document(small_doc().model, Origin("tiny", "module", "tiny"), (1, 5))  # fails as opened
     doc.apply(SetTrainable("0", False))
     assert doc.trace().error and doc.trace_before_edits.error
     report = save(doc.detached(), tmp_path / "tiny.safetensors")  # what the app saves
