@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from headstudio.cli.report import architecture_line, stderr_progress
 from headstudio.core.errors import EditError, HeadStudioError, SourceError
 from headstudio.core.model.shape_text import sizes_argument
 
@@ -78,7 +79,13 @@ def _edit(args: argparse.Namespace) -> int:
     from headstudio.core.saving.atomic import check_target, resolve_format, save
 
     doc = open_source(
-        args.source, arch=args.arch, trust=args.trust, input_shape=args.input_shape, materialize=True
+        args.source,
+        arch=args.arch,
+        trust=args.trust,
+        input_shape=args.input_shape,
+        materialize=True,
+        weights=args.weights,
+        progress=stderr_progress,
     )
     out = Path(args.output)
     resolve_format(doc, out, args.format)
@@ -168,7 +175,13 @@ def _apply(args: argparse.Namespace) -> int:
     if arch is None and Path(args.source).exists() and _is_bare_weights(args.source, args.trust):
         arch = recipe.arch  # bare weights: the recipe names their architecture
     doc = open_source(
-        args.source, arch=arch, trust=args.trust, input_shape=args.input_shape, materialize=True
+        args.source,
+        arch=arch,
+        trust=args.trust,
+        input_shape=args.input_shape,
+        materialize=True,
+        weights=args.weights,
+        progress=stderr_progress,
     )
     out = Path(args.output)
     resolve_format(doc, out, args.format)
@@ -224,6 +237,8 @@ def _figures(doc: Any) -> tuple[Any, int, int]:
 def _before_after(doc: Any, edits: list[Any], before: tuple, after: tuple) -> str:
     """The edits made and a before/after table of output shape, params and trainable params."""
     lines = [f"{doc.origin.source}  [{doc.origin.format}, {doc.origin.arch}]"]
+    if doc.origin.arch_from and doc.origin.arch_from != "spec":
+        lines.append(architecture_line(doc.origin.arch, doc.origin.arch_from))
     lines += [f"  {_describe(e)}" for e in edits] or ["  (no edits: saved as is)"]
     rows = [
         ("", "before", "after"),

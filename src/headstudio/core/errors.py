@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 Progress = Callable[[str, float], None]
 """``progress(message, fraction)``: long work reports through it; raising ``Cancelled`` stops the work."""
@@ -36,7 +36,14 @@ class SourceError(HeadStudioError):
 
 
 class ArchitectureRequiredError(SourceError):
-    """The file holds only weights; the caller must name the architecture (``--arch``)."""
+    """The file holds only weights; the caller must name the architecture (``--arch``).
+
+    ``candidates`` are the nearest known architectures, best first (fingerprint Candidates).
+    """
+
+    def __init__(self, message: str, candidates: Sequence[object] = ()) -> None:
+        super().__init__(message)
+        self.candidates = list(candidates)
 
 
 class MissingDependencyError(SourceError):

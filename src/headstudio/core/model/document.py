@@ -29,6 +29,7 @@ class Origin:
     path: Path | None = None
     checkpoint: Checkpoint | None = None
     notes: list[str] = field(default_factory=list)
+    arch_from: str | None = None  # how the architecture was known: "--arch", a file's hint, the weights
 
 
 class Document:
@@ -117,6 +118,7 @@ class Document:
             "source": self.origin.source,
             "format": self.origin.format,
             "arch": self.origin.arch,
+            "arch_from": self.origin.arch_from,
             "input_shape": list(self.input_shape),
             "params": total,
             "trainable_params": trainable,
