@@ -41,6 +41,7 @@ from headstudio.core.opening.specs import build_model
 for name, spec in json.loads(sys.argv[1]):
     torch.manual_seed(0)
     torch.save(build_model(spec, meta=False).state_dict(), sys.argv[2] + "/" + name)
+print("{}")
 """
 _BUILD = """
 from headstudio.core.opening.fingerprint_index import build_index, index_path
@@ -114,9 +115,7 @@ def main() -> None:
             f"{name + ' (' + spec + ')':52} {ident:8.2f}s {plain:7.2f}s {given:7.2f}s {plain / given:5.2f}x"
             f"  {record['arch']}{'' if found['exact'] else ' (not exact)'}  {ok}"
         )
-    print(
-        f"targets: identify <= {IDENTIFY_TARGET:.1f} s beyond the imports; inspect <= {INSPECT_TARGET}x --arch"
-    )
+    print(f"targets: identify <= {IDENTIFY_TARGET:.1f} s beyond the imports; inspect <= {INSPECT_TARGET}x")
 
 
 if __name__ == "__main__":

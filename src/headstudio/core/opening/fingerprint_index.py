@@ -270,15 +270,8 @@ def fingerprint_architecture(arch: str) -> tuple[Entries, int] | None:
     """(name, shape) of each tensor of ``arch`` and its default class count; None if it cannot be built."""
     try:
         model = build_on_meta(arch)
-    except Exception:  # __init__ reads values (torchvision regnet): parameters on meta as registered
-        try:
-            from headstudio.core.opening.specs import build_model
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model = build_model(arch)
-        except Exception:
-            return None
+    except Exception:
+        return None
     entries = [(k, tuple(v.shape)) for k, v in model.state_dict().items() if not ignored_key(k)]
     return entries, default_classes(model, arch)
 
@@ -289,23 +282,35 @@ def ignored_key(key: str) -> bool:
 
 
 def build_on_meta(arch: str, **kwargs: Any) -> torch.nn.Module:
-    """Build a torchvision/timm architecture with every tensor on meta and weight init skipped."""
+    """Build a torchvision/timm architecture with its parameters on meta and weight init skipped."""
     namespace, name = arch.split(":", 1)
-    with warnings.catch_warnings(), torch.device("meta"), _SkipFills():
+    factory = _factory(namespace, name)
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if namespace == "timm":
-            import timm
+        try:
+            with torch.device("meta"), _SkipFills():
+                return factory(**kwargs)
+        except Exception:  # the builder computes sizes from tensor values (torchvision regnet)
+            from headstudio.core.opening.specs import _parameters_on_meta
 
-            return timm.create_model(name, pretrained=False, **kwargs)
-        import inspect
+            with _parameters_on_meta(), _SkipFills(every_device=True):
+                return factory(**kwargs)
 
-        import torchvision
 
-        builder = torchvision.models.get_model_builder(name)
-        offline = {"weights": None}
-        if "weights_backbone" in inspect.signature(builder).parameters:
-            offline["weights_backbone"] = None
-        return builder(**offline, **kwargs)
+def _factory(namespace: str, name: str) -> Any:
+    if namespace == "timm":
+        import timm
+
+        return lambda **kw: timm.create_model(name, pretrained=False, **kw)
+    import inspect
+
+    import torchvision
+
+    builder = torchvision.models.get_model_builder(name)
+    offline = {"weights": None}
+    if "weights_backbone" in inspect.signature(builder).parameters:
+        offline["weights_backbone"] = None
+    return lambda **kw: builder(**offline, **kw)
 
 
 def default_classes(model: torch.nn.Module, arch: str) -> int:
@@ -353,14 +358,18 @@ def _pack(archs: list[str], results: dict[str, tuple[Entries, int]]) -> Fingerpr
 
 
 class _SkipFills(TorchFunctionMode):
-    """Skips value-filling in-place ops on meta tensors (shapes are all the index needs)."""
+    """Skips value-filling in-place ops (on meta tensors, or all: shapes are all the index needs)."""
+
+    def __init__(self, every_device: bool = False) -> None:
+        super().__init__()
+        self.every_device = every_device
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         if (
             getattr(func, "__name__", "") in _FILL_OPS
             and args
             and isinstance(args[0], torch.Tensor)
-            and args[0].is_meta
+            and (self.every_device or args[0].is_meta)
         ):
             return args[0]
         return func(*args, **(kwargs or {}))
