@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from headstudio.cli.report import architecture_line, stderr_progress
+from headstudio.cli.report import stderr_progress
 from headstudio.core.errors import EditError, HeadStudioError, SourceError
 from headstudio.core.model.shape_text import sizes_argument
 
@@ -237,8 +237,8 @@ def _figures(doc: Any) -> tuple[Any, int, int]:
 def _before_after(doc: Any, edits: list[Any], before: tuple, after: tuple) -> str:
     """The edits made and a before/after table of output shape, params and trainable params."""
     lines = [f"{doc.origin.source}  [{doc.origin.format}, {doc.origin.arch}]"]
-    if doc.origin.arch_from and doc.origin.arch_from != "spec":
-        lines.append(architecture_line(doc.origin.arch, doc.origin.arch_from))
+    if doc.origin.architecture_line():
+        lines.append(doc.origin.architecture_line())
     lines += [f"  {_describe(e)}" for e in edits] or ["  (no edits: saved as is)"]
     rows = [
         ("", "before", "after"),

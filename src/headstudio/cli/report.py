@@ -36,8 +36,8 @@ def render_report(doc: Any, report: dict[str, Any], depth: int) -> str:
         f"{report['source']}  [{report['format']}, {report['arch']}, "
         f"input {list(report['input_shape'])}, {trace.mode} trace]"
     ]
-    if report.get("arch_from") and report["arch_from"] != "spec":
-        lines.append(architecture_line(report["arch"], report["arch_from"]))
+    if doc.origin.architecture_line():
+        lines.append(doc.origin.architecture_line())
     lines.append(_row(header, widths))
     lines.append("  ".join("─" * w for w in widths))
     lines += [_row(r, widths) for r in rows]
@@ -71,13 +71,6 @@ def _row(cells: Sequence[str], widths: list[int]) -> str:
     left = [c.ljust(w) for c, w in zip(cells[:3], widths[:3], strict=True)]
     right = [c.rjust(w) for c, w in zip(cells[3:], widths[3:], strict=True)]
     return "  ".join(left + right).rstrip()
-
-
-def architecture_line(arch: str, arch_from: str) -> str:
-    """How the architecture was known, for people: 'Architecture: recognised from the weights as ...'."""
-    if arch_from.startswith("recognised"):
-        return f"Architecture: {arch_from}"
-    return f"Architecture: {arch} (from {arch_from})"
 
 
 _shown = {"step": -1}

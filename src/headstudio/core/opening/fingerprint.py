@@ -20,6 +20,7 @@ from headstudio.core.opening.fingerprint_index import Entries, FingerprintIndex,
 
 SHORTLIST = 24  # candidates compared in detail after the vectorised first pass
 _SHOW = 2
+_HEAD_NAMES = ("head", "fc", "classifier", "last_linear")
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,12 @@ class Candidate:
     def describe(self) -> str:
         """One line for people: spec, score and what differs."""
         what = "fits exactly" if self.exact else "; ".join(self.differs)
-        return f"{self.arch}  ({self.score:.0%}: {what})"
+        return f"{self.arch}  ({self.percent}: {what})"
+
+    @property
+    def percent(self) -> str:
+        """The score for people; a near match never rounds up to 100%."""
+        return "100%" if self.exact else f"{int(self.score * 1000) / 10:g}%"
 
 
 def shapes_of(state_dict: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -100,6 +106,8 @@ def compare(found: dict[str, tuple[int, ...]], entries: Entries, arch: str, clas
     adjusted = {k: _resized(k, shape, expected, found, classes, kwargs) for k, shape in expected.items()}
     if kwargs.get("num_classes") == 0:
         adjusted = {k: s for k, s in adjusted.items() if not _class_key(s, classes) or k in found}
+    elif kwargs.get("num_classes") and not classes:  # a head on a headless default: its new keys fit
+        adjusted.update({k: found[k] for k in _added_head(found, expected)})
     missing = [k for k in adjusted if k not in found]
     unexpected = [k for k in found if k not in adjusted]
     other = [k for k in adjusted if k in found and found[k] != adjusted[k]]
@@ -143,6 +151,10 @@ def _infer_sizes(
         head = [k for k, s in expected.items() if _class_key(s, classes)]
         if head and not any(k in found for k in head) and len(found) >= len(expected) - len(head):
             kwargs["num_classes"] = 0  # reset_classifier(0): a feature extractor's weights
+    elif not classes and arch.startswith("timm:"):
+        rows = {found[k][0] for k in _added_head(found, expected)}
+        if len(rows) == 1:
+            kwargs["num_classes"] = rows.pop()  # a model headless by default, given a classifier
     if len(channels) == 1 and arch.startswith("timm:"):
         kwargs["in_chans"] = next(iter(channels))
     return kwargs
@@ -158,6 +170,13 @@ def _resized(key, shape, expected, found, classes, kwargs) -> tuple[int, ...]:
     if c and len(shape) >= 2 and shape[1] == 3 and got == (shape[0], c, *shape[2:]):
         return got
     return shape
+
+
+def _added_head(found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]) -> list[str]:
+    """Keys beyond the architecture's that look like a classifier added to it (head, fc, classifier)."""
+    extra = [k for k in found if k not in expected]
+    heads = [k for k in extra if k.split(".")[0] in _HEAD_NAMES and found[k]]
+    return heads if heads and len(heads) == len(extra) <= 4 else []
 
 
 def _class_key(shape: tuple[int, ...], classes: int) -> bool:
