@@ -189,8 +189,12 @@ def _unpack(path: Path, obj: Any, ema: bool = False) -> Checkpoint:
             ckpt.module = value
         else:
             ckpt.state_dict, ckpt.recipe = dict(value), _pt_recipe(value)
-        if others:
+        if ema:
+            ckpt.notes.append(f"EMA weights taken from '{'.'.join(key)}'")
+        elif others:
             ckpt.notes.append(f"weights taken from '{'.'.join(key)}'; also present: {', '.join(others)}")
+        if ckpt.ema_key and not ema:
+            ckpt.notes.append(f"an EMA copy is in '{'.'.join(ckpt.ema_key)}': --weights ema opens it")
         return ckpt
     raise SourceError(f"{path} holds a {type(obj).__name__}, not model weights or an nn.Module")
 

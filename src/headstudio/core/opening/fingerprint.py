@@ -16,7 +16,13 @@ import numpy as np
 
 from headstudio.core.errors import Progress
 from headstudio.core.model.shape_text import format_shape
-from headstudio.core.opening.fingerprint_index import Entries, FingerprintIndex, ignored_key, load_index
+from headstudio.core.opening.fingerprint_index import (
+    Entries,
+    FingerprintIndex,
+    ignored_key,
+    load_index,
+    shape_text,
+)
 
 SHORTLIST = 24  # candidates compared in detail after the vectorised first pass
 _SHOW = 2
@@ -187,14 +193,14 @@ def _shortlist(found: dict[str, tuple[int, ...]], index: FingerprintIndex) -> li
     """Architectures sharing the most names (then names with shapes) with ``found``: a vectorised pass."""
     ids = index.name_ids(list(found))
     shape_ids = _derived(index)["shape_ids"]
-    shapes = np.array([shape_ids.get(s, -1) for s in found.values()], dtype=np.int64)
-    known = (ids >= 0) & (shapes >= 0)
-    pairs = ids[known] * len(index.shapes) + shapes[known]
+    wanted = np.full(len(index.names), -2, dtype=np.int64)  # name id -> the file's shape id for it
+    known = [shape_ids.get(shape_text(s), -1) for s, i in zip(found.values(), ids, strict=True) if i >= 0]
+    wanted[ids[ids >= 0]] = known
+    per_entry = wanted[index.entry_name]  # a gather, not a sort: linear in the index size
     arch_of = _derived(index)["arch_of"]
     sizes = np.diff(index.offsets)
-    name_hits = np.bincount(arch_of[np.isin(index.entry_name, ids[ids >= 0])], minlength=len(index.archs))
-    entry_pairs = index.entry_name.astype(np.int64) * len(index.shapes) + index.entry_shape
-    pair_hits = np.bincount(arch_of[np.isin(entry_pairs, pairs)], minlength=len(index.archs))
+    name_hits = np.bincount(arch_of[per_entry != -2], minlength=len(index.archs))
+    pair_hits = np.bincount(arch_of[per_entry == index.entry_shape], minlength=len(index.archs))
     name_score = name_hits / (sizes + len(found) - name_hits)
     pair_score = pair_hits / (sizes + len(found) - pair_hits)
     order = np.lexsort((-pair_score, -name_score))
@@ -210,7 +216,7 @@ def _derived(index: FingerprintIndex) -> dict[str, Any]:
     if key not in _DERIVED:
         _DERIVED.clear()
         _DERIVED[key] = {
-            "shape_ids": {shape: i for i, shape in enumerate(index.shapes)},
+            "shape_ids": {text: i for i, text in enumerate(index.shape_texts())},
             "arch_of": np.repeat(np.arange(len(index.archs)), np.diff(index.offsets)),
             "index": index,
         }

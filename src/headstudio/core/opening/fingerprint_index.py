@@ -72,8 +72,8 @@ class FingerprintIndex:
 
     archs: list[str]  # specs: torchvision:NAME / timm:NAME
     classes: np.ndarray  # default class count per arch (0 when unknown)
-    names: list[str]
-    shapes: list[tuple[int, ...]]
+    names: Sequence[str]
+    shapes: Sequence[tuple[int, ...]]
     offsets: np.ndarray
     entry_name: np.ndarray
     entry_shape: np.ndarray
@@ -98,8 +98,8 @@ class FingerprintIndex:
                 fh,
                 archs=_text(self.archs),
                 classes=self.classes,
-                names=_text(self.names),
-                shapes=_text(",".join(map(str, s)) for s in self.shapes),
+                names=_text(list(self.names)),
+                shapes=_text(self.shape_texts()),
                 offsets=self.offsets,
                 entry_name=self.entry_name,
                 entry_shape=self.entry_shape,
@@ -113,13 +113,12 @@ class FingerprintIndex:
     def load(cls, path: Path) -> FingerprintIndex:
         """Read an index written by ``save``."""
         with np.load(path, allow_pickle=False) as data:
-            shapes = [tuple(int(d) for d in s.split(",") if d) for s in _lines(data["shapes"])]
             versions = dict(v.split("=", 1) for v in _lines(data["versions"]) if "=" in v)
             return cls(
                 archs=_lines(data["archs"]),
                 classes=data["classes"],
-                names=_lines(data["names"]),
-                shapes=shapes,
+                names=_Lines(data["names"].tobytes()),
+                shapes=_Shapes(data["shapes"].tobytes()),
                 offsets=data["offsets"],
                 entry_name=data["entry_name"],
                 entry_shape=data["entry_shape"],
@@ -127,6 +126,12 @@ class FingerprintIndex:
                 name_hashes=data["name_hashes"],
                 name_order=data["name_order"],
             )
+
+    def shape_texts(self) -> list[str]:
+        """Every shape as text ('64,3,7,7'), in id order."""
+        if isinstance(self.shapes, _Shapes):
+            return self.shapes.texts()
+        return [shape_text(s) for s in self.shapes]
 
     def name_ids(self, names: list[str]) -> np.ndarray:
         """The id of each name in the vocabulary, -1 for names no architecture has."""
@@ -137,6 +142,37 @@ class FingerprintIndex:
         ids = self.name_order[at].astype(np.int64)
         hit = self.name_hashes[at] == hashes
         return np.where(hit, ids, -1)
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    """A shape as the index stores it: '64,3,7,7'."""
+    return ",".join(map(str, shape))
+
+
+class _Lines(Sequence[str]):
+    """Lines of a UTF-8 blob, each decoded when asked (an index holds ~100k names; a lookup needs few)."""
+
+    def __init__(self, blob: bytes) -> None:
+        self.blob = blob
+        ends = np.flatnonzero(np.frombuffer(blob, dtype=np.uint8) == 10)
+        self.starts = np.concatenate(([0], ends + 1)).tolist()
+        self.ends = np.concatenate((ends, [len(blob)])).tolist()
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: Any) -> Any:
+        return self.blob[self.starts[i] : self.ends[i]].decode("utf-8")
+
+    def texts(self) -> list[str]:
+        return self.blob.decode("utf-8").split("\n")
+
+
+class _Shapes(_Lines):
+    """Shapes stored as text lines, parsed when asked."""
+
+    def __getitem__(self, i: Any) -> Any:
+        return tuple(int(d) for d in super().__getitem__(i).split(",") if d)
 
 
 def name_hashes(names: list[str]) -> np.ndarray:
