@@ -107,6 +107,7 @@ def test_weights_of_no_known_architecture_say_so_without_an_unrelated_example(tm
 
 def test_index_is_cached_by_library_versions_and_rebuilt_when_they_change(tmp_path, monkeypatch):
     monkeypatch.setenv("HEADSTUDIO_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(fingerprint_index, "BUNDLED_DIR", tmp_path / "none-shipped")
     monkeypatch.setattr(fingerprint_index, "known_architectures", lambda: ["torchvision:resnet18"])
     builds = []
     real_build = fingerprint_index.build_index
@@ -126,8 +127,20 @@ def test_index_is_cached_by_library_versions_and_rebuilt_when_they_change(tmp_pa
 
 def test_a_damaged_cache_file_is_rebuilt(tmp_path, monkeypatch):
     monkeypatch.setenv("HEADSTUDIO_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(fingerprint_index, "BUNDLED_DIR", tmp_path / "none-shipped")
     monkeypatch.setattr(fingerprint_index, "known_architectures", lambda: ["torchvision:alexnet"])
     fingerprint_index.index_path().parent.mkdir(parents=True, exist_ok=True)
     fingerprint_index.index_path().write_bytes(b"not an index")
     assert load_index().archs == ["torchvision:alexnet"]
+    fingerprint_index._LOADED.clear()
+
+
+def test_index_shipped_for_these_versions_is_used_instead_of_a_build(tmp_path, monkeypatch):
+    shipped = tmp_path / "shipped"
+    monkeypatch.setattr(fingerprint_index, "BUNDLED_DIR", shipped)
+    monkeypatch.setenv("HEADSTUDIO_CACHE_DIR", str(tmp_path / "cache"))
+    fingerprint_index.build_index(["torchvision:alexnet"]).save(shipped / fingerprint_index.index_path().name)
+    monkeypatch.setattr(fingerprint_index, "build_index", lambda **kw: pytest.fail("built although shipped"))
+    assert load_index().archs == ["torchvision:alexnet"]
+    assert fingerprint_index.index_path().is_file()  # copied to the cache for quicker loads
     fingerprint_index._LOADED.clear()

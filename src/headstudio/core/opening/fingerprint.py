@@ -109,7 +109,7 @@ def compare(found: dict[str, tuple[int, ...]], entries: Entries, arch: str, clas
     """How ``found`` fits one architecture, with the class count / input channels read from the shapes."""
     expected = dict(entries)
     kwargs = _infer_sizes(found, expected, arch, classes)
-    adjusted = {k: _resized(k, shape, expected, found, classes, kwargs) for k, shape in expected.items()}
+    adjusted = {k: _resized(shape, found.get(k), classes, kwargs) for k, shape in expected.items()}
     if kwargs.get("num_classes") == 0:
         adjusted = {k: s for k, s in adjusted.items() if not _class_key(s, classes) or k in found}
     elif kwargs.get("num_classes") and not classes:  # a head on a headless default: its new keys fit
@@ -166,9 +166,11 @@ def _infer_sizes(
     return kwargs
 
 
-def _resized(key, shape, expected, found, classes, kwargs) -> tuple[int, ...]:
-    """The shape ``key`` has with the inferred sizes (only where the file shows that change)."""
-    got, n, c = found.get(key), kwargs.get("num_classes"), kwargs.get("in_chans")
+def _resized(
+    shape: tuple[int, ...], got: tuple[int, ...] | None, classes: int, kwargs: dict[str, int]
+) -> tuple[int, ...]:
+    """The shape a tensor has with the inferred sizes (only where the file shows that change)."""
+    n, c = kwargs.get("num_classes"), kwargs.get("in_chans")
     if got is None or got == shape or len(got) != len(shape):
         return shape
     if n and classes and shape[0] % classes == 0 and got == (n * (shape[0] // classes), *shape[1:]):

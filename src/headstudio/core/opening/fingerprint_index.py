@@ -89,12 +89,13 @@ class FingerprintIndex:
             for n, s in zip(self.entry_name[lo:hi].tolist(), self.entry_shape[lo:hi].tolist(), strict=True)
         ]
 
-    def save(self, path: Path) -> None:
-        """Write the index atomically (a temp file beside it, then rename)."""
+    def save(self, path: Path, *, compressed: bool = False) -> None:
+        """Write the index atomically (a temp file beside it, then rename); compressed to ship it."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with tmp.open("wb") as fh:
-            np.savez(  # uncompressed: loading is then a read, which identification pays every time
+            write = np.savez_compressed if compressed else np.savez  # uncompressed loads quicker
+            write(
                 fh,
                 archs=_text(self.archs),
                 classes=self.classes,
@@ -222,29 +223,37 @@ def index_path(versions: dict[str, str] | None = None) -> Path:
 
 
 _LOADED: dict[Path, FingerprintIndex] = {}
+BUNDLED_DIR = Path(__file__).with_name("fingerprints")  # compressed indexes for the released versions
 
 
 def load_index(progress: Progress | None = None) -> FingerprintIndex:
-    """The index for the installed versions: from memory, the cache, or built now (once) and cached."""
+    """The index for the installed versions: from memory, the cache, the copy shipped with Head Studio
+    for the versions it was released with, or built now (once) and cached."""
     path = index_path()
     if path in _LOADED:
         return _LOADED[path]
-    index = None
-    if path.exists():
-        try:
-            index = FingerprintIndex.load(path)
-        except Exception:  # a damaged cache file is rebuilt, never trusted
-            index = None
+    index = _read(path)
     if index is None:
-        index = build_index(progress=progress)
+        index = _read(BUNDLED_DIR / path.name)
+        if index is None:
+            index = build_index(progress=progress)
         try:
             for stale in path.parent.glob("fingerprints-*.npz"):
                 stale.unlink()
-            index.save(path)
+            index.save(path)  # uncompressed in the cache: later loads are a plain read
         except OSError:
             pass  # a read-only cache: keep the index for this process only
     _LOADED[path] = index
     return index
+
+
+def _read(path: Path) -> FingerprintIndex | None:
+    if not path.is_file():
+        return None
+    try:
+        return FingerprintIndex.load(path)
+    except Exception:  # a damaged file is rebuilt, never trusted
+        return None
 
 
 def known_architectures() -> list[str]:
