@@ -105,7 +105,7 @@ def _fit_hint(hint: Hint, ckpt: Checkpoint) -> tuple[nn.Module, str, str] | None
         spec = parse_spec(hint.spec)
         model = build_model(spec)
         expected = shapes_of(model.state_dict())
-        found, _ = align_keys(set(expected), ckpt.state_dict or {})
+        found, _, _ = align_keys(set(expected), ckpt.state_dict or {})
         base = f"{spec.namespace}:{spec.name}"
         classes = spec.kwargs.get("num_classes") or default_classes(model, base)
         fit = compare(shapes_of(found), list(expected.items()), base, classes)

@@ -24,13 +24,31 @@ def open_source(
     progress: Progress | None = None,
     weights: str | None = None,
 ) -> Document:
-    """Open a checkpoint file or a spec. Code in a file runs only with ``trust``.
+    """Open a checkpoint file or an architecture spec as a Document. Code in a file runs only with ``trust``.
+
+    Args:
+        source: a file (``.pt``/``.pth``/``.bin``/``.ckpt``/``.safetensors``/TorchScript) or a spec such as
+            ``torchvision:resnet18(num_classes=10)``, ``timm:convnext_nano`` or ``mypkg.models:make_net``.
+        arch: the architecture of a file that holds only weights (a spec, as above).
+        trust: allow a pickle's globals or a TorchScript archive in this file to run (consent, per file).
+        input_shape: the shape to trace, e.g. ``(1, 3, 224, 224)``; default: what the model knows.
+        materialize: build spec models with real weights (needed to save them); else on the meta device.
+        progress: ``progress(message, fraction)``; raising ``Cancelled`` from it stops the work.
+        weights: ``"ema"`` opens a training checkpoint's EMA copy (default: the main weights).
 
     Without ``arch`` the architecture comes from the file: its recipe, what its container says
-    (Lightning, timm, torchvision reference scripts) or its weights' fingerprint. Spec models are
-    built with weights on the meta device unless ``materialize`` (needed to save them).
-    ``weights="ema"`` opens a training checkpoint's EMA copy. ``progress(message, fraction)`` may
-    raise ``Cancelled`` to stop.
+    (Lightning, timm, torchvision reference scripts) or its weights' fingerprint (see ``recognition``).
+
+    Raises:
+        SourceError (and subclasses): a one-line message saying what is wrong and what to do.
+
+    Examples::
+
+        >>> doc = open_source("torchvision:resnet18", materialize=True)
+        >>> doc.head.path, doc.trace().output
+        ('fc', [1, 1000])
+        >>> doc = open_source("weights.pth")  # recognised: timm:convnext_nano(num_classes=7)
+        >>> doc = open_source("run/last.ckpt", arch="timm:convnext_nano")  # or say which
     """
     report = progress or (lambda message, fraction: None)
     path = Path(source).expanduser()

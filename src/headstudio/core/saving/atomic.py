@@ -22,20 +22,16 @@ except ImportError:  # Windows: no advisory locks, so stale partial files are ne
     fcntl = None  # type: ignore[assignment]
 
 from headstudio.core.errors import HeadStudioError, Progress, SaveError, UnsupportedOperationError, first_line
+from headstudio.core.kinds import (
+    FORMAT_ALIASES,
+    FORMAT_BY_SUFFIX,
+    FORMAT_WRITES,
+    OUTPUT_FORMATS,
+    TORCH_SUFFIXES,
+)
 from headstudio.core.model.document import Document
 from headstudio.core.saving.formats import VERIFIERS, WRITERS
 from headstudio.core.saving.partial_files import discard, remove_stale_partials, temp_path
-
-FORMATS = ("safetensors", "state_dict", "checkpoint", "full", "torchscript", "export")
-_ALIASES = {
-    "pt": "state_dict",
-    "pth": "state_dict",
-    "st": "safetensors",
-    "script": "torchscript",
-    "pt2": "export",
-}
-_SUFFIXES = {".safetensors": "safetensors", ".pt2": "export"}
-_TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 
 
 @dataclass
@@ -58,26 +54,51 @@ class SaveReport:
 def resolve_format(doc: Document, path: Path, format: str | None = None) -> str:
     """The format to write: explicit ``format`` (or alias), else from the extension and the source."""
     if format:
-        name = _ALIASES.get(format.lower(), format.lower())
-        if name not in FORMATS:
-            raise SaveError(f"unknown format '{format}'; choose one of {', '.join(FORMATS)}")
+        name = FORMAT_ALIASES.get(format.lower(), format.lower())
+        if name not in OUTPUT_FORMATS:
+            raise SaveError(f"unknown format '{format}'; choose one of {', '.join(OUTPUT_FORMATS)}")
         if name == "checkpoint" and doc.origin.format != "checkpoint":
             raise SaveError("--format checkpoint keeps a training checkpoint's keys; the source has none")
+        _check_name_fits(path, name)
         return name
     suffix = path.suffix.lower()
-    if suffix in _SUFFIXES:
-        return _SUFFIXES[suffix]
-    if suffix in _TORCH_SUFFIXES:
+    if suffix in FORMAT_BY_SUFFIX:
+        return FORMAT_BY_SUFFIX[suffix]
+    if suffix in TORCH_SUFFIXES:
         return "checkpoint" if doc.origin.format == "checkpoint" else "state_dict"
     raise SaveError(
         f"cannot tell the format from '{path.name}'; use .safetensors, .pt, .pth or .pt2, or pass --format"
     )
 
 
+def _check_name_fits(path: Path, fmt: str) -> None:
+    """A name whose suffix says another format is refused: x.ckpt never holds safetensors bytes."""
+    suffix = path.suffix.lower()
+    known = {s for _, suffixes in FORMAT_WRITES.values() for s in suffixes}
+    what, suffixes = FORMAT_WRITES[fmt]
+    if suffix in known and suffix not in suffixes:
+        raise SaveError(
+            f"the {fmt} format writes {what}, which '{path.name}' would misname; "
+            f"name it {path.stem}{suffixes[0]} or choose the format its name says"
+        )
+
+
 def save(
     doc: Document, path: str | Path, format: str | None = None, progress: Progress | None = None
 ) -> SaveReport:
     """Write ``doc`` to ``path`` atomically and verify it by reading it back; raise SaveError on failure.
+
+    Args:
+        doc: the open (possibly edited) Document; its weights must be real (not on meta).
+        path: the target; never the source. Its suffix picks the format unless ``format`` is given.
+        format: ``safetensors``, ``state_dict``, ``checkpoint``, ``full``, ``torchscript`` or ``export``.
+        progress: ``progress(message, fraction)``; raising ``Cancelled`` leaves the target as it was.
+
+    Examples::
+
+        >>> report = save(doc, "resnet18-7.safetensors")
+        >>> print(report.describe())
+        saved resnet18-7.safetensors (safetensors, 44.7 MB, 122 tensors verified)
 
     ``progress(message, fraction)`` may raise ``Cancelled``; the target is then left as it was.
     """
@@ -87,6 +108,7 @@ def save(
     fmt = resolve_format(doc, target, format)
     check_target(doc, target)
     check_saveable(doc, fmt)
+    check_forward(doc)
 
     notes: list[str] = []
     remove_stale_partials(target, notes)
@@ -154,6 +176,21 @@ def check_saveable(doc: Document, fmt: str) -> None:
             f"the model has no real weights yet ({len(meta)} tensors on the meta device, e.g. {meta[0]}); "
             "open the spec with materialize=True (the CLI does) or load a checkpoint with --arch"
         )
+
+
+def check_forward(doc: Document) -> None:
+    """An edited model whose forward fails, when it worked before the edits, is never written."""
+    if not doc.edits or not doc.editable:
+        return
+    trace = doc.trace()
+    before = doc.trace_before_edits
+    if not trace.error or (before is not None and before.error):
+        return
+    where = f" at '{trace.failed_at}'" if trace.failed_at else ""
+    raise SaveError(
+        f"the model's forward fails after the edits{where}: {trace.error}; nothing was written "
+        "(undo or change the edit that broke it)"
+    )
 
 
 def _named_tensors(model: torch.nn.Module):
