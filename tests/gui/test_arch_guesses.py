@@ -40,11 +40,9 @@ def test_near_weights_ask_with_ranked_guesses_first(window, qtbot, answers, tmp_
     window.open(str(tmp_path / "renamed.pth"))
     qtbot.waitUntil(lambda: bool(answers.asked) and not window.controller.busy, timeout=120_000)
     best = answers.guesses[0]
-    assert best.arch == "torchvision:resnet18" and not best.exact
-    assert best.differs == (
-        "2 missing (fc.weight, fc.bias)",
-        "2 unexpected (classifier.weight, classifier.bias)",
-    )
+    assert best.arch in ("torchvision:resnet18", "timm:resnet18(num_classes=0)") and not best.exact
+    assert "2 unexpected (classifier.weight, classifier.bias)" in best.differs
+    assert {g.arch for g in answers.guesses[:3]} >= {"torchvision:resnet18", "timm:resnet18(num_classes=0)"}
     assert window.controller.document is None and not answers.errors
 
 
