@@ -145,6 +145,9 @@ class MainWindow(QMainWindow):
         self.action_ema.setEnabled(False)
         self.action_ema.setToolTip("Open the checkpoint's EMA copy of the weights instead of the main ones")
         self.action_ema.triggered.connect(self.use_ema_weights)
+        self.action_attach = self._action(
+            "actionAttachHead", "&Attach head from file…", None, self.attach_head
+        )
         self.action_undo.setEnabled(False)
         self.action_redo.setEnabled(False)
         ctl.undo_stack.canUndoChanged.connect(self.action_undo.setEnabled)
@@ -165,6 +168,7 @@ class MainWindow(QMainWindow):
         model_menu = bar.addMenu("&Model")
         panel = self.tree_panel
         model_menu.addActions([self.action_mark_head, panel.action_go_to_head, self.action_freeze])
+        model_menu.addActions([self.action_attach, panel.action_remove])
         model_menu.addSeparator()
         model_menu.addAction(self.action_ema)
         model_menu.addSeparator()
@@ -299,6 +303,13 @@ class MainWindow(QMainWindow):
         """Model ▸ Freeze backbone: the head editor's action, with its BatchNorm-eval choice."""
         if self.head_editor is not None:
             self.head_editor.freeze_backbone()
+
+    def attach_head(self) -> None:
+        """Model ▸ Attach head from file: the head editor's action (fit check, adapter offer)."""
+        if self.controller.document is None:
+            self.show_error("open a model first (File ▸ Open)")
+        elif self.head_editor is not None and hasattr(self.head_editor, "attach_from_file"):
+            self.head_editor.attach_from_file()
 
     def show_code(self) -> None:
         """Model ▸ Show code: plain PyTorch for the edits so far."""
