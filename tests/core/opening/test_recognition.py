@@ -178,3 +178,22 @@ def test_lightning_hint_naming_a_non_allow_listed_callable_runs_nothing(tmp_path
     doc = open_source(str(tmp_path / "lies.ckpt"))
     assert doc.origin.arch == "timm:resnet10t(num_classes=4)"
     assert doc.origin.arch_from.startswith("recognised from the weights")
+
+
+def test_a_name_both_libraries_have_is_tried_in_each_until_the_weights_fit(tmp_path):
+    import timm
+
+    model = timm.create_model("efficientnet_b0", pretrained=False, num_classes=4)  # not torchvision's layout
+    ckpt = {
+        "state_dict": {"model." + k: v for k, v in model.state_dict().items()},
+        "hyper_parameters": {"model_name": "efficientnet_b0", "num_classes": 4},
+        "pytorch-lightning_version": "2.6.6",
+    }
+    torch.save(ckpt, tmp_path / "both.ckpt")
+    doc = open_source(str(tmp_path / "both.ckpt"))
+    assert doc.origin.arch == "timm:efficientnet_b0(num_classes=4)"
+    assert doc.origin.arch_from == "Lightning hyper_parameters (model_name)"
+    assert any(
+        "torchvision:efficientnet_b0(num_classes=4), but the weights do not fit" in n
+        for n in doc.origin.notes
+    )

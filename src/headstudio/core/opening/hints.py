@@ -53,24 +53,35 @@ def read_hints(ckpt: Checkpoint) -> list[Hint]:
     return hints
 
 
-def allowed_spec(name: Any, sizes: Mapping[str, Any] | None = None) -> str | None:
+def allowed_spec(
+    name: Any, sizes: Mapping[str, Any] | None = None, order: tuple[str, ...] = ("torchvision", "timm")
+) -> str | None:
     """``name`` as a torchvision/timm spec with integer sizes, or None when a file names anything else.
 
-    This is the one gate file data passes to become a spec (the safety allow-list routes through here).
+    This is the one gate file data passes to become a spec (the safety allow-list routes through here);
+    a bare name both libraries have is tried in ``order``.
     """
+    specs = allowed_specs(name, sizes, order)
+    return specs[0] if specs else None
+
+
+def allowed_specs(
+    name: Any, sizes: Mapping[str, Any] | None = None, order: tuple[str, ...] = ("torchvision", "timm")
+) -> list[str]:
+    """Every allow-listed spec ``name`` can mean (a bare ``resnet50`` is in both libraries)."""
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        return None
+        return []
     namespace, _, bare = name.strip().rpartition(":")
     bare = bare.removeprefix("timm/").split(".")[0]
-    if namespace in ("", "torchvision") and _is_torchvision(bare):
-        namespace = "torchvision"
-    elif namespace in ("", "timm", "hf-hub") and _is_timm_model(bare):
-        namespace = "timm"
-    else:
-        return None
-    kwargs = clean_sizes(sizes or {}, namespace)
-    args = ", ".join(f"{k}={v}" for k, v in kwargs.items())
-    return f"{namespace}:{bare}" + (f"({args})" if args else "")
+    namespace = "timm" if namespace == "hf-hub" else namespace
+    known = {"torchvision": _is_torchvision, "timm": _is_timm_model}
+    specs = []
+    for library in order:
+        if namespace in ("", library) and known[library](bare):
+            kwargs = clean_sizes(sizes or {}, library)
+            args = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+            specs.append(f"{library}:{bare}" + (f"({args})" if args else ""))
+    return specs
 
 
 def clean_sizes(values: Mapping[str, Any], namespace: str = "timm") -> dict[str, int]:
@@ -102,9 +113,10 @@ def _lightning_hints(container: Mapping) -> list[Hint]:
         hints.append(Hint("Lightning hyper_parameters (_class_path)", class_path=class_path, kwargs=init))
     for where, values in [("", hparams), *_nested(hparams)]:
         for key in _NAME_KEYS:
-            spec = allowed_spec(values.get(key), values) or allowed_spec(values.get(key), hparams)
-            if spec:
-                return [*hints, Hint(f"Lightning hyper_parameters ({where}{key})", spec=spec)]
+            sizes = {**hparams, **values} if isinstance(values, Mapping) else hparams
+            specs = allowed_specs(values.get(key), sizes)
+            if specs:  # a bare name both libraries know: the weights decide which
+                return [*hints, *(Hint(f"Lightning hyper_parameters ({where}{key})", spec=s) for s in specs)]
     return hints
 
 
@@ -119,11 +131,11 @@ def _is_timm(container: Mapping) -> bool:
 def _timm_hints(container: Mapping) -> list[Hint]:
     args = _as_mapping(container.get("args"))
     sizes = {k: args[k] for k in ("num_classes", "in_chans") if k in args}
-    spec = allowed_spec(args.get("model"), sizes)
+    spec = allowed_spec(args.get("model"), sizes, ("timm", "torchvision"))
     if spec:
         return [Hint(f"timm checkpoint (args.model{_listed(sizes, 'args')})", spec=spec)]
     arch = container.get("arch")
-    spec = allowed_spec(arch, sizes)
+    spec = allowed_spec(arch, sizes, ("timm", "torchvision"))
     if spec and isinstance(arch, str):
         return [Hint(f"timm checkpoint (arch{_listed(sizes, 'args')})", spec=spec)]
     if isinstance(arch, str) and arch.isidentifier():
