@@ -233,15 +233,25 @@ class MainWindow(QMainWindow):
         if pending.get("remembered"):
             self.recent.forget_arch(source)  # the file changed since: recognise it (or ask) next time
         if needs_consent(err) and not self.quiet:
-            if dialogs.ask_consent(self, source, list(err.globals)):
+            listed = list(err.globals)
+            if dialogs.ask_consent(self, source, listed):
+                # exactly what the dialog listed (plus what was allowed before for this file) may run
+                allowed = frozenset({*pending.get("allowed", ()), *listed})
+                self._pending = {**pending, "allowed": allowed}
                 self.controller.open(
-                    source, pending.get("arch"), True, pending.get("input_shape"), pending.get("weights")
+                    source, pending.get("arch"), allowed, pending.get("input_shape"), pending.get("weights")
                 )
         elif needs_architecture(err) and not self.quiet:
             arch = dialogs.ask_architecture(self, source, list(err.candidates))
             if arch:
                 self._pending = {**pending, "arch": arch, "remembered": False}
-                self.controller.open(source, arch, False, pending.get("input_shape"), pending.get("weights"))
+                self.controller.open(
+                    source,
+                    arch,
+                    pending.get("allowed", False),
+                    pending.get("input_shape"),
+                    pending.get("weights"),
+                )
         elif self.quiet and (needs_consent(err) or needs_architecture(err)):
             from .workers import one_line
 

@@ -20,15 +20,16 @@ from headstudio.core.errors import (
     UnsafeCheckpointError,
 )
 from headstudio.core.opening.checkpoints import Checkpoint
+from headstudio.core.opening.file_specs import Trust, file_spec, is_allowed
 from headstudio.core.opening.fingerprint import Candidate, compare, identify, shapes_of
 from headstudio.core.opening.fingerprint_index import default_classes
 from headstudio.core.opening.hints import Hint, read_hints
-from headstudio.core.opening.specs import ArchSpec, build_model, parse_spec, resolve_factory
+from headstudio.core.opening.specs import ArchSpec, build_model, resolve_factory
 from headstudio.core.opening.weights import align_keys, attach_weights
 
 
 def recognise(
-    ckpt: Checkpoint, *, trust: bool = False, progress: Progress | None = None
+    ckpt: Checkpoint, *, trust: Trust = False, progress: Progress | None = None
 ) -> tuple[nn.Module, str, str]:
     """(model with the weights attached, its spec, how it was known) for a file nobody gave ``--arch`` for."""
     consent: str | None = None
@@ -38,7 +39,7 @@ def recognise(
             fitted = _fit_hint(hint, ckpt)
             if fitted is not None:
                 return fitted
-        elif hint.class_path and trust:
+        elif hint.class_path and is_allowed(trust, [hint.class_path]):
             model, name = lightning_model(_class_spec(hint.class_path), hint.kwargs)
             attach_weights(model, ckpt, name)
             return model, name, hint.said_by
@@ -102,7 +103,8 @@ def _fit_hint(hint: Hint, ckpt: Checkpoint) -> tuple[nn.Module, str, str] | None
     """Build the hinted spec with sizes read from the weights; None (and a note) when they disagree."""
     assert hint.spec is not None
     try:
-        spec = parse_spec(hint.spec)
+        spec, notes = file_spec(hint.spec, str(ckpt.path))  # the allow-list every file spec passes
+        ckpt.notes.extend(notes)
         model = build_model(spec)
         expected = shapes_of(model.state_dict())
         found, _, _ = align_keys(set(expected), ckpt.state_dict or {})

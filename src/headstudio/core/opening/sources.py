@@ -9,6 +9,7 @@ from torch import nn
 from headstudio.core.errors import Progress, SourceError, UnsupportedOperationError
 from headstudio.core.model.document import Document, Origin
 from headstudio.core.opening.checkpoints import Checkpoint, check_path, read_checkpoint, sniff_format
+from headstudio.core.opening.file_specs import Trust
 from headstudio.core.opening.recognition import build_for_checkpoint
 from headstudio.core.opening.specs import build_model, looks_like_spec, parse_spec, spec_input_shape
 from headstudio.core.opening.weights import attach_weights
@@ -18,7 +19,7 @@ def open_source(
     source: str,
     *,
     arch: str | None = None,
-    trust: bool = False,
+    trust: Trust = False,
     input_shape: tuple[int, ...] | None = None,
     materialize: bool = False,
     progress: Progress | None = None,
@@ -30,7 +31,9 @@ def open_source(
         source: a file (``.pt``/``.pth``/``.bin``/``.ckpt``/``.safetensors``/TorchScript) or a spec such as
             ``torchvision:resnet18(num_classes=10)``, ``timm:convnext_nano`` or ``mypkg.models:make_net``.
         arch: the architecture of a file that holds only weights (a spec, as above).
-        trust: allow a pickle's globals or a TorchScript archive in this file to run (consent, per file).
+        trust: ``True`` allows the code this file needs (a pickle's globals, a TorchScript program, a
+            recipe naming code outside the allow-list); a collection of names allows exactly those (what
+            a consent dialog listed). ``source`` and ``arch`` typed by the user are built as given.
         input_shape: the shape to trace, e.g. ``(1, 3, 224, 224)``; default: what the model knows.
         materialize: build spec models with real weights (needed to save them); else on the meta device.
         progress: ``progress(message, fraction)``; raising ``Cancelled`` from it stops the work.
@@ -74,7 +77,7 @@ def open_source(
 
 
 def _model_for(
-    ckpt: Checkpoint, arch: str | None, trust: bool, report: Progress
+    ckpt: Checkpoint, arch: str | None, trust: Trust, report: Progress
 ) -> tuple[nn.Module, str, str]:
     """The model with the file's weights attached, its spec, and how the architecture was known."""
     if ckpt.module is not None:
@@ -88,7 +91,8 @@ def _model_for(
     if arch is None and ckpt.recipe:
         from headstudio.core.recipe import build_from_recipe
 
-        model, arch_name = build_from_recipe(ckpt.recipe)
+        model, arch_name, notes = build_from_recipe(ckpt.recipe, str(ckpt.path), trust, ckpt.state_dict)
+        ckpt.notes.extend(notes)
         arch_from = "the file's recipe"
     elif arch is None:
         from headstudio.core.opening.recognition import recognise
