@@ -167,3 +167,36 @@ def scripted_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
         warnings.simplefilter("ignore", FutureWarning)
         torch.jit.script(torchvision.models.squeezenet1_1(weights=None).eval()).save(str(path))
     return path
+
+
+# Architectures the tests' fingerprint index holds: every torchvision classification model plus a broad
+# timm sample with near neighbours (same family, other widths/depths), so recognition must discriminate.
+TIMM_INDEXED = (
+    "resnet10t", "resnet18", "resnet18d", "resnet26", "resnet34", "resnet50", "resnet50d",
+    "convnext_atto", "convnext_femto", "convnext_pico", "convnext_nano", "convnext_tiny",
+    "efficientnet_b0", "tf_efficientnet_b0", "efficientnet_b1", "mobilenetv3_small_050",
+    "mobilenetv3_small_100", "mobilenetv3_large_100", "vit_tiny_patch16_224", "deit_tiny_patch16_224",
+    "vit_small_patch16_224", "vit_tiny_patch16_384", "regnetx_002", "regnety_002", "densenet121",
+    "mixnet_s", "ghostnet_100", "levit_128s", "edgenext_xx_small", "mobilevit_xxs", "poolformer_s12",
+    "resnetv2_50", "efficientvit_b0", "fastvit_t8", "repvgg_a0", "lcnet_050", "tinynet_e",
+    "hgnetv2_b0", "cspresnet50", "dla34",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fingerprint_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The fingerprint index lives in a temp cache and holds the archs above (built once, on first use)."""
+    from headstudio.core.opening import fingerprint_index
+
+    def archs() -> list[str]:
+        import torchvision
+
+        names = torchvision.models.list_models(module=torchvision.models)
+        return [f"torchvision:{n}" for n in names] + [f"timm:{n}" for n in TIMM_INDEXED]
+
+    cache = tmp_path_factory.mktemp("headstudio-cache")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("HEADSTUDIO_CACHE_DIR", str(cache))
+    patch.setattr(fingerprint_index, "known_architectures", archs)
+    yield cache
+    patch.undo()

@@ -41,6 +41,7 @@ class Answers:
     open_path: str | None = None
     errors: list[str] = field(default_factory=list)
     asked: list[tuple[str, object]] = field(default_factory=list)
+    guesses: list = field(default_factory=list)  # what the architecture dialog offered first
 
 
 @pytest.fixture
@@ -62,8 +63,9 @@ def answers(monkeypatch: pytest.MonkeyPatch, qtbot) -> Answers:
         qtbot.keyClick(dialog, Qt.Key.Key_Return)
         return dialog.result() == dialogs.QDialog.DialogCode.Accepted
 
-    def architecture(parent, path):
+    def architecture(parent, path, guesses=()):
         user.asked.append(("arch", path))
+        user.guesses = list(guesses)
         return user.arch
 
     def save_changes(parent):

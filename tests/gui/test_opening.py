@@ -37,6 +37,16 @@ def resnet18_state_dict(tmp_path_factory) -> str:
     return str(path)
 
 
+@pytest.fixture(scope="module")
+def own_weights(tmp_path_factory, tiny_factory) -> str:
+    """A bare state_dict of a project's own model (no torchvision/timm architecture fits it)."""
+    import tinymodels
+
+    path = tmp_path_factory.mktemp("weights") / "own_weights.pt"
+    torch.save(tinymodels.TwoHeads(num_classes=5).state_dict(), path)
+    return str(path)
+
+
 def test_window_starts_on_the_start_page_with_demo_models(window):
     assert window.pages.currentWidget() is window.start_page
     assert window.findChild(object, "demo_resnet18") is not None
@@ -69,22 +79,22 @@ def test_bigger_demos_open_with_their_heads(window, open_in, spec, head):
     assert shape_of(window, head) == "[1, 1000]"
 
 
-def test_bare_state_dict_asks_for_the_architecture_and_opens_with_it(
-    window, open_in, answers, resnet18_state_dict
+def test_unknown_bare_state_dict_asks_for_the_architecture_and_opens_with_it(
+    window, open_in, answers, own_weights
 ):
-    answers.arch = RESNET18
-    open_in(window, resnet18_state_dict)
-    assert answers.asked == [("arch", resnet18_state_dict)]
-    assert window.controller.document.origin.arch.endswith("resnet18")
-    assert shape_of(window, "fc") == "[1, 1000]"
-    assert resnet18_state_dict in window.recent_files()
+    answers.arch = "tinymodels:two_heads"
+    open_in(window, own_weights)
+    assert answers.asked == [("arch", own_weights)]
+    assert window.controller.document.origin.arch == "tinymodels:two_heads"
+    assert shape_of(window, "cls") == "[1, 5]"
+    assert own_weights in window.recent_files()
     assert not answers.errors
 
 
-def test_bare_state_dict_left_without_an_architecture_opens_nothing(
-    window, qtbot, answers, resnet18_state_dict
+def test_unknown_bare_state_dict_left_without_an_architecture_opens_nothing(
+    window, qtbot, answers, own_weights
 ):
-    window.open(resnet18_state_dict)
+    window.open(own_weights)
     qtbot.waitUntil(lambda: bool(answers.asked) and not window.controller.busy, timeout=60_000)
     assert window.controller.document is None
     assert window.pages.currentWidget() is window.start_page

@@ -40,6 +40,12 @@ def _add_source_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", metavar="SPEC", help="architecture for bare weights, e.g. torchvision:resnet50")
     p.add_argument("--input-shape", type=sizes_argument(), metavar="N,C,H,W", help="input shape to trace")
     p.add_argument(
+        "--weights",
+        choices=("main", "ema"),
+        default=None,
+        help="which weights of a training checkpoint with an EMA copy (default: main)",
+    )
+    p.add_argument(
         "--trust",
         action="store_true",
         help="allow the code these files name to run (pickled classes, TorchScript, a recipe's own factory); "

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from headstudio.cli.report import stderr_progress
 from headstudio.core.errors import EditError, HeadStudioError, SourceError
 from headstudio.core.model.shape_text import sizes_argument
 
@@ -99,7 +100,13 @@ def _edit(args: argparse.Namespace) -> int:
     from headstudio.core.saving.atomic import check_target, resolve_format, save
 
     doc = open_source(
-        args.source, arch=args.arch, trust=args.trust, input_shape=args.input_shape, materialize=True
+        args.source,
+        arch=args.arch,
+        trust=args.trust,
+        input_shape=args.input_shape,
+        materialize=True,
+        weights=args.weights,
+        progress=stderr_progress,
     )
     out = Path(args.output)
     resolve_format(doc, out, args.format)
@@ -226,7 +233,13 @@ def _apply(args: argparse.Namespace) -> int:
         for note in notes:
             print(f"Note: {note}")
     doc = open_source(
-        args.source, arch=arch, trust=args.trust, input_shape=args.input_shape, materialize=True
+        args.source,
+        arch=arch,
+        trust=args.trust,
+        input_shape=args.input_shape,
+        materialize=True,
+        weights=args.weights,
+        progress=stderr_progress,
     )
     out = Path(args.output)
     resolve_format(doc, out, args.format)
@@ -287,6 +300,8 @@ def _figures(doc: Document) -> tuple[Any, int, int, dict]:
 def _before_after(doc: Document, edits: list[Edit], before: tuple, after: tuple) -> str:
     """The edits made and a before/after table of output shape, params and trainable params."""
     lines = [f"{doc.origin.source}  [{doc.origin.format}, {doc.origin.arch}]"]
+    if doc.origin.architecture_line():
+        lines.append(doc.origin.architecture_line())
     for edit in edits:
         lines.append(f"  {edit.describe()}")
         changed = edit.changed_paths()

@@ -7,12 +7,13 @@ import json
 import sys
 
 from headstudio.cli import unexpected
-from headstudio.cli.report import render_report
+from headstudio.cli.report import render_report, stderr_progress
 
 _JSON_KEYS = (
     "source",
     "format",
     "arch",
+    "arch_from",
     "input_shape",
     "params",
     "trainable_params",
@@ -28,7 +29,14 @@ def run_inspect(args: argparse.Namespace) -> int:
     status = 0
     for index, source in enumerate(args.sources):
         try:
-            doc = open_source(source, arch=args.arch, trust=args.trust, input_shape=args.input_shape)
+            doc = open_source(
+                source,
+                arch=args.arch,
+                trust=args.trust,
+                input_shape=args.input_shape,
+                weights=args.weights,
+                progress=stderr_progress,
+            )
             report = doc.summary()
         except HeadStudioError as err:
             status = max(status, err.exit_code)

@@ -36,6 +36,8 @@ def render_report(doc: Any, report: dict[str, Any], depth: int) -> str:
         f"{report['source']}  [{report['format']}, {report['arch']}, "
         f"input {list(report['input_shape'])}, {trace.mode} trace]"
     ]
+    if doc.origin.architecture_line():
+        lines.append(doc.origin.architecture_line())
     lines.append(_row(header, widths))
     lines.append("  ".join("─" * w for w in widths))
     lines += [_row(r, widths) for r in rows]
@@ -78,3 +80,18 @@ def _row(cells: Sequence[str], widths: list[int]) -> str:
     left = [c.ljust(w) for c, w in zip(cells[:3], widths[:3], strict=True)]
     right = [c.rjust(w) for c, w in zip(cells[3:], widths[3:], strict=True)]
     return "  ".join(left + right).rstrip()
+
+
+_shown = {"step": -1}
+
+
+def stderr_progress(message: str, fraction: float) -> None:
+    """Long one-time work (building the architecture index) says what it does on stderr; the rest is quiet."""
+    import sys
+
+    if not message.startswith("indexing"):
+        return
+    step = int(fraction * 10)
+    if step != _shown["step"]:
+        _shown["step"] = step
+        print(f"headstudio: {message}", file=sys.stderr, flush=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 Progress = Callable[[str, float], None]
 """``progress(message, fraction)``: long work reports through it; raising ``Cancelled`` stops the work."""
@@ -45,7 +45,14 @@ class SourceError(HeadStudioError):
 
 
 class ArchitectureRequiredError(SourceError):
-    """The file holds only weights; the caller must name the architecture (``--arch``)."""
+    """The file holds only weights; the caller must name the architecture (``--arch``).
+
+    ``candidates`` are the nearest known architectures, best first (fingerprint Candidates).
+    """
+
+    def __init__(self, message: str, candidates: Sequence[object] = ()) -> None:
+        super().__init__(message)
+        self.candidates = list(candidates)
 
 
 class MissingDependencyError(SourceError):

@@ -121,8 +121,11 @@ class DocumentController(QObject):
         arch: str | None = None,
         trust: bool = False,
         input_shape: tuple[int, ...] | None = None,
+        weights: str | None = None,
     ) -> None:
-        """Open ``source`` in the background; documentChanged + traceReady follow, else openFailed."""
+        """Open ``source`` in the background; documentChanged + traceReady follow, else openFailed.
+
+        ``weights="ema"`` opens a training checkpoint's EMA copy."""
         self._generation += 1
         generation = self._generation
         self._queue.cancel_all()
@@ -131,7 +134,7 @@ class DocumentController(QObject):
 
         def job(progress: Progress) -> Document:
             import_core()
-            return _load(source, arch, trust, input_shape, progress)
+            return _load(source, arch, trust, input_shape, progress, weights)
 
         self._queue.submit(
             job,
@@ -440,6 +443,7 @@ def _load(
     trust: bool,
     input_shape: tuple[int, ...] | None,
     progress: Progress,
+    weights: str | None = None,
 ) -> Document:
     """Runs on the worker thread: open (spec models with real weights, so they can be saved) and trace."""
     from headstudio.core.opening.sources import open_source
@@ -447,7 +451,13 @@ def _load(
 
     is_spec = not Path(source).expanduser().exists() and looks_like_spec(source)
     doc = open_source(
-        source, arch=arch, trust=trust, input_shape=input_shape, materialize=is_spec, progress=progress
+        source,
+        arch=arch,
+        trust=trust,
+        input_shape=input_shape,
+        materialize=is_spec,
+        progress=progress,
+        weights=weights,
     )
     progress("tracing shapes", 0.9)
     doc.tree()

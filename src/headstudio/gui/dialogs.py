@@ -6,7 +6,9 @@ monkeypatch and never block on a modal dialog.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QSortFilterProxyModel, QStringListModel, Qt
 from PySide6.QtWidgets import (
@@ -17,6 +19,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListView,
     QListWidget,
+    QListWidgetItem,
     QMessageBox,
     QPushButton,
     QVBoxLayout,
@@ -76,16 +79,29 @@ class ConsentDialog(QDialog):
 
 
 class ArchitectureDialog(QDialog):
-    """A searchable list of torchvision/timm names; any ``ns:name`` or ``module:callable`` may be typed."""
+    """Ranked guesses from the weights (score, what differs), then a searchable list of torchvision/timm
+    names; any ``ns:name(...)`` or ``module:callable`` may be typed."""
 
-    def __init__(self, path: str, names: list[str], parent: QWidget | None = None) -> None:
+    def __init__(
+        self, path: str, names: list[str], guesses: Sequence[Any] = (), parent: QWidget | None = None
+    ) -> None:
         super().__init__(parent, objectName="architectureDialog")
         self.setWindowTitle("Which architecture?")
         layout = QVBoxLayout(self)
-        label = QLabel(f"{Path(path).name} holds only weights. Which architecture are they for?")
+        said = " Best guesses from the weights are listed first." if guesses else ""
+        label = QLabel(f"{Path(path).name} holds only weights. Which architecture are they for?{said}")
         label.setTextFormat(Qt.TextFormat.PlainText)
         label.setWordWrap(True)
         layout.addWidget(label)
+        self.guesses = QListWidget(self, objectName="archGuesses")
+        for guess in guesses:
+            what = "fits exactly" if guess.exact else "; ".join(guess.differs)
+            item = QListWidgetItem(f"{guess.arch}    {guess.percent} · {what}", self.guesses)
+            item.setData(Qt.ItemDataRole.UserRole, guess.arch)
+            item.setToolTip(what)
+        self.guesses.setVisible(bool(guesses))
+        self.guesses.setMaximumHeight(130)
+        layout.addWidget(self.guesses)
         self.search = QLineEdit(self, objectName="archSearch", placeholderText="resnet50, timm:…, pkg.mod:fn")
         layout.addWidget(self.search)
         self.names = QStringListModel(names, self)
@@ -102,10 +118,19 @@ class ArchitectureDialog(QDialog):
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
         self.search.textChanged.connect(self.proxy.setFilterFixedString)
+        self.search.textEdited.connect(lambda _text: self.guesses.clearSelection())
+        self.list.clicked.connect(lambda _index: self.guesses.clearSelection())
         self.list.doubleClicked.connect(self.accept)
+        self.guesses.itemDoubleClicked.connect(self.accept)
+        if guesses:
+            self.guesses.setCurrentRow(0)
+            self.guesses.setFocus()
 
     def choice(self) -> str | None:
-        """The selected name, else the typed text when it looks like a spec."""
+        """The selected guess or name, else the typed text when it looks like a spec."""
+        guess = self.guesses.currentItem()
+        if guess is not None and guess.isSelected():
+            return str(guess.data(Qt.ItemDataRole.UserRole))
         index = self.list.currentIndex()
         if index.isValid():
             return str(index.data())
@@ -140,9 +165,9 @@ def ask_consent(parent: QWidget | None, path: str, globals_: list[str]) -> bool:
     return ConsentDialog(path, globals_, parent).exec() == QDialog.DialogCode.Accepted
 
 
-def ask_architecture(parent: QWidget | None, path: str) -> str | None:
-    """The architecture spec the user picked for a bare state_dict, or None."""
-    dialog = ArchitectureDialog(path, architecture_names(), parent)
+def ask_architecture(parent: QWidget | None, path: str, guesses: Sequence[Any] = ()) -> str | None:
+    """The architecture spec the user picked for a bare state_dict (guesses offered first), or None."""
+    dialog = ArchitectureDialog(path, architecture_names(), guesses, parent)
     return dialog.choice() if dialog.exec() == QDialog.DialogCode.Accepted else None
 
 

@@ -18,11 +18,11 @@ from PySide6.QtWidgets import (
 
 from . import dialogs
 from .controller import DocumentController, needs_architecture, needs_consent
+from .recent_files import RecentFiles, recent_key
 from .start_page import StartPage
 from .status_bar import DocumentStatusBar
 from .tree_panel import ModuleTreePanel
 
-MAX_RECENT = 10
 DEFAULT_SIZE = (1280, 800)
 INSPECTOR_WIDTH = 340  # first run: the tree keeps room for all five columns at the default size
 STAGGER_MS = 5  # between steps of UI work split up so input and painting get their turn in between
@@ -52,6 +52,7 @@ class MainWindow(QMainWindow):
         self.controller.panels_built = threading.Event()
         self.controller.preload = [m if "." in m else f"headstudio.gui.{m}" for m in PANEL_MODULES]
         self.settings = settings or QSettings()
+        self.recent = RecentFiles(self.settings)
         self.quiet = False  # --screenshot: errors go to stderr, no dialogs
         self._pending: dict[str, Any] = {}
         self._docks_wanted: list[QDockWidget] | None = None  # None: no saved layout (first run)
@@ -154,6 +155,11 @@ class MainWindow(QMainWindow):
         self.action_mark_head = self._action("actionMarkHead", "&Mark as head", "Ctrl+M", self.mark_head)
         self.action_freeze = self._action("actionFreezeBackbone", "&Freeze backbone", "Ctrl+B", self.freeze)
         self.action_code = self._action("actionShowCode", "Show &code…", "Ctrl+Shift+C", self.show_code)
+        self.action_ema = self._action("actionEmaWeights", "Use &EMA weights")
+        self.action_ema.setCheckable(True)
+        self.action_ema.setEnabled(False)
+        self.action_ema.setToolTip("Open the checkpoint's EMA copy of the weights instead of the main ones")
+        self.action_ema.triggered.connect(self.use_ema_weights)
         self.action_attach = self._action(
             "actionAttachHead", "&Attach head from file…", None, self.attach_head
         )
@@ -178,6 +184,8 @@ class MainWindow(QMainWindow):
         panel = self.tree_panel
         model_menu.addActions([self.action_mark_head, panel.action_go_to_head, self.action_freeze])
         model_menu.addActions([self.action_attach, panel.action_remove])
+        model_menu.addSeparator()
+        model_menu.addAction(self.action_ema)
         model_menu.addSeparator()
         model_menu.addAction(self.action_code)
         view_menu = bar.addMenu("&View")
@@ -205,13 +213,28 @@ class MainWindow(QMainWindow):
 
     # -- opening ---------------------------------------------------------------------------------------
     def open(
-        self, source: str, arch: str | None = None, trust: bool = False, input_shape: Any = None
+        self,
+        source: str,
+        arch: str | None = None,
+        trust: bool = False,
+        input_shape: Any = None,
+        weights: str | None = None,
     ) -> None:
-        """Start opening ``source`` in the background (asks first about unsaved edits)."""
+        """Start opening ``source`` in the background (asks first about unsaved edits).
+
+        A file opened before with a chosen or recognised architecture reopens with it, without asking."""
         if not self.maybe_keep_edits():
             return
-        self._pending = {"source": str(source), "arch": arch, "input_shape": input_shape}
-        self.controller.open(str(source), arch=arch, trust=trust, input_shape=input_shape)
+        remembered = self.recent.arch_for(source) if arch is None else None
+        arch = arch or remembered
+        self._pending = {
+            "source": str(source),
+            "arch": arch,
+            "input_shape": input_shape,
+            "weights": weights,
+            "remembered": bool(remembered),
+        }
+        self.controller.open(str(source), arch=arch, trust=trust, input_shape=input_shape, weights=weights)
 
     def browse(self) -> None:
         """File ▸ Open: choose a checkpoint."""
@@ -222,18 +245,28 @@ class MainWindow(QMainWindow):
 
     def _on_open_failed(self, source: str, err: BaseException) -> None:
         pending = self._pending if self._pending.get("source") == source else {"source": source}
+        if pending.get("remembered"):
+            self.recent.forget_arch(source)  # the file changed since: recognise it (or ask) next time
         if needs_consent(err) and not self.quiet:
             listed = list(err.globals)
             if dialogs.ask_consent(self, source, listed):
                 # exactly what the dialog listed (plus what was allowed before for this file) may run
                 allowed = frozenset({*pending.get("allowed", ()), *listed})
                 self._pending = {**pending, "allowed": allowed}
-                self.controller.open(source, pending.get("arch"), allowed, pending.get("input_shape"))
+                self.controller.open(
+                    source, pending.get("arch"), allowed, pending.get("input_shape"), pending.get("weights")
+                )
         elif needs_architecture(err) and not self.quiet:
-            arch = dialogs.ask_architecture(self, source)
+            arch = dialogs.ask_architecture(self, source, list(err.candidates))
             if arch:
-                self._pending = {**pending, "arch": arch}
-                self.controller.open(source, arch, pending.get("allowed", False), pending.get("input_shape"))
+                self._pending = {**pending, "arch": arch, "remembered": False}
+                self.controller.open(
+                    source,
+                    arch,
+                    pending.get("allowed", False),
+                    pending.get("input_shape"),
+                    pending.get("weights"),
+                )
         elif self.quiet and (needs_consent(err) or needs_architecture(err)):
             from .workers import one_line
 
@@ -260,7 +293,12 @@ class MainWindow(QMainWindow):
         if opened:
             self._show_docks()
         if opened and ctl.source and ctl.document.origin.path is not None:
-            self.add_recent(str(Path(ctl.source).expanduser().resolve()))
+            self.add_recent(recent_key(ctl.source), ctl.document.origin.remembered_arch())
+        if opened:
+            self._show_weights_choice()
+            said = ctl.document.origin.architecture_line()
+            if said:
+                self.statusBar().showMessage(said, 20000)
         self._update_title()
 
     def _show_docks(self) -> None:
@@ -386,14 +424,26 @@ class MainWindow(QMainWindow):
     # -- recent files, settings, drag and drop -------------------------------------------------------------
     def recent_files(self) -> list[str]:
         """Recently opened files, newest first."""
-        value = self.settings.value("recent", [])
-        return [value] if isinstance(value, str) else list(value or [])
+        return self.recent.paths()
 
-    def add_recent(self, path: str) -> None:
-        """Remember ``path`` at the top of the recent list."""
-        paths = [path] + [p for p in self.recent_files() if p != path]
-        self.settings.setValue("recent", paths[:MAX_RECENT])
+    def add_recent(self, path: str, arch: str | None = None) -> None:
+        """Remember ``path`` at the top of the recent list, with the architecture it was opened with."""
+        self.recent.add(path, arch)
         self._refresh_recent()
+
+    def _show_weights_choice(self) -> None:
+        """Model ▸ Use EMA weights: offered when the checkpoint holds an EMA copy."""
+        ckpt = self.controller.document.origin.checkpoint
+        has_ema = ckpt is not None and (bool(ckpt.ema_key) or ckpt.weights == "ema")
+        self.action_ema.setEnabled(has_ema)
+        self.action_ema.setChecked(has_ema and ckpt.weights == "ema")
+
+    def use_ema_weights(self, ema: bool) -> None:
+        """Reopen the checkpoint with its EMA (or main) weights, with the same architecture."""
+        doc = self.controller.document
+        if doc is None or self.controller.source is None:
+            return
+        self.open(self.controller.source, doc.origin.remembered_arch(), weights="ema" if ema else "main")
 
     def _refresh_recent(self) -> None:
         paths = self.recent_files()

@@ -127,9 +127,10 @@ def test_bare_state_dict_with_arch_opens_with_the_saved_weights(tmp_path, resnet
     assert doc.head.path == "fc" and doc.trace().mode == "fake"
 
 
-def test_bare_state_dict_without_arch_asks_for_it(resnet18_pt):
-    with pytest.raises(SourceError, match=r"holds only weights \(122 tensors\).*--arch"):
-        open_source(str(resnet18_pt))
+def test_bare_state_dict_without_arch_is_recognised_by_its_weights(resnet18_pt, resnet18_state):
+    doc = open_source(str(resnet18_pt))
+    assert doc.origin.arch == R18 and doc.origin.arch_from == f"recognised from the weights as {R18}"
+    assert weights_equal(doc, resnet18_state)
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,21 @@ class Origin:
     path: Path | None = None
     checkpoint: Checkpoint | None = None
     notes: list[str] = field(default_factory=list)
+    arch_from: str | None = None  # how the architecture was known: "--arch", a file's hint, the weights
+
+    def architecture_line(self) -> str | None:
+        """How the architecture was known, for people ('Architecture: recognised from the weights as ...')."""
+        if not self.arch_from or self.arch_from == "spec":
+            return None
+        if self.arch_from.startswith("recognised"):
+            return f"Architecture: {self.arch_from}"
+        return f"Architecture: {self.arch} (from {self.arch_from})"
+
+    def remembered_arch(self) -> str | None:
+        """The spec that reopens this file without asking again (None when the file itself says it)."""
+        if self.arch_from in (None, "spec", "the file's recipe", "the file (whole model)"):
+            return None
+        return self.arch
 
 
 @dataclass(frozen=True)
@@ -195,6 +210,7 @@ class Document:
             "source": self.origin.source,
             "format": self.origin.format,
             "arch": self.origin.arch,
+            "arch_from": self.origin.arch_from,
             "input_shape": list(self.input_shape),
             "params": total,
             "trainable_params": trainable,

@@ -55,6 +55,8 @@ class Checkpoint:
     key_prefix: str = ""  # wrapper prefix stripped from every weight name ('module.', 'model._orig_mod.')
     recipe: str | None = None
     notes: list[str] = field(default_factory=list)
+    weights: str = "main"  # main | ema: which copy of the weights a container with EMA gave
+    ema_key: tuple[str, ...] = ()  # where the container keeps EMA weights, when it has them
 
 
 def check_path(path: Path) -> None:
@@ -118,8 +120,13 @@ def sniff_format(path: Path) -> str:
     )
 
 
-def read_checkpoint(path: Path, *, trust: Trust = False) -> Checkpoint:
-    """Load a file's contents without running code from it (unless ``trust`` covers that code)."""
+def read_checkpoint(path: Path, *, trust: Trust = False, weights: str | None = None) -> Checkpoint:
+    """Load a file's contents without running code from it (unless ``trust`` covers that code).
+
+    ``weights="ema"`` takes a training checkpoint's EMA copy (timm ``state_dict_ema``, ``model_ema``).
+    """
+    if weights not in (None, "main", "ema"):
+        raise SourceError(f"unknown weights choice '{weights}'; use main or ema")
     check_path(path)
     kind = sniff_format(path)
     if kind == "safetensors":
@@ -132,7 +139,7 @@ def read_checkpoint(path: Path, *, trust: Trust = False) -> Checkpoint:
     if kind == "torchscript":
         return _read_torchscript(path, trust)
     obj = _torch_load(path, mmap=kind == "zip", trust=trust)
-    return _unpack(path, obj)
+    return _unpack(path, obj, ema=weights == "ema")
 
 
 def _torch_load(path: Path, *, mmap: bool, trust: Trust) -> Any:
@@ -179,27 +186,35 @@ def _corrupt(path: Path, err: BaseException) -> SourceError:
     return SourceError(f"{path} could not be read as a PyTorch checkpoint: {first_line(ValueError(text))}")
 
 
-def _unpack(path: Path, obj: Any) -> Checkpoint:
+def _unpack(path: Path, obj: Any, ema: bool = False) -> Checkpoint:
     """Find the model inside whatever the pickle held."""
     if isinstance(obj, torch.jit.ScriptModule):
         return Checkpoint(path, "torchscript", module=obj)
     if isinstance(obj, nn.Module):
         return Checkpoint(path, "module", module=obj)
     if is_state_dict(obj):
+        if ema:
+            raise SourceError(f"{path} is a bare state_dict with no EMA copy; drop --weights ema")
         return Checkpoint(path, "state_dict", state_dict=dict(obj), recipe=_pt_recipe(obj))
     if isinstance(obj, Mapping):
-        found = _find_weights(obj)
+        found = _find_weights(obj, ema=ema)
         if found is None:
             keys = ", ".join(map(str, list(obj)[:6]))
-            raise SourceError(f"{path} holds a dict ({keys}) with no model weights or nn.Module in it")
+            what = "no EMA weights" if ema else "no model weights or nn.Module"
+            raise SourceError(f"{path} holds a dict ({keys}) with {what} in it")
         key, value, others = found
-        ckpt = Checkpoint(path, "checkpoint", container=dict(obj), key=key)
+        ckpt = Checkpoint(path, "checkpoint", container=dict(obj), key=key, weights="ema" if ema else "main")
+        ckpt.ema_key = key if ema else next((tuple(o.split(".")) for o in others if _is_ema(o)), ())
         if isinstance(value, nn.Module):
             ckpt.module = value
         else:
             ckpt.state_dict, ckpt.recipe = dict(value), _pt_recipe(value)
-        if others:
+        if ema:
+            ckpt.notes.append(f"EMA weights taken from '{'.'.join(key)}'")
+        elif others:
             ckpt.notes.append(f"weights taken from '{'.'.join(key)}'; also present: {', '.join(others)}")
+        if ckpt.ema_key and not ema:
+            ckpt.notes.append(f"an EMA copy is in '{'.'.join(ckpt.ema_key)}': --weights ema opens it")
         return ckpt
     raise SourceError(f"{path} holds a {type(obj).__name__}, not model weights or an nn.Module")
 
@@ -213,8 +228,17 @@ def is_state_dict(obj: Any) -> bool:
     )
 
 
-def _find_weights(obj: Mapping, depth: int = 3) -> tuple[tuple[str, ...], Any, list[str]] | None:
-    """The largest state_dict or module inside a container (ties go to the usual key names)."""
+def _is_ema(key: str) -> bool:
+    return "ema" in key.lower().replace("schema", "")
+
+
+def _find_weights(
+    obj: Mapping, depth: int = 3, ema: bool = False
+) -> tuple[tuple[str, ...], Any, list[str]] | None:
+    """The largest state_dict or module inside a container (ties go to the usual key names).
+
+    With ``ema`` only EMA copies (a key naming ``ema``) are candidates.
+    """
     candidates: list[tuple[tuple[str, ...], Any]] = []
 
     def walk(node: Mapping, prefix: tuple[str, ...], level: int) -> None:
@@ -227,6 +251,8 @@ def _find_weights(obj: Mapping, depth: int = 3) -> tuple[tuple[str, ...], Any, l
                 walk(v, (*prefix, k), level - 1)
 
     walk(obj, (), depth)
+    if ema:
+        candidates = [c for c in candidates if _is_ema(".".join(c[0]))]
     if not candidates:
         return None
 

@@ -6,12 +6,13 @@ from pathlib import Path
 
 from torch import nn
 
-from headstudio.core.errors import ArchitectureRequiredError, Progress, SourceError, UnsupportedOperationError
+from headstudio.core.errors import Progress, SourceError, UnsupportedOperationError
 from headstudio.core.model.document import Document, Origin
 from headstudio.core.opening.checkpoints import Checkpoint, check_path, read_checkpoint, sniff_format
 from headstudio.core.opening.file_specs import Trust
+from headstudio.core.opening.recognition import build_for_checkpoint
 from headstudio.core.opening.specs import build_model, looks_like_spec, parse_spec, spec_input_shape
-from headstudio.core.opening.weights import align_keys, assign_weights, check_keys
+from headstudio.core.opening.weights import attach_weights
 
 
 def open_source(
@@ -22,6 +23,7 @@ def open_source(
     input_shape: tuple[int, ...] | None = None,
     materialize: bool = False,
     progress: Progress | None = None,
+    weights: str | None = None,
 ) -> Document:
     """Open a checkpoint file or an architecture spec as a Document. Code in a file runs only with ``trust``.
 
@@ -35,6 +37,10 @@ def open_source(
         input_shape: the shape to trace, e.g. ``(1, 3, 224, 224)``; default: what the model knows.
         materialize: build spec models with real weights (needed to save them); else on the meta device.
         progress: ``progress(message, fraction)``; raising ``Cancelled`` from it stops the work.
+        weights: ``"ema"`` opens a training checkpoint's EMA copy (default: the main weights).
+
+    Without ``arch`` the architecture comes from the file: its recipe, what its container says
+    (Lightning, timm, torchvision reference scripts) or its weights' fingerprint (see ``recognition``).
 
     Raises:
         SourceError (and subclasses): a one-line message saying what is wrong and what to do.
@@ -44,7 +50,8 @@ def open_source(
         >>> doc = open_source("torchvision:resnet18", materialize=True)
         >>> doc.head.path, doc.trace().output
         ('fc', [1, 1000])
-        >>> doc = open_source("run/last.ckpt", arch="timm:convnext_nano")  # bare weights need an arch
+        >>> doc = open_source("weights.pth")  # recognised: timm:convnext_nano(num_classes=7)
+        >>> doc = open_source("run/last.ckpt", arch="timm:convnext_nano")  # or say which
     """
     report = progress or (lambda message, fraction: None)
     path = Path(source).expanduser()
@@ -54,46 +61,49 @@ def open_source(
         report(f"building {source}", 0.2)
         spec = parse_spec(source)
         model = build_model(spec, meta=not materialize)
-        return Document(model, Origin(source, "spec", str(spec)), input_shape or spec_input_shape(spec))
+        origin = Origin(source, "spec", str(spec), arch_from="spec")
+        return Document(model, origin, input_shape or spec_input_shape(spec))
     report(f"reading {path.name}", 0.1)
     if arch:
         _refuse_arch_for_archives(path)
-    ckpt = read_checkpoint(path, trust=trust)
+    ckpt = read_checkpoint(path, trust=trust, weights=weights)
     report("building the model", 0.5)
-    model, arch_name = _model_for(ckpt, arch, trust)
-    origin = Origin(source, ckpt.format, arch_name, path, ckpt, list(ckpt.notes))
+    model, arch_name, arch_from = _model_for(ckpt, arch, trust, report)
+    origin = Origin(source, ckpt.format, arch_name, path, ckpt, list(ckpt.notes), arch_from)
     if ckpt.format == "torchscript":
         origin.notes.append("TorchScript archive: inspect only; edit the original model instead")
     report("ready", 1.0)
-    return Document(model.eval(), origin, input_shape or (spec_input_shape(arch) if arch else None))
+    return Document(model.eval(), origin, input_shape or _spec_shape(arch_name, arch_from))
 
 
-def _model_for(ckpt: Checkpoint, arch: str | None, trust: Trust) -> tuple[nn.Module, str]:
+def _model_for(
+    ckpt: Checkpoint, arch: str | None, trust: Trust, report: Progress
+) -> tuple[nn.Module, str, str]:
+    """The model with the file's weights attached, its spec, and how the architecture was known."""
     if ckpt.module is not None:
         if arch:
             raise UnsupportedOperationError(
                 f"{ckpt.path} holds a whole {ckpt.format} model with its own architecture; drop --arch"
             )
         module = ckpt.module
-        return module, getattr(module, "original_name", None) or _qualname(module)
+        return module, getattr(module, "original_name", None) or _qualname(module), "the file (whole model)"
     assert ckpt.state_dict is not None
     if arch is None and ckpt.recipe:
         from headstudio.core.recipe import build_from_recipe
 
         model, arch_name, notes = build_from_recipe(ckpt.recipe, str(ckpt.path), trust, ckpt.state_dict)
         ckpt.notes.extend(notes)
+        arch_from = "the file's recipe"
     elif arch is None:
-        raise ArchitectureRequiredError(
-            f"{ckpt.path} holds only weights ({len(ckpt.state_dict)} tensors); say which "
-            "architecture with --arch, e.g. --arch torchvision:resnet50"
-        )
+        from headstudio.core.opening.recognition import recognise
+
+        model, arch_name, arch_from = recognise(ckpt, trust=trust, progress=report)
+        return model, arch_name, arch_from  # recognise attaches (and checks) the weights itself
     else:
-        model, arch_name = build_model(arch), str(parse_spec(arch))
-    state_dict, ckpt.key_prefix, notes = align_keys(set(model.state_dict()), ckpt.state_dict)
-    ckpt.notes.extend(notes)
-    check_keys(model, state_dict, arch_name)
-    assign_weights(model, state_dict)
-    return model, arch_name
+        model, arch_name = build_for_checkpoint(parse_spec(arch), ckpt)
+        arch_from = "--arch"
+    attach_weights(model, ckpt, arch_name)
+    return model, arch_name, arch_from
 
 
 def _refuse_arch_for_archives(path: Path) -> None:
@@ -104,6 +114,16 @@ def _refuse_arch_for_archives(path: Path) -> None:
             f"{path} is a TorchScript archive with its own compiled architecture, so --arch cannot apply; "
             "drop --arch (TorchScript can be inspected with --trust, not edited)"
         )
+
+
+def _spec_shape(arch_name: str, arch_from: str) -> tuple[int, ...] | None:
+    """A built spec's own input (video clips); files with a recipe or a whole model know theirs."""
+    if arch_from in ("the file's recipe", "the file (whole model)") or not looks_like_spec(arch_name):
+        return None
+    try:
+        return spec_input_shape(arch_name)
+    except SourceError:
+        return None
 
 
 def _qualname(module: nn.Module) -> str:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from headstudio.core.errors import ArchitectureMismatchError
+from headstudio.core.opening.checkpoints import Checkpoint
 
 _SHOW = 3
 
@@ -86,3 +87,13 @@ def _first(keys: list[str]) -> str:
 def assign_weights(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
     """Attach tensors as the model's own (no copy: memory-mapped data stays mapped)."""
     model.load_state_dict(state_dict, strict=True, assign=True)
+
+
+def attach_weights(model: nn.Module, ckpt: Checkpoint, arch_name: str) -> None:
+    """Strip wrapper prefixes, check every tensor fits, and attach the file's weights without copying."""
+    assert ckpt.state_dict is not None
+    state_dict, prefix, notes = align_keys(set(model.state_dict()), ckpt.state_dict)
+    check_keys(model, state_dict, arch_name)
+    ckpt.key_prefix = prefix
+    ckpt.notes.extend(notes)
+    assign_weights(model, state_dict)
