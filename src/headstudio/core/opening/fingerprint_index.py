@@ -195,14 +195,23 @@ def library_versions() -> dict[str, str]:
     """The versions the index depends on (a change means a rebuild)."""
     import torchvision
 
-    versions = {"format": str(FORMAT), "torch": torch.__version__, "torchvision": torchvision.__version__}
+    # a build's local label (+cu130, +cpu) changes no architecture: CPU and CUDA wheels share an index
+    versions = {
+        "format": str(FORMAT),
+        "torch": _public(torch.__version__),
+        "torchvision": _public(torchvision.__version__),
+    }
     try:
         import timm
 
-        versions["timm"] = timm.__version__
+        versions["timm"] = _public(timm.__version__)
     except ImportError:
         versions["timm"] = "none"
     return versions
+
+
+def _public(version: str) -> str:
+    return version.split("+", 1)[0]
 
 
 def cache_dir() -> Path:
