@@ -14,6 +14,8 @@ from torch import nn
 
 from headstudio.core.errors import TraceError, first_line
 from headstudio.core.model.heads import HeadInfo, describe_head
+from headstudio.core.model.hf_heads import hf_head_roles
+from headstudio.core.model.inputs import NamedInput, config_inputs
 from headstudio.core.model.shapes import Trace, default_input_shape, trace_model
 from headstudio.core.model.tree import ModuleNode, build_tree
 from headstudio.core.opening.checkpoints import Checkpoint
@@ -34,10 +36,18 @@ class Origin:
 class Document:
     """An opened model. Edits change ``model``; everything shown is derived from it."""
 
-    def __init__(self, model: nn.Module, origin: Origin, input_shape: tuple[int, ...] | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        origin: Origin,
+        input_shape: tuple[int, ...] | None = None,
+        inputs: tuple[NamedInput, ...] | None = None,
+    ) -> None:
         self.model = model
         self.origin = origin
-        self.input_shape: tuple[int, ...] = tuple(input_shape or default_input_shape(model))
+        self.inputs: tuple[NamedInput, ...] | None = tuple(inputs) if inputs else None  # named by the user
+        first = self.inputs[0].shape if self.inputs else None
+        self.input_shape: tuple[int, ...] = tuple(input_shape or first or default_input_shape(model))
         self.edits: list[Any] = []
         self._trace: Trace | None = None
         self._tree: ModuleNode | None = None
@@ -52,7 +62,20 @@ class Document:
         if not shape or any(int(d) <= 0 for d in shape):
             raise TraceError(f"input shape {list(shape)} must be positive sizes, e.g. 1,3,224,224")
         self.input_shape = tuple(int(d) for d in shape)
+        self.inputs = None  # named inputs follow the new main shape (from the model's config)
         self.changed()
+
+    def set_inputs(self, inputs: tuple[NamedInput, ...]) -> None:
+        """Trace with these named, typed inputs (keyword arguments of the forward)."""
+        if not inputs:
+            raise TraceError("give at least one input, e.g. input_ids=1,128:int64")
+        self.inputs = tuple(inputs)
+        self.input_shape = self.inputs[0].shape
+        self.changed()
+
+    def named_inputs(self) -> tuple[NamedInput, ...] | None:
+        """The keyword inputs the trace uses: the user's, else the model config's; None for plain models."""
+        return self.inputs or config_inputs(self.model, self.input_shape)
 
     def changed(self) -> None:
         """Forget derived state after the model changed (edits call this)."""
@@ -80,7 +103,7 @@ class Document:
             if not self.editable:
                 self._trace = _trace_script(self.model, self.input_shape)
             else:
-                self._trace = trace_model(self.model, self.input_shape)
+                self._trace = trace_model(self.model, self.input_shape, inputs=self.named_inputs())
         return self._trace
 
     def tree(self) -> ModuleNode:
@@ -92,7 +115,8 @@ class Document:
     def heads(self) -> list[HeadInfo]:
         """Detected heads, primary first; empty for a headless model (feature extractor)."""
         trace = self.trace()
-        return [describe_head(self.model, p, trace.inputs, trace.outputs) for p in trace.heads]
+        heads = [describe_head(self.model, p, trace.inputs, trace.outputs) for p in trace.heads]
+        return hf_head_roles(self.model, heads, trace)
 
     @property
     def head(self) -> HeadInfo | None:
@@ -118,13 +142,19 @@ class Document:
             "format": self.origin.format,
             "arch": self.origin.arch,
             "input_shape": list(self.input_shape),
+            "inputs": [i.to_json() for i in self.named_inputs() or ()],
             "params": total,
             "trainable_params": trainable,
             "output_shape": trace.output,
             "modules": [n.to_json() for n in tree.walk()],
             "head": heads[0] if heads else None,
             "heads": heads,
-            "trace": {"mode": trace.mode, "error": trace.error, "failed_at": trace.failed_at},
+            "trace": {
+                "mode": trace.mode,
+                "error": trace.error,
+                "failed_at": trace.failed_at,
+                "fallback": trace.fallback,
+            },
             "notes": list(self.origin.notes),
             "error": None,
         }

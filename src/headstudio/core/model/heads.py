@@ -26,6 +26,8 @@ class HeadInfo:
     type: str
     in_features: int | None
     out_features: int | None
+    role: str | None = None
+    rule: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -33,6 +35,8 @@ class HeadInfo:
             "type": self.type,
             "in_features": self.in_features,
             "out_features": self.out_features,
+            "role": self.role,
+            "rule": self.rule,
         }
 
 

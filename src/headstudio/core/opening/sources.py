@@ -8,6 +8,7 @@ from torch import nn
 
 from headstudio.core.errors import ArchitectureRequiredError, Progress, SourceError, UnsupportedOperationError
 from headstudio.core.model.document import Document, Origin
+from headstudio.core.opening import hf
 from headstudio.core.opening.checkpoints import Checkpoint, check_path, read_checkpoint, sniff_format
 from headstudio.core.opening.specs import build_model, looks_like_spec, parse_spec, spec_input_shape
 from headstudio.core.opening.weights import align_keys, assign_weights, check_keys
@@ -34,8 +35,16 @@ def open_source(
             raise SourceError(f"--arch applies to weight files; '{source}' is already an architecture")
         report(f"building {source}", 0.2)
         spec = parse_spec(source)
+        if hf.is_hf_spec(spec):
+            model, arch_name = hf.open_spec(spec, materialize)
+            return Document(model, Origin(source, "spec", arch_name), input_shape)
         model = build_model(spec, meta=not materialize)
         return Document(model, Origin(source, "spec", str(spec)), input_shape or spec_input_shape(spec))
+    folder = hf.hf_folder_of(path) if not arch else None
+    if folder is not None:
+        model, origin = hf.open_folder(source, folder, report, materialize)
+        report("ready", 1.0)
+        return Document(model, origin, input_shape)
     report(f"reading {path.name}", 0.1)
     if arch:
         _refuse_arch_for_archives(path)
@@ -67,6 +76,10 @@ def _model_for(ckpt: Checkpoint, arch: str | None) -> tuple[nn.Module, str]:
             f"{ckpt.path} holds only weights ({len(ckpt.state_dict)} tensors); say which "
             "architecture with --arch, e.g. --arch torchvision:resnet50"
         )
+    elif hf.is_hf_spec(arch):
+        model, arch_name, notes = hf.load_into_spec(parse_spec(arch), ckpt.state_dict, str(ckpt.path))
+        ckpt.notes.extend(notes)
+        return model, arch_name
     else:
         model, arch_name = build_model(arch), str(parse_spec(arch))
     state_dict, notes = align_keys(set(model.state_dict()), ckpt.state_dict)
