@@ -166,7 +166,7 @@ def shadow_document(doc: Document) -> Document:
     """A Document over a structural copy of ``doc.model`` whose tensors are on meta (no weight copies)."""
     from headstudio.core.model.document import Document
 
-    shadow = Document(meta_copy(doc.model), doc.origin, doc.input_shape)
+    shadow = Document(meta_copy(doc.model), doc.origin, doc.input_shape, doc.inputs)
     shadow.edits = list(doc.edits)
     shadow.is_shadow = True  # type: ignore[attr-defined]  # previews skip copying weights that are not there
     return shadow

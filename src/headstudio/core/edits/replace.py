@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from headstudio.core.edits.base import Edit, traced_input
+from headstudio.core.edits.hf_config import is_hf_model, label_problems, restore_config, sync_removed, sync_replaced
 from headstudio.core.errors import EditError
 from headstudio.core.model.heads import is_projection
 from headstudio.core.modules import feature_size, find_module, module_expr, swap_module
@@ -33,6 +34,7 @@ class ReplaceHead(Edit):
 
     ``keep_classes`` copies trained rows into the new head: an int N (the first N classes), a list of
     class indices, or a spec string such as "0-9" or "0,3,7-9". ``seed`` makes the new weights reproducible.
+    ``labels`` names the classes of a transformers model (its config's id2label/label2id).
     """
 
     kind = "replace_head"
@@ -43,9 +45,11 @@ class ReplaceHead(Edit):
     dropout: float = 0.0
     keep_classes: Any = None
     seed: int | None = None
+    labels: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         self.hidden = tuple(self.hidden or ())
+        self.labels = tuple(self.labels) if isinstance(self.labels, list) else self.labels
 
     def describe(self) -> str:
         """E.g. 'Replace head fc: 1000 → 10 classes'."""
@@ -65,6 +69,9 @@ class ReplaceHead(Edit):
         except EditError as err:
             return [*problems, str(err)], []
         problems += _block_problems(doc, self.path, module, shape)
+        problems += label_problems(self.labels, self.num_classes)
+        if self.labels is not None and not is_hf_model(doc.model):
+            problems.append("labels name the classes in a transformers model's config; this model has none")
         if self.keep_classes is not None and not problems:
             problems += self._keep_problems(module, shape)
         warnings = _block_warnings(self.path, module)
@@ -107,8 +114,12 @@ class ReplaceHead(Edit):
         expr = module_expr(doc.model, self.path)
         swap_module(doc.model, self.path, new)
         changed = sync_class_attrs(doc.model, self.path, self._old_classes, self.num_classes)
-        self._undo = (old, changed)
-        self._code = (expr, layer_in, conv, changed)
+        keep = class_indices(self.keep_classes) if self.keep_classes is not None else None
+        config_undo, notes = sync_replaced(doc.model, self.path, self._old_classes, self.num_classes,
+                                           self.labels, keep)  # fmt: skip
+        self.notes.extend(notes)
+        self._undo = (old, changed, config_undo)
+        self._code = (expr, layer_in, conv, changed, _config_code(doc.model) if config_undo else [])
 
     def _copy_rows(self, old: nn.Module, new: nn.Module) -> None:
         keep = class_indices(self.keep_classes)
@@ -121,13 +132,14 @@ class ReplaceHead(Edit):
                 new.bias[: len(keep)] = old.bias[keep].to(new.bias.dtype)
 
     def _revert(self, doc: Document) -> None:
-        old, changed = self._undo
+        old, changed, config_undo = self._undo
         swap_module(doc.model, self.path, old)
         restore_attrs(changed)
+        restore_config(doc.model, config_undo)
 
     def code(self) -> list[str]:
         """``model.fc = nn.Linear(512, 10)`` and friends (sizes as the trace saw them)."""
-        expr, layer_in, conv, changed = self._code
+        expr, layer_in, conv, changed, config_lines = self._code
         lines = [f"torch.manual_seed({self.seed})"] if self.seed is not None else []
         built = head_code(layer_in, self.num_classes, self.hidden, self.activation, self.dropout, conv)
         if self.keep_classes is not None:
@@ -137,7 +149,7 @@ class ReplaceHead(Edit):
             lines += [f"    {expr}.bias[:{len(keep)}] = old_head.bias[{_index_code(keep)}]"]
         else:
             lines.append(f"{expr} = {built}")
-        return lines + attr_code(changed)
+        return lines + attr_code(changed) + config_lines
 
 
 @dataclass
@@ -165,13 +177,16 @@ class RemoveHead(Edit):
         classes = _out_features(old) or feature_size(doc.trace().outputs.get(self.path), False)
         swap_module(doc.model, self.path, nn.Identity())
         changed = sync_class_attrs(doc.model, self.path, classes, 0)
-        self._undo = (old, changed)
+        config_undo, notes = sync_removed(doc.model, self.path)
+        self.notes.extend(notes)
+        self._undo = (old, changed, config_undo)
         self._code = (expr, changed)
 
     def _revert(self, doc: Document) -> None:
-        old, changed = self._undo
+        old, changed, config_undo = self._undo
         swap_module(doc.model, self.path, old)
         restore_attrs(changed)
+        restore_config(doc.model, config_undo)
 
     def code(self) -> list[str]:
         """``model.fc = nn.Identity()``."""
@@ -298,6 +313,17 @@ def attr_code(changed: list[tuple]) -> list[str]:
     for owner, attr, _, owner_path in changed:
         value = getattr(owner, attr)
         lines.append(f"model{'.' + owner_path if owner_path else ''}.{attr} = {value!r}")
+    return lines
+
+
+def _config_code(model: nn.Module) -> list[str]:
+    """Lines keeping a transformers config's labels in step with the new head."""
+    config = model.config
+    lines = [f"model.config.id2label = {dict(config.id2label)!r}", f"model.config.label2id = {dict(config.label2id)!r}"]
+    if hasattr(model, "num_labels"):
+        lines.append(f"model.num_labels = {config.num_labels}")
+    if getattr(config, "tie_word_embeddings", None) is False:
+        lines.append("model.config.tie_word_embeddings = False")
     return lines
 
 

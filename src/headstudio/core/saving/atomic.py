@@ -26,8 +26,10 @@ from headstudio.core.model.document import Document
 from headstudio.core.saving.formats import VERIFIERS, WRITERS
 from headstudio.core.saving.partial_files import discard, remove_stale_partials, temp_path
 
-FORMATS = ("safetensors", "state_dict", "checkpoint", "full", "torchscript", "export")
+FORMATS = ("safetensors", "state_dict", "checkpoint", "full", "torchscript", "export", "hf_folder")
 _ALIASES = {
+    "hf": "hf_folder",
+    "folder": "hf_folder",
     "pt": "state_dict",
     "pth": "state_dict",
     "st": "safetensors",
@@ -63,8 +65,12 @@ def resolve_format(doc: Document, path: Path, format: str | None = None) -> str:
             raise SaveError(f"unknown format '{format}'; choose one of {', '.join(FORMATS)}")
         if name == "checkpoint" and doc.origin.format != "checkpoint":
             raise SaveError("--format checkpoint keeps a training checkpoint's keys; the source has none")
+        if name == "hf_folder" and not _is_hf(doc):
+            raise SaveError("--format hf_folder writes a Hugging Face model folder; this is not a transformers model")
         return name
     suffix = path.suffix.lower()
+    if _is_hf(doc) and (path.is_dir() or not suffix):
+        return "hf_folder"
     if suffix in _SUFFIXES:
         return _SUFFIXES[suffix]
     if suffix in _TORCH_SUFFIXES:
@@ -87,6 +93,10 @@ def save(
     fmt = resolve_format(doc, target, format)
     check_target(doc, target)
     check_saveable(doc, fmt)
+    if fmt == "hf_folder":
+        from headstudio.core.saving.hf_folder import save_folder
+
+        return save_folder(doc, target, report_progress)
 
     notes: list[str] = []
     remove_stale_partials(target, notes)
@@ -128,7 +138,7 @@ def check_target(doc: Document, target: Path) -> None:
         raise SaveError(
             f"{target} is the source checkpoint; the source is never overwritten; choose another -o path"
         )
-    if target.is_dir():
+    if target.is_dir() and not _is_hf(doc):
         raise SaveError(f"{target} is a directory; give a file name such as {target / 'model.safetensors'}")
     parent = target.parent
     if not parent.exists():
@@ -154,6 +164,12 @@ def check_saveable(doc: Document, fmt: str) -> None:
             f"the model has no real weights yet ({len(meta)} tensors on the meta device, e.g. {meta[0]}); "
             "open the spec with materialize=True (the CLI does) or load a checkpoint with --arch"
         )
+
+
+def _is_hf(doc: Document) -> bool:
+    from headstudio.core.edits.hf_config import is_hf_model
+
+    return is_hf_model(doc.model)
 
 
 def _named_tensors(model: torch.nn.Module):

@@ -20,6 +20,7 @@ from headstudio.core.model.document import Document
 from headstudio.core.opening.checkpoints import RECIPE_KEY, read_checkpoint
 from headstudio.core.opening.safetensors_file import Readback, write_safetensors
 from headstudio.core.opening.weights import align_keys
+from headstudio.core.saving.hf_folder import verify_hf_folder, write_hf_folder
 
 _PREFIX_NOTE = re.compile(r"stripped key prefix '([^']*)'")
 
@@ -282,6 +283,7 @@ WRITERS: dict[str, Callable[[Document, Path, list[str], Progress], None]] = {
     "full": write_full,
     "torchscript": write_torchscript,
     "export": write_export,
+    "hf_folder": write_hf_folder,
 }
 VERIFIERS: dict[str, Callable[[Document, Path, list[str]], int]] = {
     "safetensors": verify_safetensors,
@@ -290,4 +292,5 @@ VERIFIERS: dict[str, Callable[[Document, Path, list[str]], int]] = {
     "full": verify_full,
     "torchscript": verify_torchscript,
     "export": verify_export,
+    "hf_folder": verify_hf_folder,
 }
