@@ -31,6 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_source_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", metavar="SPEC", help="architecture for bare weights, e.g. torchvision:resnet50")
     p.add_argument("--input-shape", type=sizes_argument(), metavar="N,C,H,W", help="input shape to trace")
+    p.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="NAME=SIZES[:DTYPE]",
+        help="a named input to trace with, e.g. --input input_ids=1,128:int64 (repeat for several)",
+    )
     p.add_argument("--trust", action="store_true", help="allow code inside these files to run")
 
 

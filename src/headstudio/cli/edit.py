@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from headstudio.cli.inspect import use_named_inputs
 from headstudio.core.errors import EditError, HeadStudioError, SourceError
 from headstudio.core.model.shape_text import sizes_argument
 
@@ -33,6 +34,9 @@ def add_edit_parsers(sub: Any, add_source_options: Any) -> None:
     )
     ops.add_argument("--dropout", type=float, default=0.0, metavar="P", help="dropout before the new layers")
     ops.add_argument("--keep-classes", metavar="SPEC", help="keep trained rows of these classes, e.g. 0-9")
+    ops.add_argument(
+        "--labels", metavar="A,B,C", help="class names for the new head (a transformers model's id2label)"
+    )
     ops.add_argument("--add-head", metavar="NAME:N", action="append", default=[], help="add another head")
     ops.add_argument(
         "--adapter", type=int, metavar="D", help="added heads get a Linear to D features (then ReLU) first"
@@ -57,9 +61,12 @@ def add_edit_parsers(sub: Any, add_source_options: Any) -> None:
 
 
 def _add_output_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="file to write (never the source)")
     p.add_argument(
-        "--format", metavar="F", help="safetensors, state_dict, checkpoint, full, torchscript, export"
+        "-o", "--output", required=True, metavar="OUT",
+        help="file to write, or a folder for a transformers model (never the source)",
+    )  # fmt: skip
+    p.add_argument(
+        "--format", metavar="F", help="safetensors, state_dict, checkpoint, full, torchscript, export, hf_folder"
     )
 
 
@@ -80,6 +87,7 @@ def _edit(args: argparse.Namespace) -> int:
     doc = open_source(
         args.source, arch=args.arch, trust=args.trust, input_shape=args.input_shape, materialize=True
     )
+    use_named_inputs(doc, args)
     out = Path(args.output)
     resolve_format(doc, out, args.format)
     check_target(doc, out)
@@ -126,11 +134,11 @@ def edits_from_args(args: argparse.Namespace, doc: Any) -> list[Any]:
         out.append(
             E.ReplaceHead(
                 head, args.replace_head, hidden=args.mlp or (), dropout=args.dropout,
-                keep_classes=args.keep_classes, seed=args.seed,
+                keep_classes=args.keep_classes, seed=args.seed, labels=_labels(args.labels),
             )
         )  # fmt: skip
-    elif args.mlp or args.keep_classes or args.dropout:
-        raise EditError("--mlp, --dropout and --keep-classes shape a new head; add --replace-head N")
+    elif args.mlp or args.keep_classes or args.dropout or args.labels:
+        raise EditError("--mlp, --dropout, --keep-classes and --labels shape a new head; add --replace-head N")
     for spec in args.add_head:
         name, _, count = spec.partition(":")
         if not name or not count.strip().isdigit() or int(count) <= 0:
@@ -147,6 +155,13 @@ def edits_from_args(args: argparse.Namespace, doc: Any) -> list[Any]:
     out += [E.SetTrainable(glob, False, bn_eval=args.bn_eval) for glob in args.freeze]
     out += [E.SetTrainable(glob, True, bn_eval=False) for glob in args.unfreeze]
     return out
+
+
+def _labels(text: str | None) -> tuple[str, ...] | None:
+    """``--labels cat,dog,bird`` as names (spaces around commas ignored)."""
+    if text is None:
+        return None
+    return tuple(name.strip() for name in text.split(","))
 
 
 def _detected_head(doc: Any, args: argparse.Namespace) -> str | None:
@@ -170,6 +185,7 @@ def _apply(args: argparse.Namespace) -> int:
     doc = open_source(
         args.source, arch=arch, trust=args.trust, input_shape=args.input_shape, materialize=True
     )
+    use_named_inputs(doc, args)
     out = Path(args.output)
     resolve_format(doc, out, args.format)
     check_target(doc, out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from headstudio.cli.report import render_report
 
@@ -28,6 +29,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     for index, source in enumerate(args.sources):
         try:
             doc = open_source(source, arch=args.arch, trust=args.trust, input_shape=args.input_shape)
+            use_named_inputs(doc, args)
             report = doc.summary()
         except HeadStudioError as err:
             status = max(status, err.exit_code)
@@ -44,6 +46,14 @@ def run_inspect(args: argparse.Namespace) -> int:
                 print()
             print(render_report(doc, report, 3 if args.depth is None else args.depth), flush=True)
     return status
+
+
+def use_named_inputs(doc: Any, args: argparse.Namespace) -> None:
+    """Trace with the ``--input NAME=SIZES[:DTYPE]`` inputs when given."""
+    if getattr(args, "input", None):
+        from headstudio.core.model.inputs import parse_inputs
+
+        doc.set_inputs(parse_inputs(args.input))
 
 
 def _print_error(args: argparse.Namespace, source: str, message: str) -> None:

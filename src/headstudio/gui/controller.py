@@ -261,6 +261,21 @@ class DocumentController(QObject):
         self.inputShapeChanged.emit(self.document.input_shape)
         self.retrace()
 
+    def set_inputs(self, inputs: tuple[Any, ...]) -> None:
+        """Trace with named, typed inputs (``input_ids=1,128:int64 ...``) in the background."""
+        from headstudio.core.errors import HeadStudioError
+
+        if self.document is None:
+            return
+        self.wait_idle()
+        try:
+            self.document.set_inputs(tuple(inputs))
+        except HeadStudioError as err:
+            self.errorRaised.emit(str(err))
+            return
+        self.inputShapeChanged.emit(self.document.input_shape)
+        self.retrace()
+
     # -- saving --------------------------------------------------------------------------------------
     def save(self, path: str | Path, fmt: str | None = None) -> None:
         """Save in the background (atomic, verified); saveFinished(report) or errorRaised follows."""

@@ -30,6 +30,7 @@ SAVE_FILTERS = {
     "Whole model, pickled (*.pt)": "full",
     "TorchScript (*.pt)": "torchscript",
     "torch.export program (*.pt2)": "export",
+    "Hugging Face model folder (config.json + model.safetensors)": "hf_folder",
 }
 _DEFAULT_SUFFIX = {"safetensors": ".safetensors", "export": ".pt2"}
 
@@ -157,13 +158,19 @@ def ask_open_path(parent: QWidget | None, directory: str = "") -> str | None:
     return path or None
 
 
+def ask_open_folder(parent: QWidget | None, directory: str = "") -> str | None:
+    """A model folder (config.json + weights, or a Hugging Face cache snapshot) chosen by the user, or None."""
+    path = QFileDialog.getExistingDirectory(parent, "Open model folder", directory)
+    return path or None
+
+
 def ask_save_path(parent: QWidget | None, suggested: str) -> tuple[str, str | None] | None:
     """(path, format) chosen by the user; the format follows the chosen filter."""
     path, chosen = QFileDialog.getSaveFileName(parent, "Save model as", suggested, ";;".join(SAVE_FILTERS))
     if not path:
         return None
     fmt = SAVE_FILTERS.get(chosen)
-    if fmt and not Path(path).suffix:
+    if fmt and fmt != "hf_folder" and not Path(path).suffix:
         path += _DEFAULT_SUFFIX.get(fmt, ".pt")
     return path, fmt
 

@@ -64,10 +64,12 @@ class HeadEditor(HeadEditorForm):
             self.activation.currentIndexChanged,
             self.dropout.valueChanged,
             self.keepClasses.toggled,
+            self.labels.textChanged,
             self.addHeadName.textChanged,
             self.addHeadClasses.valueChanged,
         ):
             signal.connect(self._on_input)
+        self.labels.textChanged.connect(self._on_labels)
         self.applyButton.clicked.connect(self.apply)
         self.freezeButton.clicked.connect(self.freeze_backbone)
 
@@ -115,7 +117,19 @@ class HeadEditor(HeadEditorForm):
             activation=self.activation.currentText() or "relu",
             dropout=self.dropout.value(),
             keep_classes=keep,
+            labels=self._labels(),
         )
+
+    def _on_labels(self, *_: Any) -> None:
+        """Naming N classes sets the class count to N."""
+        names = self._labels()
+        if names:
+            self.numClasses.setValue(len(names))
+
+    def _labels(self) -> tuple[str, ...] | None:
+        """The class names typed in the labels field (comma separated), or None when it is empty."""
+        text = self.labels.text().strip()
+        return tuple(name.strip() for name in text.split(",")) if text else None
 
     def _keep_classes(self, classes: int) -> Any:
         """The trained rows to keep: the first min(old, new) classes of the current head."""

@@ -26,7 +26,8 @@ def hf_head_roles(model: nn.Module, heads: list[HeadInfo], trace: Any) -> list[H
 
 def _with_role(model: nn.Module, config: Any, head: HeadInfo, trace: Any) -> HeadInfo:
     fields = [key for key, paths in trace.heads_by_output.items() if head.path in paths]
-    shape = trace.outputs.get(head.path)
+    shape = _field_shape(trace.output, fields[0]) if fields else None
+    shape = shape if shape is not None else trace.outputs.get(head.path)
     role = _role(fields, shape, getattr(config, "vocab_size", None))
     if role is None:
         return head
@@ -35,6 +36,12 @@ def _with_role(model: nn.Module, config: Any, head: HeadInfo, trace: Any) -> Hea
     if tied:
         rule += f"; its weight is tied to the input embeddings ({tied})"
     return dataclasses.replace(head, role=role, rule=rule)
+
+
+def _field_shape(output: Any, key: str) -> Any:
+    """The traced shape of the output field ``key`` (``['logits']``): what the model returns, after pooling."""
+    name = key.strip("[]'\"")
+    return output.get(name) if isinstance(output, dict) else None
 
 
 def _role(fields: list[str], shape: Any, vocab: Any) -> str | None:
