@@ -167,3 +167,23 @@ def scripted_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
         warnings.simplefilter("ignore", FutureWarning)
         torch.jit.script(torchvision.models.squeezenet1_1(weights=None).eval()).save(str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def hf_folder(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Factory: the folder of a tiny transformers model of (family, model_type), saved by save_pretrained.
+
+    Each (family, type, overrides) is made once per session; tests must not write into it.
+    """
+    from hf_fixtures import make_folder
+
+    root = tmp_path_factory.mktemp("hf")
+    made: dict[str, Path] = {}
+
+    def get(family: str, model_type: str, **overrides: object) -> Path:
+        key = f"{family}-{model_type}-{sorted(overrides.items())}"
+        if key not in made:
+            made[key] = make_folder(root / str(len(made)), family, model_type, **overrides)
+        return made[key]
+
+    return get

@@ -29,11 +29,12 @@ _SIZES = {
     "intermediate_size": 37, "ffn_dim": 37, "encoder_ffn_dim": 37, "decoder_ffn_dim": 37, "d_ff": 37,
     "n_inner": 37, "hidden_dim": 37, "head_dim": 16, "d_kv": 16,
     "vocab_size": 99, "max_position_embeddings": 64, "n_positions": 64,
-    "image_size": 32, "patch_size": 8, "num_experts": 4, "num_local_experts": 4, "n_routed_experts": 4,
+    "image_size": 64, "patch_size": 4, "num_experts": 4, "num_local_experts": 4, "n_routed_experts": 4,
     "moe_intermediate_size": 16, "num_experts_per_tok": 2, "embedding_size": 32,
     "pooler_hidden_size": 32, "qk_rope_head_dim": 16, "qk_nope_head_dim": 16, "v_head_dim": 16,
     "kv_lora_rank": 16, "q_lora_rank": 16, "n_group": 1, "topk_group": 1, "first_k_dense_replace": 1,
     "shared_expert_intermediate_size": 16, "num_channels": 3, "projection_dim": 32,
+    "window_size": 2,
 }  # fmt: skip
 _LISTS = {"hidden_sizes": 8, "embed_dims": 8, "depths": 1, "num_heads": 2}
 _GROWING = ("hidden_sizes", "embed_dims")
@@ -47,8 +48,11 @@ def tiny_config(model_type: str, **overrides: Any) -> Any:
 
     cls = CONFIG_MAPPING[model_type]
     data = _shrink(cls().to_dict())
+    if "num_labels" in overrides and "id2label" not in overrides:
+        data.pop("id2label", None)
+        data.pop("label2id", None)
     data.update(overrides)
-    for key in ("model_type", "transformers_version", "architectures"):
+    for key in ("model_type", "transformers_version", "architectures", "out_features", "out_indices"):
         data.pop(key, None)
     return cls(**data)
 

@@ -108,6 +108,7 @@ class ReplaceHead(Edit):
             layer_in, self.num_classes, self.hidden, self.activation, self.dropout, conv, self.seed
         )
         new.to(dtype=_float_dtype(old), device=_real_device(old))
+        biasless = _match_bias(old, new)
         if self.keep_classes is not None and not getattr(doc, "is_shadow", False):
             self._copy_rows(old, new)
         self._old_classes = _out_features(old) or feature_size(doc.trace().outputs.get(self.path), bool(conv))
@@ -119,7 +120,7 @@ class ReplaceHead(Edit):
                                            self.labels, keep)  # fmt: skip
         self.notes.extend(notes)
         self._undo = (old, changed, config_undo)
-        self._code = (expr, layer_in, conv, changed, _config_code(doc.model) if config_undo else [])
+        self._code = (expr, layer_in, conv, changed, _config_code(doc.model) if config_undo else [], biasless)
 
     def _copy_rows(self, old: nn.Module, new: nn.Module) -> None:
         keep = class_indices(self.keep_classes)
@@ -139,14 +140,17 @@ class ReplaceHead(Edit):
 
     def code(self) -> list[str]:
         """``model.fc = nn.Linear(512, 10)`` and friends (sizes as the trace saw them)."""
-        expr, layer_in, conv, changed, config_lines = self._code
+        expr, layer_in, conv, changed, config_lines, biasless = self._code
         lines = [f"torch.manual_seed({self.seed})"] if self.seed is not None else []
         built = head_code(layer_in, self.num_classes, self.hidden, self.activation, self.dropout, conv)
+        if biasless:
+            built = built[:-1] + ", bias=False)"
         if self.keep_classes is not None:
             keep = class_indices(self.keep_classes)
             lines += [f"old_head = {expr}", f"{expr} = {built}", "with torch.no_grad():"]
             lines += [f"    {expr}.weight[:{len(keep)}] = old_head.weight[{_index_code(keep)}]"]
-            lines += [f"    {expr}.bias[:{len(keep)}] = old_head.bias[{_index_code(keep)}]"]
+            if not biasless:
+                lines += [f"    {expr}.bias[:{len(keep)}] = old_head.bias[{_index_code(keep)}]"]
         else:
             lines.append(f"{expr} = {built}")
         return lines + attr_code(changed) + config_lines
@@ -314,6 +318,14 @@ def attr_code(changed: list[tuple]) -> list[str]:
         value = getattr(owner, attr)
         lines.append(f"model{'.' + owner_path if owner_path else ''}.{attr} = {value!r}")
     return lines
+
+
+def _match_bias(old: nn.Module, new: nn.Module) -> bool:
+    """A bias-free Linear head (LLM ``score``/``lm_head``) is replaced by a bias-free one, so its class loads it."""
+    if isinstance(old, nn.Linear) and old.bias is None and isinstance(new, nn.Linear):
+        new.register_parameter("bias", None)
+        return True
+    return False
 
 
 def _config_code(model: nn.Module) -> list[str]:

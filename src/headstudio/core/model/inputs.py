@@ -111,7 +111,8 @@ def _forward_names(model: nn.Module) -> set[str]:
 
 def _text_length(config: Any) -> int:
     limits = [getattr(config, a, None) for a in ("max_position_embeddings", "n_positions", "n_ctx")]
-    limits = [v for v in limits if isinstance(v, int) and v > 0]
+    # two positions spare: RoBERTa-style position ids start after the padding index
+    limits = [max(1, v - 2) for v in limits if isinstance(v, int) and v > 0]
     return min([_TEXT_LENGTH, *limits])
 
 
