@@ -28,7 +28,7 @@ def _with_role(model: nn.Module, config: Any, head: HeadInfo, trace: Any) -> Hea
     fields = [key for key, paths in trace.heads_by_output.items() if head.path in paths]
     shape = _field_shape(trace.output, fields[0]) if fields else None
     shape = shape if shape is not None else trace.outputs.get(head.path)
-    role = _role(fields, shape, getattr(config, "vocab_size", None))
+    role = _role(fields, shape, _vocabulary_sizes(config), _is_output_embedding(model, head.path))
     if role is None:
         return head
     rule = f"transformers output {fields[0]}" if fields else "transformers head"
@@ -44,7 +44,22 @@ def _field_shape(output: Any, key: str) -> Any:
     return output.get(name) if isinstance(output, dict) else None
 
 
-def _role(fields: list[str], shape: Any, vocab: Any) -> str | None:
+def _vocabulary_sizes(config: Any) -> set[int]:
+    text = getattr(config, "get_text_config", lambda: None)() or config
+    names = ("vocab_size", "decoder_vocab_size", "target_vocab_size")
+    return {v for c in (config, text) for n in names if isinstance(v := getattr(c, n, None), int)}
+
+
+def _is_output_embedding(model: nn.Module, path: str) -> bool:
+    """The module transformers itself calls the output embeddings (the LM head), whatever its width."""
+    try:
+        output = model.get_output_embeddings()
+    except (AttributeError, NotImplementedError, TypeError):
+        return False
+    return output is not None and next((p for p, m in model.named_modules() if m is output), None) == path
+
+
+def _role(fields: list[str], shape: Any, vocab: set[int], is_output: bool) -> str | None:
     if any(name in key for key in fields for name in _SPAN_FIELDS):
         return "span logits"
     if not isinstance(shape, list) or not all(isinstance(d, int) for d in shape):
@@ -52,7 +67,7 @@ def _role(fields: list[str], shape: Any, vocab: Any) -> str | None:
     if len(shape) == 2:
         return "class logits"
     if len(shape) == 3:
-        return "vocabulary logits" if shape[-1] == vocab else "token logits"
+        return "vocabulary logits" if is_output or shape[-1] in vocab else "token logits"
     return None
 
 

@@ -8,7 +8,8 @@ for vision, sized from its config rather than guessed from its first layer.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,12 +145,47 @@ def make_tensors(inputs: tuple[NamedInput, ...], model: nn.Module, float_dtype: 
     return tensors
 
 
+@contextmanager
+def eager_implementations(model: nn.Module) -> Iterator[bool]:
+    """transformers' plain PyTorch ("eager") attention and experts while inside; restored after.
+
+    Yields False for a model without these switches (nothing to try).
+    """
+    previous = {}
+    for name in ("attn", "experts"):
+        current = getattr(getattr(model, "config", None), f"_{name}_implementation", None)
+        setter = getattr(model, f"set_{name}_implementation", None)
+        if callable(setter) and isinstance(current, str) and current != "eager":
+            try:
+                setter("eager")
+                previous[name] = current
+            except Exception:  # a model that offers only one implementation
+                continue
+    try:
+        yield bool(previous)
+    finally:
+        for name, value in previous.items():
+            try:
+                getattr(model, f"set_{name}_implementation")(value)
+            except Exception:
+                pass
+
+
+def forward_options(model: nn.Module) -> dict[str, Any]:
+    """Non-tensor keyword arguments for a shape trace: no key/value cache (it is not an output of interest)."""
+    return {"use_cache": False} if "use_cache" in _forward_names(model) else {}
+
+
 def _token_ids(shape: tuple[int, ...], dtype: torch.dtype, config: Any) -> torch.Tensor:
     vocab = int(getattr(config, "vocab_size", 0) or 0) or 2
-    special = {getattr(config, a, None) for a in ("pad_token_id", "bos_token_id", "eos_token_id")}
+    special: set[Any] = set()
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        value = getattr(config, name, None)
+        special.update(value if isinstance(value, (list, tuple)) else [value])
     token = next((t for t in range(3, vocab) if t not in special), 0)
     ids = torch.full(shape, token, dtype=dtype)
     eos = getattr(config, "eos_token_id", None)
+    eos = eos[0] if isinstance(eos, (list, tuple)) and eos else eos
     if getattr(config, "is_encoder_decoder", False) and isinstance(eos, int) and 0 <= eos < vocab and shape:
         ids[..., -1] = eos  # BART/T5 classifiers pool at the end-of-sequence token
     return ids

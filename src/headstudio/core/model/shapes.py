@@ -21,7 +21,13 @@ from torch.func import functional_call
 
 from headstudio.core.errors import first_line
 from headstudio.core.model.heads import HeadTracker, is_barrier
-from headstudio.core.model.inputs import NamedInput, config_inputs, make_tensors
+from headstudio.core.model.inputs import (
+    NamedInput,
+    config_inputs,
+    eager_implementations,
+    forward_options,
+    make_tensors,
+)
 
 Shape = Any  # list[int] for a tensor; nested lists / dicts for containers; None for no tensor
 
@@ -87,17 +93,32 @@ def trace_model(
     fail for any reason, e.g. mixture-of-experts kernels), a real forward runs instead and says why.
     """
     dtype = dtype or input_dtype(model)
-    try:
-        trace = _run(model, input_shape, dtype, fake=True, inputs=inputs)
-    except _FakeUnsupported as err:
-        reason = first_line(err.__cause__ or err, with_type=True, limit=160)
-    else:
-        if not (inputs and trace.error):
-            return trace
-        reason = trace.error
+    result = _fake_run(model, input_shape, dtype, inputs)
+    if isinstance(result, Trace) and (result.error is None or not inputs):
+        return result  # plain models: an error on fake tensors is the model's own
+    reason = _fake_failure(result)
+    with eager_implementations(model) as switched:
+        eager = _fake_run(model, input_shape, dtype, inputs) if switched and inputs else None
+    if isinstance(eager, Trace) and eager.error is None:
+        eager.fallback = f"the shape-only trace failed ({reason}); traced with transformers' eager implementations"
+        return eager
     trace = _run(model, input_shape, dtype, fake=False, inputs=inputs)
     trace.fallback = f"the shape-only trace failed ({reason}); shapes come from a real forward"
     return trace
+
+
+def _fake_run(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype, inputs: Any) -> Trace | str:
+    """The fake-tensor trace, or why fake tensors cannot run this model."""
+    try:
+        return _run(model, input_shape, dtype, fake=True, inputs=inputs)
+    except _FakeUnsupported as err:
+        return first_line(err.__cause__ or err, with_type=True, limit=160)
+
+
+def _fake_failure(result: Trace | str) -> str | None:
+    if isinstance(result, str):
+        return result
+    return result.error
 
 
 def input_dtype(model: nn.Module) -> torch.dtype:
@@ -177,7 +198,7 @@ def _arguments(
     shape: tuple[int, ...], dtype: torch.dtype, model: nn.Module, inputs: tuple[NamedInput, ...] | None
 ) -> tuple[tuple, dict]:
     if inputs:
-        return (), make_tensors(inputs, model, dtype)
+        return (), {**forward_options(model), **make_tensors(inputs, model, dtype)}
     return (_input(shape, dtype, model),), {}
 
 
