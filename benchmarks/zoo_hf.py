@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "core"))
 
-import hf_fixtures as fx  # noqa: E402
+import hf_fixtures as fx
 
 
 def run_one(root: Path, family: str, model_type: str) -> tuple[str, str]:
@@ -52,7 +52,9 @@ def run_one(root: Path, family: str, model_type: str) -> tuple[str, str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--families", default=",".join(fx.FAMILIES))
     parser.add_argument("--limit", type=int, default=0, help="at most N types per family (0: all)")
     parser.add_argument("--timeout", type=int, default=60, help="seconds per model type")

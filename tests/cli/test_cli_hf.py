@@ -20,7 +20,10 @@ def test_inspect_a_folder_shows_inputs_head_and_role(cli, hf_folder):
 
 def test_inspect_reports_a_tied_lm_head(cli, hf_folder):
     result = cli("inspect", hf_folder("causal", "gpt2"), "--depth", "0")
-    assert "lm_head (Linear 32 → 99, vocabulary logits) [its weight is tied to the input embeddings" in result.out
+    assert (
+        "lm_head (Linear 32 → 99, vocabulary logits) [its weight is tied to the input embeddings"
+        in result.out
+    )
 
 
 def test_named_inputs_on_the_command_line_drive_the_trace(cli, hf_folder):

@@ -43,7 +43,7 @@ NUM_LABELS = 3
 
 
 def tiny_config(model_type: str, **overrides: Any) -> Any:
-    """The type's default config with every size it has shrunk, rebuilt from a dict (``overrides`` applied)."""
+    """The type's default config with its sizes shrunk, rebuilt from a dict (``overrides`` applied)."""
     from transformers import CONFIG_MAPPING
 
     cls = CONFIG_MAPPING[model_type]
@@ -89,7 +89,7 @@ def model_class(family: str, model_type: str) -> type | None:
 
 
 def make_folder(root: Path, family: str, model_type: str, **overrides: Any) -> Path:
-    """Save a randomly initialised tiny model of this type and family with save_pretrained; return the folder."""
+    """Save a random tiny model of this type and family with save_pretrained; return the folder."""
     import torch
 
     cls = model_class(family, model_type)

@@ -1,4 +1,4 @@
-"""The app opens Hugging Face model folders (File > Open Folder, drag and drop), names classes, saves a folder."""
+"""The app opens Hugging Face model folders (File > Open Folder, drop), names classes, saves a folder."""
 
 from __future__ import annotations
 

@@ -66,7 +66,9 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
         help="file to write, or a folder for a transformers model (never the source)",
     )  # fmt: skip
     p.add_argument(
-        "--format", metavar="F", help="safetensors, state_dict, checkpoint, full, torchscript, export, hf_folder"
+        "--format",
+        metavar="F",
+        help="safetensors, state_dict, checkpoint, full, torchscript, export, hf_folder",
     )
 
 
@@ -138,7 +140,9 @@ def edits_from_args(args: argparse.Namespace, doc: Any) -> list[Any]:
             )
         )  # fmt: skip
     elif args.mlp or args.keep_classes or args.dropout or args.labels:
-        raise EditError("--mlp, --dropout, --keep-classes and --labels shape a new head; add --replace-head N")
+        raise EditError(
+            "--mlp, --dropout, --keep-classes and --labels shape a new head; add --replace-head N"
+        )
     for spec in args.add_head:
         name, _, count = spec.partition(":")
         if not name or not count.strip().isdigit() or int(count) <= 0:

@@ -34,7 +34,9 @@ def render_report(doc: Any, report: dict[str, Any], depth: int) -> str:
     widths = [min(max(len(r[i]) for r in [header, *rows]), 60) for i in range(5)]
     named = report.get("inputs") or []
     inputs = " ".join(_input_text(i) for i in named) if named else str(list(report["input_shape"]))
-    lines = [f"{report['source']}  [{report['format']}, {report['arch']}, input {inputs}, {trace.mode} trace]"]
+    lines = [
+        f"{report['source']}  [{report['format']}, {report['arch']}, input {inputs}, {trace.mode} trace]"
+    ]
     lines.append(_row(header, widths))
     lines.append("  ".join("─" * w for w in widths))
     lines += [_row(r, widths) for r in rows]

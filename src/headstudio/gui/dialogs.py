@@ -159,7 +159,7 @@ def ask_open_path(parent: QWidget | None, directory: str = "") -> str | None:
 
 
 def ask_open_folder(parent: QWidget | None, directory: str = "") -> str | None:
-    """A model folder (config.json + weights, or a Hugging Face cache snapshot) chosen by the user, or None."""
+    """A model folder (config.json + weights, or a hub cache snapshot) chosen by the user, or None."""
     path = QFileDialog.getExistingDirectory(parent, "Open model folder", directory)
     return path or None
 

@@ -21,7 +21,10 @@ AUTO = {
     "token": "AutoModelForTokenClassification",
 }
 CLASSIFIERS = [
-    *[("sequence", t) for t in ("bert", "roberta", "deberta-v2", "distilbert", "gpt2", "llama", "qwen2", "bart")],
+    *[
+        ("sequence", t)
+        for t in ("bert", "roberta", "deberta-v2", "distilbert", "gpt2", "llama", "qwen2", "bart")
+    ],
     *[("image", t) for t in ("vit", "convnext", "swin", "resnet")],
     *[("token", t) for t in ("bert", "distilbert", "roberta")],
 ]
@@ -46,7 +49,9 @@ def _digest(folder) -> str:
 
 
 @pytest.mark.parametrize(("family", "model_type"), CLASSIFIERS)
-def test_replace_head_with_named_labels_round_trips_through_from_pretrained(hf_folder, tmp_path, family, model_type):
+def test_replace_head_with_named_labels_round_trips_through_from_pretrained(
+    hf_folder, tmp_path, family, model_type
+):
     import transformers
 
     folder = hf_folder(family, model_type)
@@ -121,7 +126,9 @@ def test_replacing_a_tied_lm_head_unties_it_and_says_so(hf_folder, tmp_path):
 
 
 def test_kept_rows_keep_their_names_and_revert_restores_the_config(hf_folder):
-    folder = hf_folder("sequence", "bert", id2label={0: "neg", 1: "neu", 2: "pos"}, label2id={"neg": 0, "neu": 1, "pos": 2})
+    folder = hf_folder(
+        "sequence", "bert", id2label={0: "neg", 1: "neu", 2: "pos"}, label2id={"neg": 0, "neu": 1, "pos": 2}
+    )
     doc = open_source(str(folder))
     edit = ReplaceHead("classifier", 4, keep_classes=[2, 0])
     doc.apply(edit)
@@ -140,7 +147,11 @@ def test_problem_type_stays_valid_for_the_new_count(hf_folder):
 
 @pytest.mark.parametrize(
     ("labels", "message"),
-    [(("a", "b"), "2 label names for 5 classes"), (("a", "a", "b", "c", "d"), "differ"), (("a", "", "b", "c", "d"), "names")],
+    [
+        (("a", "b"), "2 label names for 5 classes"),
+        (("a", "a", "b", "c", "d"), "differ"),
+        (("a", "", "b", "c", "d"), "names"),
+    ],
 )
 def test_bad_labels_are_refused_before_anything_changes(hf_folder, labels, message):
     doc = open_source(str(hf_folder("sequence", "bert")))

@@ -1,4 +1,4 @@
-"""Model inputs from a transformers config, named typed inputs, ModelOutput fields, the real-forward fallback."""
+"""Inputs from a transformers config, named typed inputs, ModelOutput fields, trace fallbacks."""
 
 from __future__ import annotations
 

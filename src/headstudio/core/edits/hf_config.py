@@ -68,7 +68,9 @@ def sync_removed(model: nn.Module, path: str) -> tuple[ConfigUndo | None, list[s
     base = getattr(model, "base_model", None)
     if isinstance(base, nn.Module) and base is not model:
         model.config.architectures = [type(base).__name__]
-        notes.append(f"the model now returns features; a saved folder holds the base model {type(base).__name__}")
+        notes.append(
+            f"the model now returns features; a saved folder holds the base model {type(base).__name__}"
+        )
     return undo, notes
 
 

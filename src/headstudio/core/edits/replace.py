@@ -10,7 +10,13 @@ import torch
 from torch import nn
 
 from headstudio.core.edits.base import Edit, traced_input
-from headstudio.core.edits.hf_config import is_hf_model, label_problems, restore_config, sync_removed, sync_replaced
+from headstudio.core.edits.hf_config import (
+    is_hf_model,
+    label_problems,
+    restore_config,
+    sync_removed,
+    sync_replaced,
+)
 from headstudio.core.errors import EditError
 from headstudio.core.model.heads import is_projection
 from headstudio.core.modules import feature_size, find_module, module_expr, swap_module
@@ -321,7 +327,7 @@ def attr_code(changed: list[tuple]) -> list[str]:
 
 
 def _match_bias(old: nn.Module, new: nn.Module) -> bool:
-    """A bias-free Linear head (LLM ``score``/``lm_head``) is replaced by a bias-free one, so its class loads it."""
+    """A bias-free Linear head (LLM ``score``/``lm_head``) gets a bias-free successor its class can load."""
     if isinstance(old, nn.Linear) and old.bias is None and isinstance(new, nn.Linear):
         new.register_parameter("bias", None)
         return True
@@ -331,7 +337,10 @@ def _match_bias(old: nn.Module, new: nn.Module) -> bool:
 def _config_code(model: nn.Module) -> list[str]:
     """Lines keeping a transformers config's labels in step with the new head."""
     config = model.config
-    lines = [f"model.config.id2label = {dict(config.id2label)!r}", f"model.config.label2id = {dict(config.label2id)!r}"]
+    lines = [
+        f"model.config.id2label = {dict(config.id2label)!r}",
+        f"model.config.label2id = {dict(config.label2id)!r}",
+    ]
     if hasattr(model, "num_labels"):
         lines.append(f"model.num_labels = {config.num_labels}")
     if getattr(config, "tie_word_embeddings", None) is False:

@@ -39,7 +39,7 @@ def _with_role(model: nn.Module, config: Any, head: HeadInfo, trace: Any) -> Hea
 
 
 def _field_shape(output: Any, key: str) -> Any:
-    """The traced shape of the output field ``key`` (``['logits']``): what the model returns, after pooling."""
+    """The traced shape of the output field ``key`` (``['logits']``): what the model returns (pooled)."""
     name = key.strip("[]'\"")
     return output.get(name) if isinstance(output, dict) else None
 

@@ -7,6 +7,7 @@ for vision, sized from its config rather than guessed from its first layer.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -123,11 +124,8 @@ def _image_size(config: Any) -> tuple[int, tuple[int, int]]:
     size = getattr(vision, "image_size", 224)
     if isinstance(size, dict):
         size = (size.get("height", 224), size.get("width", 224))
-    if isinstance(size, (list, tuple)):
-        size = tuple(int(s) for s in size[:2])
-    else:
-        size = (int(size), int(size))
-    return int(channels if isinstance(channels, int) else 3), size
+    pair = tuple(int(s) for s in size[:2]) if isinstance(size, (list, tuple)) else (int(size), int(size))
+    return int(channels if isinstance(channels, int) else 3), pair
 
 
 def make_tensors(inputs: tuple[NamedInput, ...], model: nn.Module, float_dtype: torch.dtype) -> dict:
@@ -165,14 +163,12 @@ def eager_implementations(model: nn.Module) -> Iterator[bool]:
         yield bool(previous)
     finally:
         for name, value in previous.items():
-            try:
+            with contextlib.suppress(Exception):
                 getattr(model, f"set_{name}_implementation")(value)
-            except Exception:
-                pass
 
 
 def forward_options(model: nn.Module) -> dict[str, Any]:
-    """Non-tensor keyword arguments for a shape trace: no key/value cache (it is not an output of interest)."""
+    """Non-tensor keyword arguments for a shape trace: no key/value cache (not an output of interest)."""
     return {"use_cache": False} if "use_cache" in _forward_names(model) else {}
 
 

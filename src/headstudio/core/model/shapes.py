@@ -87,7 +87,7 @@ def trace_model(
     dtype: torch.dtype | None = None,
     inputs: tuple[NamedInput, ...] | None = None,
 ) -> Trace:
-    """Run one forward for ``input_shape`` (or named ``inputs``) recording shapes; never raises for a failing forward.
+    """One forward for ``input_shape`` (or named ``inputs``) recording shapes; never raises when it fails.
 
     Shapes come from fake tensors; when they cannot run the model (or, for a model with named inputs,
     fail for any reason, e.g. mixture-of-experts kernels), a real forward runs instead and says why.
@@ -100,7 +100,9 @@ def trace_model(
     with eager_implementations(model) as switched:
         eager = _fake_run(model, input_shape, dtype, inputs) if switched and inputs else None
     if isinstance(eager, Trace) and eager.error is None:
-        eager.fallback = f"the shape-only trace failed ({reason}); traced with transformers' eager implementations"
+        eager.fallback = (
+            f"the shape-only trace failed ({reason}); traced with transformers' eager implementations"
+        )
         return eager
     trace = _run(model, input_shape, dtype, fake=False, inputs=inputs)
     trace.fallback = f"the shape-only trace failed ({reason}); shapes come from a real forward"

@@ -1,4 +1,4 @@
-"""Hugging Face transformers models: model folders, cache snapshots and ``transformers:Class(config=...)`` specs.
+"""Hugging Face transformers models: model folders, cache snapshots, ``transformers:Class(config=...)``.
 
 The architecture comes from ``config.json`` (``architectures``, ``model_type``), read as data and checked
 first: remote code (``auto_map``) is refused and only classes of the transformers package are built.
@@ -38,7 +38,7 @@ def import_transformers() -> Any:
 
 
 def hf_folder_of(path: Path) -> Path | None:
-    """The model folder ``path`` names: a folder with config.json, a cache repo, or a weight file beside one."""
+    """The model folder ``path`` names: a folder with config.json, a cache repo, or a weight file in one."""
     if path.is_dir():
         snapshot = _cache_snapshot(path)
         if snapshot is not None:
@@ -52,7 +52,7 @@ def hf_folder_of(path: Path) -> Path | None:
 
 
 def _cache_snapshot(path: Path) -> Path | None:
-    """``models--org--name`` of the local HF cache: the snapshot its ``refs/main`` points at (else the newest)."""
+    """``models--org--name`` in the local HF cache: the snapshot ``refs/main`` names (else the newest)."""
     snapshots = path / "snapshots"
     if not snapshots.is_dir() or (path / CONFIG).exists():
         return None
@@ -61,7 +61,9 @@ def _cache_snapshot(path: Path) -> Path | None:
         commit = ref.read_text(encoding="utf-8", errors="replace").strip()
         if commit and "/" not in commit and (snapshots / commit / CONFIG).is_file():
             return snapshots / commit
-    found = sorted((p for p in snapshots.iterdir() if (p / CONFIG).is_file()), key=lambda p: p.stat().st_mtime)
+    found = sorted(
+        (p for p in snapshots.iterdir() if (p / CONFIG).is_file()), key=lambda p: p.stat().st_mtime
+    )
     return found[-1] if found else None
 
 
@@ -79,7 +81,9 @@ def read_config_json(folder: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise SourceError(f"{path} is not readable JSON ({first_line(err)}); fix or re-save the config") from None
+        raise SourceError(
+            f"{path} is not readable JSON ({first_line(err)}); fix or re-save the config"
+        ) from None
     if not isinstance(data, dict):
         raise SourceError(f"{path} holds a {type(data).__name__}, not a config object; re-save the model")
     if data.get("auto_map") or data.get("trust_remote_code"):
@@ -110,7 +114,8 @@ def load_config(folder: Path, data: dict[str, Any], overrides: dict[str, Any] | 
             )
     except Exception as err:
         raise SourceError(
-            f"{folder / CONFIG} is not a valid {data.get('model_type')} config: {first_line(err, with_type=True)}"
+            f"{folder / CONFIG} is not a valid {data.get('model_type')} config: "
+            f"{first_line(err, with_type=True)}"
         ) from None
     return config
 
@@ -183,7 +188,7 @@ def read_weights(files: list[Path]) -> dict[str, torch.Tensor]:
 
 
 def load_model(cls: type, config: Any, state: dict[str, torch.Tensor], where: str) -> tuple[nn.Module, list]:
-    """Build ``cls`` on meta and attach ``state`` through transformers' loading rules; notes say what differed."""
+    """Build ``cls`` on meta, attach ``state`` by transformers' loading rules; notes say what differed."""
     try:
         with quiet_transformers():
             model, info = cls.from_pretrained(
@@ -206,15 +211,17 @@ def load_model(cls: type, config: Any, state: dict[str, torch.Tensor], where: st
 def build_from_config(cls: type, config: Any, *, meta: bool) -> nn.Module:
     """``cls(config)`` with parameters on meta (no memory) or initialised for real."""
     try:
-        with quiet_transformers(), (torch.device("meta") if meta else _nothing()):
+        with quiet_transformers(), torch.device("meta") if meta else _nothing():
             model = cls._from_config(config)
     except Exception as err:
-        raise SourceError(f"building {cls.__name__} from its config failed: {first_line(err, with_type=True)}") from None
+        raise SourceError(
+            f"building {cls.__name__} from its config failed: {first_line(err, with_type=True)}"
+        ) from None
     return model.eval()
 
 
 def spec_config(spec: ArchSpec) -> tuple[type, Any, Path | None]:
-    """Class, config and config folder of ``transformers:Class(config=FOLDER_or_model_type, key=value...)``."""
+    """Class, config and folder of ``transformers:Class(config=FOLDER or model_type, key=value...)``."""
     transformers = import_transformers()
     cls = transformers_class(spec.name)
     if cls is None:

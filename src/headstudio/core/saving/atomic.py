@@ -66,7 +66,9 @@ def resolve_format(doc: Document, path: Path, format: str | None = None) -> str:
         if name == "checkpoint" and doc.origin.format != "checkpoint":
             raise SaveError("--format checkpoint keeps a training checkpoint's keys; the source has none")
         if name == "hf_folder" and not _is_hf(doc):
-            raise SaveError("--format hf_folder writes a Hugging Face model folder; this is not a transformers model")
+            raise SaveError(
+                "--format hf_folder writes a Hugging Face model folder; this is not a transformers model"
+            )
         return name
     suffix = path.suffix.lower()
     if _is_hf(doc) and (path.is_dir() or not suffix):

@@ -91,7 +91,8 @@ def verify_hf_folder(doc: Document, temp: Path, notes: list[str]) -> int:
         if info.get(what):
             key = sorted(map(str, info[what]))[0]
             raise SaveError(
-                f"verification failed: {type(model).__name__}.from_pretrained reports {what.replace('_', ' ')} "
+                f"verification failed: {type(model).__name__}.from_pretrained reports "
+                f"{what.replace('_', ' ')} "
                 f"({key}); the edited head no longer fits this class, save as .safetensors instead"
             )
     return tensors_equal(model.state_dict(), reloaded.state_dict(), temp)
@@ -100,9 +101,7 @@ def verify_hf_folder(doc: Document, temp: Path, notes: list[str]) -> int:
 def check_folder_target(doc: Document, target: Path) -> None:
     """An existing target folder is replaced only when it is empty or a model folder (config.json)."""
     if target.is_dir() and any(target.iterdir()) and not (target / "config.json").is_file():
-        raise SaveError(
-            f"{target} is a folder that is not a model folder; give a new or empty folder for -o"
-        )
+        raise SaveError(f"{target} is a folder that is not a model folder; give a new or empty folder for -o")
 
 
 def save_folder(doc: Document, target: Path, progress: Progress) -> Any:
@@ -113,9 +112,13 @@ def save_folder(doc: Document, target: Path, progress: Progress) -> Any:
     notes: list[str] = []
     check_folder_target(doc, target)
     try:
-        temp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}-", suffix=".partial"))
+        temp = Path(
+            tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}-", suffix=".partial")
+        )
     except OSError as err:
-        raise SaveError(f"cannot write in {target.parent}: {err.strerror or err}; nothing was changed") from None
+        raise SaveError(
+            f"cannot write in {target.parent}: {err.strerror or err}; nothing was changed"
+        ) from None
     try:
         write_hf_folder(doc, temp, notes, lambda m, f: progress(m, 0.7 * f))
         progress("verifying", 0.7)
