@@ -3,7 +3,9 @@
 Generates the folder once in /tmp (random bf16 weights written shard by shard, so at most one shard
 is ever in memory), then runs each contender in fresh processes (median of --repeat runs):
 
-  import           ``import torch, transformers`` alone (the floor every contender pays)
+  import           ``import torch, transformers`` alone (the target's reference)
+  model code       the same plus ``from transformers import LlamaConfig, LlamaForCausalLM`` (transformers'
+                   lazy import of the model's code: what any tool building the model pays on top)
   headstudio       open the folder + tree with every module's shapes and the head
   transformers     ``from_pretrained`` + ``torchinfo.summary`` with the same token inputs
 
@@ -30,6 +32,9 @@ SHARD_BYTES = 500 * 2**20
 LENGTH = 128
 
 IMPORT = "import torch, transformers"
+# transformers imports a model's code lazily; Llama's config module pulls in image utilities, torchvision
+# and torch._dynamo. Every contender that builds the model pays this; the bare import above does not.
+MODEL_CODE = "import torch, transformers\nfrom transformers import LlamaConfig, LlamaForCausalLM"
 HEADSTUDIO = """
 import sys
 from headstudio.core.opening.sources import open_source
@@ -101,6 +106,7 @@ def main() -> int:
     print(f"{folder}: {params / 1e9:.2f}B parameters, bf16, {shards} shards")
     contenders = [
         ("import torch, transformers", python_cmd(IMPORT)),
+        ("+ import Llama model code", python_cmd(MODEL_CODE)),
         ("headstudio open + tree", [*python_cmd(HEADSTUDIO), str(folder)]),
         ("from_pretrained + torchinfo", [*python_cmd(TRANSFORMERS), str(folder)]),
     ]

@@ -9,6 +9,7 @@ state_dict, so its key renames, conversions and weight tying apply while no tens
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ CONFIG = "config.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 _HINT = "Head Studio never runs code from a model folder"
+_HF_WEIGHT_NAME = re.compile(r"(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?")
 
 
 def import_transformers() -> Any:
@@ -44,11 +46,9 @@ def hf_folder_of(path: Path) -> Path | None:
         if snapshot is not None:
             return snapshot
         return path if (path / CONFIG).is_file() else None
-    if path.is_file() and (path.parent / CONFIG).is_file():
-        name = path.name
-        if name.endswith((".safetensors", ".bin", ".index.json")) and _has_model_type(path.parent):
-            return path.parent
-    return None
+    if path.is_file() and _HF_WEIGHT_NAME.fullmatch(path.name) and (path.parent / CONFIG).is_file():
+        return path.parent if _has_model_type(path.parent) else None
+    return None  # other files beside a config (e.g. our own saves, with their recipe) open as files
 
 
 def _cache_snapshot(path: Path) -> Path | None:
