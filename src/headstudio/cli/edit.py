@@ -9,11 +9,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from headstudio.cli.inspect import use_named_inputs
 from headstudio.core.errors import EditError, HeadStudioError, SourceError
 from headstudio.core.model.shape_text import sizes_argument
+
+if TYPE_CHECKING:
+    from headstudio.core.edits import Edit
+    from headstudio.core.model.document import Document
+    from headstudio.core.saving import SaveReport
 
 
 def add_edit_parsers(sub: Any, add_source_options: Any) -> None:
@@ -96,7 +101,7 @@ def _edit(args: argparse.Namespace) -> int:
     edits = edits_from_args(args, doc)
     before = _figures(doc)
     for edit in edits:
-        apply_edit(doc, edit)
+        doc.apply(edit)
     after = _figures(doc)
     report = save(doc, out, args.format)
     print(_before_after(doc, edits, before, after))
@@ -111,21 +116,12 @@ def _edit(args: argparse.Namespace) -> int:
     return 0
 
 
-def apply_edit(doc: Any, edit: Any) -> None:
-    """Apply one edit and record it in the document's history (what the recipe is made of)."""
-    if hasattr(doc, "apply"):
-        doc.apply(edit)
-        return
-    edit.apply(doc)
-    doc.edits.append(edit)
-
-
-def edits_from_args(args: argparse.Namespace, doc: Any) -> list[Any]:
+def edits_from_args(args: argparse.Namespace, doc: Document) -> list[Edit]:
     """The edit values the options ask for, in a fixed order; raise EditError for a meaningless mix."""
     from headstudio.core import edits as E
 
     head = args.head or _detected_head(doc, args)
-    out: list[Any] = []
+    out: list[Edit] = []
     if args.cut_after:
         out.append(E.CutAfter(args.cut_after))
     if args.remove_head:
@@ -168,7 +164,7 @@ def _labels(text: str | None) -> tuple[str, ...] | None:
     return tuple(name.strip() for name in text.split(","))
 
 
-def _detected_head(doc: Any, args: argparse.Namespace) -> str | None:
+def _detected_head(doc: Document, args: argparse.Namespace) -> str | None:
     """The detected head's path; an error only when an edit needs a head and none was found."""
     needs = args.remove_head or args.replace_head is not None or args.add_head
     head = doc.head
@@ -226,7 +222,7 @@ def _read_text(path: str) -> str:
         raise SourceError(f"{path} cannot be read as a recipe JSON file ({err}); check the path") from None
 
 
-def _write_recipe(doc: Any, path: Path) -> None:
+def _write_recipe(doc: Document, path: Path) -> None:
     from headstudio.core.recipe import Recipe
 
     try:
@@ -236,15 +232,15 @@ def _write_recipe(doc: Any, path: Path) -> None:
     print(f"recipe written to {path}")
 
 
-def _figures(doc: Any) -> tuple[Any, int, int]:
+def _figures(doc: Document) -> tuple[Any, int, int]:
     total, trainable = doc.param_counts()
     return doc.trace().output, total, trainable
 
 
-def _before_after(doc: Any, edits: list[Any], before: tuple, after: tuple) -> str:
+def _before_after(doc: Document, edits: list[Edit], before: tuple, after: tuple) -> str:
     """The edits made and a before/after table of output shape, params and trainable params."""
     lines = [f"{doc.origin.source}  [{doc.origin.format}, {doc.origin.arch}]"]
-    lines += [f"  {_describe(e)}" for e in edits] or ["  (no edits: saved as is)"]
+    lines += [f"  {e.describe()}" for e in edits] or ["  (no edits: saved as is)"]
     rows = [
         ("", "before", "after"),
         ("output", _shape(before[0]), _shape(after[0])),
@@ -259,18 +255,13 @@ def _before_after(doc: Any, edits: list[Any], before: tuple, after: tuple) -> st
     return "\n".join(lines)
 
 
-def _describe(edit: Any) -> str:
-    describe = getattr(edit, "describe", None)
-    return describe() if callable(describe) else repr(edit)
-
-
 def _shape(shape: Any) -> str:
     from headstudio.core.model.shape_text import format_shape
 
     return format_shape(shape)
 
 
-def _print_saved(report: Any) -> None:
+def _print_saved(report: SaveReport) -> None:
     print(report.describe())
     for warning in report.warnings:
         print(f"Note: {warning}")

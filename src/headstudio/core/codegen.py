@@ -20,7 +20,7 @@ def snippet_for(recipe_or_edits: Recipe | Sequence[Edit]) -> str:
         edits, arch = _applied_edits(recipe_or_edits), recipe_or_edits.arch
     else:
         edits, arch = list(recipe_or_edits), None
-        if any(getattr(e, "_undo", None) is None for e in edits):
+        if not all(e.applied for e in edits):
             raise EditError("code can be written for applied edits only; pass a Recipe to replay them")
     lines = ["import torch", "from torch import nn", ""]
     lines.append(
@@ -51,7 +51,7 @@ def _once(lines: list[str], defined: set[str]) -> list[str]:
 
 def _applied_edits(recipe: Recipe) -> list[Edit]:
     """The recipe's edits with their traced sizes: as applied to a document, or replayed on meta."""
-    if recipe.edits and all(getattr(e, "_undo", None) is not None for e in recipe.edits):
+    if recipe.edits and all(e.applied for e in recipe.edits):
         return list(recipe.edits)
     from headstudio.core.model.document import Document, Origin
     from headstudio.core.opening.specs import build_model, parse_spec

@@ -23,6 +23,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from headstudio.core.kinds import open_filter
+
 SAVE_FILTERS = {
     "Safetensors (*.safetensors)": "safetensors",
     "PyTorch state_dict (*.pt *.pth)": "state_dict",
@@ -153,7 +155,7 @@ def ask_open_path(parent: QWidget | None, directory: str = "") -> str | None:
         parent,
         "Open checkpoint",
         directory,
-        "Checkpoints (*.pt *.pth *.bin *.ckpt *.tar *.safetensors *.pt2);;All files (*)",
+        open_filter(),
     )
     return path or None
 

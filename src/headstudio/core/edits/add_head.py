@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from headstudio.core.edits.base import Edit, Preview, traced_input
-from headstudio.core.edits.replace import build_head, head_code
+from headstudio.core.edits.base import Edit, Preview, state, traced_input
+from headstudio.core.edits.head_builder import CONVS, HeadSpec
 from headstudio.core.errors import EditError
 from headstudio.core.modules import feature_size, find_module, module_expr, swap_module
 
@@ -37,8 +37,18 @@ class AddHead(Edit):
     """Add head ``name`` with ``num_classes`` next to the head at ``at``, on the same features.
 
     The head at ``at`` becomes a MultiHead holding the old head (under its attribute name, or "main")
-    and the new one; set ``MultiHead.active`` to a name to return only that output. ``adapter=N``
-    inserts a Linear to N features (then ReLU) before the new classifier.
+    and the new one; set ``MultiHead.active`` to a name to return only that output.
+
+    Args:
+        name: the new head's name (a Python identifier); the model returns a dict keyed by head names.
+        num_classes: the new head's class count.
+        at: the existing head whose input feeds the new one, e.g. ``fc``.
+        adapter: put a Linear to this many features (then ReLU) in front of the new classifier.
+        seed: makes the new weights reproducible.
+
+    Examples::
+
+        >>> doc.apply(AddHead("age", 5, at="fc", adapter=256))  # outputs {"fc": [1, 1000], "age": [1, 5]}
     """
 
     kind = "add_head"
@@ -48,6 +58,11 @@ class AddHead(Edit):
     at: str
     adapter: int | None = None
     seed: int | None = None
+    _code: list[str] | None = state()  # the lines code() returns, with the traced feature size
+
+    def created_head(self) -> str | None:
+        """The added head, inside the MultiHead at ``at``."""
+        return self.head_path
 
     def describe(self) -> str:
         """E.g. 'Add head age (5 classes) at fc'."""
@@ -97,11 +112,11 @@ class AddHead(Edit):
 
     def _apply(self, doc: Document) -> None:
         old, size = self._features(doc)
-        conv = _conv_of(old)
         hidden = (self.adapter,) if self.adapter else ()
-        new = build_head(size, self.num_classes, hidden, "relu", 0.0, conv, self.seed)
+        spec = HeadSpec.like(_conv_of(old), size, self.num_classes, hidden=hidden)
+        new = spec.build(self.seed)
         expr = module_expr(doc.model, self.at)
-        built = head_code(size, self.num_classes, hidden, "relu", 0.0, conv)
+        built = spec.code()
         if isinstance(old, MultiHead):
             old.heads[self.name] = new
             self._undo = ("added", old)
@@ -147,4 +162,4 @@ def _conv_of(module: nn.Module) -> nn.Module | None:
     """The conv a new head should mirror: the module itself, or a MultiHead's first head when conv."""
     if isinstance(module, MultiHead):
         module = next(iter(module.heads.values()))
-    return module if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) else None
+    return module if isinstance(module, CONVS) else None

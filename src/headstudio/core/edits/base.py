@@ -42,11 +42,23 @@ class Preview:
         return not self.problems
 
 
+def state(default: Any = None) -> Any:
+    """A declared field for what an applied edit remembers (undo, code): not a parameter, not in its JSON."""
+    return field(default=default, init=False, repr=False, compare=False)
+
+
+@dataclass
 class Edit:
-    """Base of the dataclass edits. Subclasses set ``kind`` and implement check/_apply/_revert/code."""
+    """Base of the dataclass edits. Subclasses set ``kind`` and implement check/_apply/_revert/code.
+
+    Parameters are the subclass's init fields (its JSON); what an applied edit remembers to revert and to
+    write code lives in ``state()`` fields, reset on every copy.
+    """
 
     kind: ClassVar[str] = ""
     checks_forward: ClassVar[bool] = False  # validate must run the edited model once (shadow copy)
+    _undo: Any = state()  # set by _apply, cleared by revert: the edit is applied while it is not None
+    _notes: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -95,7 +107,7 @@ class Edit:
 
     def apply(self, doc: Document) -> None:
         """Validate, then change ``doc.model``; remembers what revert needs."""
-        if getattr(self, "_undo", None) is not None:
+        if self.applied:
             raise EditError(f"'{self.describe()}' is already applied; revert it first")
         self.validate(doc)
         self._apply(doc)
@@ -103,13 +115,22 @@ class Edit:
 
     def revert(self, doc: Document) -> None:
         """Restore the original module objects, weights and flags exactly (undo the last edit first)."""
-        if getattr(self, "_undo", None) is None:
+        if not self.applied:
             raise EditError(f"'{self.describe()}' is not applied, so there is nothing to revert")
         if any(e is self for e in doc.edits) and doc.edits[-1] is not self:
             raise EditError(f"'{self.describe()}' is not the last edit; revert the edits after it first")
         self._revert(doc)
         self._undo = None
         doc.changed()
+
+    @property
+    def applied(self) -> bool:
+        """True between apply and revert (the edit holds what undo and code export need)."""
+        return self._undo is not None
+
+    def created_head(self) -> str | None:
+        """The path of a head this edit put into the model (kept trainable by FreezeBackbone), if any."""
+        return None
 
     def describe(self) -> str:
         """One line for the undo history."""
@@ -118,7 +139,7 @@ class Edit:
     def to_json(self) -> dict[str, Any]:
         """``{"kind": ..., **fields}``; undo state is not part of it."""
         data: dict[str, Any] = {"kind": self.kind}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+        for f in _parameters(type(self)):
             value = getattr(self, f.name)
             data[f.name] = list(value) if isinstance(value, tuple) else value
         return data
@@ -127,7 +148,7 @@ class Edit:
     @property
     def notes(self) -> list[str]:
         """Warnings found while applying (e.g. trained rows not copied from meta weights)."""
-        return self.__dict__.setdefault("_notes", [])
+        return self._notes
 
     def check(self, doc: Document) -> tuple[list[str], list[str]]:
         """(problems, warnings) found without changing anything."""
@@ -152,7 +173,7 @@ def edit_from_json(data: dict[str, Any]) -> Edit:
     cls = _KINDS.get(kind)
     if cls is None:
         raise EditError(f"unknown edit kind '{kind}'; known kinds: {', '.join(sorted(_KINDS))}")
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    names = {f.name for f in _parameters(cls)}
     extra = sorted(set(data) - names - {"kind"})
     if extra:
         raise EditError(f"edit '{kind}' has unknown field(s) {', '.join(extra)}; check the recipe")
@@ -162,13 +183,17 @@ def edit_from_json(data: dict[str, Any]) -> Edit:
         raise EditError(f"edit '{kind}' is malformed ({err}); check the recipe") from None
 
 
+def _parameters(cls: type[Edit]) -> list[dataclasses.Field]:
+    """An edit kind's parameters: its init fields (state fields are not part of its JSON)."""
+    return [f for f in dataclasses.fields(cls) if f.init]
+
+
 def shadow_document(doc: Document) -> Document:
     """A Document over a structural copy of ``doc.model`` whose tensors are on meta (no weight copies)."""
     from headstudio.core.model.document import Document
 
-    shadow = Document(meta_copy(doc.model), doc.origin, doc.input_shape, doc.inputs)
+    shadow = Document(meta_copy(doc.model), doc.origin, doc.input_shape, doc.inputs, shadow=True)
     shadow.edits = list(doc.edits)
-    shadow.is_shadow = True  # type: ignore[attr-defined]  # previews skip copying weights that are not there
     return shadow
 
 

@@ -34,7 +34,15 @@ def cut_after(model: nn.Module, path: str) -> torch.fx.GraphModule:
 
 @dataclass
 class CutAfter(Edit):
-    """Keep the model up to and including the module at ``path``; the model returns that module's output."""
+    """Keep the model up to and including the module at ``path``; the model returns that module's output.
+
+    Args:
+        path: the last module to keep, e.g. ``layer4`` (a torch.fx cut: any model fx can trace works).
+
+    Examples::
+
+        >>> doc.apply(CutAfter("layer3"))  # resnet18 now outputs [1, 256, 14, 14]
+    """
 
     kind = "cut_after"
     path: str

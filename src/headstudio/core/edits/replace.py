@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from headstudio.core.edits.base import Edit, traced_input
+from headstudio.core.edits.base import Edit, state, traced_input
+from headstudio.core.edits.head_builder import ACTIVATIONS, CONVS, HeadSpec
 from headstudio.core.edits.hf_config import (
     is_hf_model,
     label_problems,
@@ -24,23 +24,23 @@ from headstudio.core.modules import feature_size, find_module, module_expr, swap
 if TYPE_CHECKING:
     from headstudio.core.model.document import Document
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-    "tanh": nn.Tanh,
-    "leaky_relu": nn.LeakyReLU,
-}
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
 
 @dataclass
 class ReplaceHead(Edit):
     """Replace the head at ``path`` with a new Linear (or conv of the same kind, or an MLP with ``hidden``).
 
-    ``keep_classes`` copies trained rows into the new head: an int N (the first N classes), a list of
-    class indices, or a spec string such as "0-9" or "0,3,7-9". ``seed`` makes the new weights reproducible.
-    ``labels`` names the classes of a transformers model (its config's id2label/label2id).
+    Args:
+        path: the classifier, e.g. ``fc`` or ``head.fc`` (a head *block* is refused, naming its classifier).
+        num_classes: the new class count; ``in_features`` comes from the traced input of ``path``.
+        hidden: hidden sizes for an MLP head, e.g. ``(512, 256)``; ``activation`` and ``dropout`` shape it.
+        keep_classes: copy trained rows into the new head: N (the first N), a list, or "0-9,15".
+        seed: makes the new weights reproducible (the global RNG is left as it was).
+        labels: class names of a transformers model (its config's id2label/label2id), one per class.
+
+    Examples::
+
+        >>> doc.apply(ReplaceHead("fc", 7, seed=0))
+        >>> doc.apply(ReplaceHead("head.fc", 10, hidden=(512,), dropout=0.2, keep_classes="0-9"))
     """
 
     kind = "replace_head"
@@ -52,14 +52,20 @@ class ReplaceHead(Edit):
     keep_classes: Any = None
     seed: int | None = None
     labels: tuple[str, ...] | None = None
+    _old_classes: int | None = state()  # the head's class count before the edit (for describe)
+    _code: tuple | None = state()  # (expression, HeadSpec, changed attributes, config lines) for code()
 
     def __post_init__(self) -> None:
         self.hidden = tuple(self.hidden or ())
         self.labels = tuple(self.labels) if isinstance(self.labels, list) else self.labels
 
+    def created_head(self) -> str | None:
+        """The new head lives where the old one was."""
+        return self.path
+
     def describe(self) -> str:
         """E.g. 'Replace head fc: 1000 → 10 classes'."""
-        old = getattr(self, "_old_classes", None)
+        old = self._old_classes
         mlp = f" (MLP {'-'.join(map(str, self.hidden))})" if self.hidden else ""
         if old:
             return f"Replace head {self.path}: {old} → {self.num_classes} classes{mlp}"
@@ -95,7 +101,7 @@ class ReplaceHead(Edit):
         except EditError as err:
             return [str(err)]
         old = _out_features(module)
-        if self.hidden or not isinstance(module, (nn.Linear, *_CONVS)):
+        if self.hidden or not isinstance(module, (nn.Linear, *CONVS)):
             return ["keep_classes needs a Linear or conv head replaced by the same kind (no hidden layers)"]
         if len(keep) > self.num_classes:
             return [f"keep_classes keeps {len(keep)} classes but the new head has {self.num_classes}"]
@@ -106,27 +112,33 @@ class ReplaceHead(Edit):
     def _apply(self, doc: Document) -> None:
         self.notes.clear()
         old, shape = _head_and_input(doc, self.path)
-        conv = old if isinstance(old, _CONVS) else None
-        layer_in = feature_size(shape, channels=conv is not None)
+        conv = isinstance(old, CONVS)
+        layer_in = feature_size(shape, channels=conv)
         if layer_in is None:
             raise EditError(f"the input of '{self.path}' is {shape}, not a tensor; pick the classifier layer")
-        new = build_head(
-            layer_in, self.num_classes, self.hidden, self.activation, self.dropout, conv, self.seed
+        spec = HeadSpec.like(
+            old,
+            layer_in,
+            self.num_classes,
+            hidden=self.hidden,
+            activation=self.activation,
+            dropout=self.dropout,
         )
+        new = spec.build(self.seed)
         new.to(dtype=_float_dtype(old), device=_real_device(old))
-        biasless = _match_bias(old, new)
-        if self.keep_classes is not None and not getattr(doc, "is_shadow", False):
+        if self.keep_classes is not None and not doc.shadow:
             self._copy_rows(old, new)
-        self._old_classes = _out_features(old) or feature_size(doc.trace().outputs.get(self.path), bool(conv))
+        self._old_classes = _out_features(old) or feature_size(doc.trace().outputs.get(self.path), conv)
         expr = module_expr(doc.model, self.path)
         swap_module(doc.model, self.path, new)
         changed = sync_class_attrs(doc.model, self.path, self._old_classes, self.num_classes)
         keep = class_indices(self.keep_classes) if self.keep_classes is not None else None
-        config_undo, notes = sync_replaced(doc.model, self.path, self._old_classes, self.num_classes,
-                                           self.labels, keep)  # fmt: skip
+        config_undo, notes = sync_replaced(
+            doc.model, self.path, self._old_classes, self.num_classes, self.labels, keep
+        )
         self.notes.extend(notes)
         self._undo = (old, changed, config_undo)
-        self._code = (expr, layer_in, conv, changed, _config_code(doc.model) if config_undo else [], biasless)
+        self._code = (expr, spec, changed, _config_code(doc.model) if config_undo else [])
 
     def _copy_rows(self, old: nn.Module, new: nn.Module) -> None:
         keep = class_indices(self.keep_classes)
@@ -146,16 +158,14 @@ class ReplaceHead(Edit):
 
     def code(self) -> list[str]:
         """``model.fc = nn.Linear(512, 10)`` and friends (sizes as the trace saw them)."""
-        expr, layer_in, conv, changed, config_lines, biasless = self._code
+        expr, spec, changed, config_lines = self._code
         lines = [f"torch.manual_seed({self.seed})"] if self.seed is not None else []
-        built = head_code(layer_in, self.num_classes, self.hidden, self.activation, self.dropout, conv)
-        if biasless:
-            built = built[:-1] + ", bias=False)"
+        built = spec.code()
         if self.keep_classes is not None:
             keep = class_indices(self.keep_classes)
             lines += [f"old_head = {expr}", f"{expr} = {built}", "with torch.no_grad():"]
             lines += [f"    {expr}.weight[:{len(keep)}] = old_head.weight[{_index_code(keep)}]"]
-            if not biasless:
+            if spec.bias:
                 lines += [f"    {expr}.bias[:{len(keep)}] = old_head.bias[{_index_code(keep)}]"]
         else:
             lines.append(f"{expr} = {built}")
@@ -164,10 +174,19 @@ class ReplaceHead(Edit):
 
 @dataclass
 class RemoveHead(Edit):
-    """Replace the head at ``path`` with ``nn.Identity``: the model then returns its features."""
+    """Replace the head at ``path`` with ``nn.Identity``: the model then returns its features.
+
+    Args:
+        path: the head module, e.g. ``fc``.
+
+    Examples::
+
+        >>> doc.apply(RemoveHead("fc"))  # resnet18 now outputs [1, 512]
+    """
 
     kind = "remove_head"
     path: str
+    _code: tuple | None = state()  # (expression, changed attributes) for code()
 
     def describe(self) -> str:
         """E.g. 'Remove head fc (output: features)'."""
@@ -202,67 +221,6 @@ class RemoveHead(Edit):
         """``model.fc = nn.Identity()``."""
         expr, changed = self._code
         return [f"{expr} = nn.Identity()", *attr_code(changed)]
-
-
-def build_head(
-    in_features: int,
-    num_classes: int,
-    hidden: tuple[int, ...] = (),
-    activation: str = "relu",
-    dropout: float = 0.0,
-    conv: nn.Module | None = None,
-    seed: int | None = None,
-) -> nn.Module:
-    """A new CPU head, default init: [Dropout] Linear (or conv like ``conv``), an MLP if hidden."""
-    sizes = [in_features, *hidden, num_classes]
-    with torch.random.fork_rng(devices=[]):
-        if seed is not None:
-            torch.manual_seed(seed)
-        layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-            if dropout:
-                layers.append(nn.Dropout(dropout))
-            layers.append(_conv_like(conv, a, b, first=i == 0) if conv is not None else nn.Linear(a, b))
-            if i < len(sizes) - 2:
-                layers.append(ACTIVATIONS[activation]())
-    return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
-
-
-def head_code(in_features: int, num_classes: int, hidden: tuple[int, ...], activation: str, dropout: float,
-              conv: nn.Module | None) -> str:  # fmt: skip
-    """The constructor expression ``build_head`` corresponds to."""
-    sizes = [in_features, *hidden, num_classes]
-    parts: list[str] = []
-    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-        if dropout:
-            parts.append(f"nn.Dropout({dropout})")
-        parts.append(_conv_code(conv, a, b, i == 0) if conv is not None else f"nn.Linear({a}, {b})")
-        if i < len(sizes) - 2:
-            parts.append(f"nn.{ACTIVATIONS[activation].__name__}()")
-    return parts[0] if len(parts) == 1 else "nn.Sequential(" + ", ".join(parts) + ")"
-
-
-def _conv_like(conv: nn.Module, a: int, b: int, first: bool) -> nn.Module:
-    kwargs = _conv_kwargs(conv, first)
-    return type(conv)(a, b, **kwargs)
-
-
-def _conv_kwargs(conv: Any, first: bool) -> dict[str, Any]:
-    if not first:
-        return {"kernel_size": 1, "bias": conv.bias is not None}
-    return {
-        "kernel_size": conv.kernel_size,
-        "stride": conv.stride,
-        "padding": conv.padding,
-        "dilation": conv.dilation,
-        "bias": conv.bias is not None,
-        "padding_mode": conv.padding_mode,
-    }
-
-
-def _conv_code(conv: nn.Module, a: int, b: int, first: bool) -> str:
-    args = ", ".join(f"{k}={v!r}" for k, v in _conv_kwargs(conv, first).items())
-    return f"nn.{type(conv).__name__}({a}, {b}, {args})"
 
 
 def class_indices(spec: Any) -> list[int]:
@@ -304,7 +262,7 @@ def sync_class_attrs(model: nn.Module, path: str, old: int | None, new: int) -> 
         owner_path = ".".join(parts[:depth])
         owner = model.get_submodule(owner_path)
         for attr in ("num_classes", "out_features"):
-            if isinstance(owner, (nn.Linear, *_CONVS)) or getattr(owner, attr, None) != old:
+            if isinstance(owner, (nn.Linear, *CONVS)) or getattr(owner, attr, None) != old:
                 continue
             changed.append((owner, attr, old, owner_path))
             setattr(owner, attr, new)
@@ -324,14 +282,6 @@ def attr_code(changed: list[tuple]) -> list[str]:
         value = getattr(owner, attr)
         lines.append(f"model{'.' + owner_path if owner_path else ''}.{attr} = {value!r}")
     return lines
-
-
-def _match_bias(old: nn.Module, new: nn.Module) -> bool:
-    """A bias-free Linear head (LLM ``score``/``lm_head``) gets a bias-free successor its class can load."""
-    if isinstance(old, nn.Linear) and old.bias is None and isinstance(new, nn.Linear):
-        new.register_parameter("bias", None)
-        return True
-    return False
 
 
 def _config_code(model: nn.Module) -> list[str]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from headstudio.core.edits.base import Edit, Preview
+from headstudio.core.edits.base import Edit, Preview, state
 from headstudio.core.errors import EditError
 from headstudio.core.modules import find_module, module_expr
 
@@ -52,6 +52,7 @@ def matches(name: str, pattern: str) -> bool:
     return any(fnmatch.fnmatchcase(".".join(parts[:i]), pattern) for i in range(1, len(parts) + 1))
 
 
+@dataclass
 class _FlagEdit(Edit):
     """Edits that set requires_grad flags and keep-in-eval hooks: a plan, a cheap preview, exact undo."""
 
@@ -101,15 +102,24 @@ class _FlagEdit(Edit):
 class SetTrainable(_FlagEdit):
     """Set requires_grad on every parameter under ``path`` (recursive).
 
-    ``path`` is a module path, a parameter name, "" for the whole model, or a glob such as ``layer[12]*``
-    or ``*.bn*`` (matched against module paths and parameter names). With ``bn_eval`` and
-    ``trainable=False`` the BatchNorm layers selected are kept in eval mode; ``trainable=True`` releases them.
+    Args:
+        path: a module path, a parameter name, "" for the whole model, or a glob such as ``layer[12]*`` or
+            ``*.bn*`` (matched against module paths and parameter names).
+        trainable: the new requires_grad.
+        bn_eval: with ``trainable=False``, keep the selected BatchNorm layers in eval mode (running statistics
+            stop moving in ``model.train()``); ``trainable=True`` releases them.
+
+    Examples::
+
+        >>> doc.apply(SetTrainable("layer[12]*", False, bn_eval=True))
+        >>> doc.apply(SetTrainable("layer4", True))
     """
 
     kind = "set_trainable"
     path: str
     trainable: bool
     bn_eval: bool = False
+    _code: tuple | None = state()  # (loop header, condition, hooks changed) for code()
 
     def describe(self) -> str:
         """E.g. 'Freeze layer1 (BatchNorm in eval)'."""
@@ -169,15 +179,25 @@ class SetTrainable(_FlagEdit):
 
 @dataclass
 class FreezeBackbone(_FlagEdit):
-    """Freeze everything but the head(s): ``heads`` paths, or the detected heads plus heads added by edits."""
+    """Freeze everything but the head(s).
+
+    Args:
+        bn_eval: keep the frozen BatchNorm layers in eval mode.
+        heads: the paths kept trainable; default: the detected heads plus heads earlier edits created.
+
+    Examples::
+
+        >>> doc.apply(FreezeBackbone(bn_eval=True))
+    """
 
     kind = "freeze_backbone"
     bn_eval: bool = False
     heads: list[str] | None = None
+    _resolved: list[str] | None = state()  # the head paths kept trainable, as resolved when applied
 
     def describe(self) -> str:
         """E.g. 'Freeze backbone (train fc)'."""
-        shown = ", ".join(getattr(self, "_resolved", None) or self.heads or ["detected heads"])
+        shown = ", ".join(self._resolved or self.heads or ["detected heads"])
         return f"Freeze backbone (train {shown}){' with BatchNorm in eval' if self.bn_eval else ''}"
 
     def check(self, doc: Document) -> tuple[list[str], list[str]]:
@@ -198,7 +218,7 @@ class FreezeBackbone(_FlagEdit):
             return list(self.heads)
         found = [h.path for h in doc.heads()]
         for edit in doc.edits:
-            made = getattr(edit, "head_path", None) or (edit.path if edit.kind == "replace_head" else None)
+            made = edit.created_head()
             if made:  # a new MLP head is detected by its last Linear; keep all of it trainable
                 found = [made if h == made or h.startswith(made + ".") else h for h in found]
         return list(dict.fromkeys(found))

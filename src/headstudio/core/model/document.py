@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from headstudio.core.edits.base import Edit
 
 from headstudio.core.errors import TraceError, first_line
 from headstudio.core.model.heads import HeadInfo, describe_head
@@ -42,13 +45,16 @@ class Document:
         origin: Origin,
         input_shape: tuple[int, ...] | None = None,
         inputs: tuple[NamedInput, ...] | None = None,
+        *,
+        shadow: bool = False,
     ) -> None:
         self.model = model
         self.origin = origin
         self.inputs: tuple[NamedInput, ...] | None = tuple(inputs) if inputs else None  # named by the user
         first = self.inputs[0].shape if self.inputs else None
         self.input_shape: tuple[int, ...] = tuple(input_shape or first or default_input_shape(model))
-        self.edits: list[Any] = []
+        self.edits: list[Edit] = []
+        self.shadow = shadow  # a preview's meta copy: weights are not there, so edits skip copying them
         self._trace: Trace | None = None
         self._tree: ModuleNode | None = None
 
@@ -82,13 +88,13 @@ class Document:
         self._trace = None
         self._tree = None
 
-    def apply(self, edit: Any) -> None:
+    def apply(self, edit: Edit) -> None:
         """Apply an edit (see core.edits) and record it in ``edits``."""
         edit.apply(self)
         self.edits.append(edit)
         self.changed()
 
-    def revert(self, edit: Any) -> None:
+    def revert(self, edit: Edit) -> None:
         """Revert an applied edit (the last one, for exact undo) and drop it from ``edits``."""
         edit.revert(self)
         for i in range(len(self.edits) - 1, -1, -1):

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from headstudio.core.errors import SourceError, TorchScriptConsentError, UnsafeCheckpointError, first_line
+from headstudio.core.kinds import CHECKPOINT_SUFFIXES
 from headstudio.core.opening.safety import benign_globals, unsafe_globals
 
 RECIPE_KEY = "headstudio.recipe"
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".pt2", ".tar")
 _SAFETENSORS_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
@@ -45,7 +45,8 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor] | None = None
     module: nn.Module | None = None
     container: dict[str, Any] | None = None
-    key: tuple[str, ...] = ()
+    key: tuple[str, ...] = ()  # where the weights sat in the container, e.g. ('state_dict',)
+    key_prefix: str = ""  # wrapper prefix stripped from every weight name ('module.', 'model._orig_mod.')
     recipe: str | None = None
     notes: list[str] = field(default_factory=list)
 

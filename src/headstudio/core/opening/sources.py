@@ -23,10 +23,26 @@ def open_source(
     materialize: bool = False,
     progress: Progress | None = None,
 ) -> Document:
-    """Open a checkpoint file or a spec. Code in a file runs only with ``trust``.
+    """Open a checkpoint file or an architecture spec as a Document. Code in a file runs only with ``trust``.
 
-    Spec models are built with weights on the meta device unless ``materialize`` (needed to save
-    them). ``progress(message, fraction)`` may raise ``Cancelled`` to stop.
+    Args:
+        source: a file (``.pt``/``.pth``/``.bin``/``.ckpt``/``.safetensors``/TorchScript) or a spec such as
+            ``torchvision:resnet18(num_classes=10)``, ``timm:convnext_nano`` or ``mypkg.models:make_net``.
+        arch: the architecture of a file that holds only weights (a spec, as above).
+        trust: allow a pickle's globals or a TorchScript archive in this file to run (consent, per file).
+        input_shape: the shape to trace, e.g. ``(1, 3, 224, 224)``; default: what the model knows.
+        materialize: build spec models with real weights (needed to save them); else on the meta device.
+        progress: ``progress(message, fraction)``; raising ``Cancelled`` from it stops the work.
+
+    Raises:
+        SourceError (and subclasses): a one-line message saying what is wrong and what to do.
+
+    Examples::
+
+        >>> doc = open_source("torchvision:resnet18", materialize=True)
+        >>> doc.head.path, doc.trace().output
+        ('fc', [1, 1000])
+        >>> doc = open_source("run/last.ckpt", arch="timm:convnext_nano")  # bare weights need an arch
     """
     report = progress or (lambda message, fraction: None)
     path = Path(source).expanduser()
@@ -82,7 +98,7 @@ def _model_for(ckpt: Checkpoint, arch: str | None) -> tuple[nn.Module, str]:
         return model, arch_name
     else:
         model, arch_name = build_model(arch), str(parse_spec(arch))
-    state_dict, notes = align_keys(set(model.state_dict()), ckpt.state_dict)
+    state_dict, ckpt.key_prefix, notes = align_keys(set(model.state_dict()), ckpt.state_dict)
     ckpt.notes.extend(notes)
     check_keys(model, state_dict, arch_name)
     assign_weights(model, state_dict)

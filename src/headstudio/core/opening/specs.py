@@ -21,10 +21,10 @@ import torch
 from torch import nn
 
 from headstudio.core.errors import MissingDependencyError, SourceError, first_line
+from headstudio.core.kinds import is_file_name
 
 _SPEC_RE = re.compile(r"^(?P<ns>[A-Za-z_][\w.]*):(?P<name>[A-Za-z_][\w.]*)(?P<args>\(.*\))?$", re.S)
 _BUILD_LOCK = threading.Lock()
-_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".pt2", ".tar", ".pkl")
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,8 @@ class ArchSpec:
 def looks_like_spec(text: str) -> bool:
     """True when ``text`` has the shape of an architecture spec rather than a file path."""
     text = text.strip()
-    if text.lower().endswith(_FILE_SUFFIXES):
-        return False  # 'run:best.pt' is a file name, not module 'run'
+    if is_file_name(text):
+        return False
     head = text.split("(", 1)[0]  # paths may appear inside arguments: (config='models/bert')
     return bool(_SPEC_RE.match(text)) and "/" not in head and "\\" not in head
 

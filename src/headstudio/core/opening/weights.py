@@ -12,15 +12,15 @@ from headstudio.core.errors import ArchitectureMismatchError
 _SHOW = 3
 
 
-def align_keys(expected: set[str], found: dict[str, torch.Tensor]) -> tuple[dict, list[str]]:
+def align_keys(expected: set[str], found: dict[str, torch.Tensor]) -> tuple[dict, str, list[str]]:
     """Strip the wrapper prefix (``module.``, ``model.``, ``_orig_mod.`` ...) that best fits ``expected``.
 
     Training wrappers (DDP, Lightning, torch.compile, EMA) prefix every key; the prefix is found by
     trying each leading component, not from a fixed list. Keys outside the chosen prefix are dropped
-    with a note when everything expected is found without them.
+    with a note when everything expected is found without them. Returns (weights, prefix, notes).
     """
     notes: list[str] = []
-    best, best_hits = found, len(expected & found.keys())
+    best, best_hits, best_prefix = found, len(expected & found.keys()), ""
     current, prefix = found, ""
     for _ in range(3):
         firsts = Counter(k.split(".", 1)[0] for k in current if "." in k)
@@ -32,7 +32,7 @@ def align_keys(expected: set[str], found: dict[str, torch.Tensor]) -> tuple[dict
         hits = len(expected & current.keys())
         if hits > best_hits:
             dropped = len(found) - len(current)
-            best, best_hits = current, hits
+            best, best_hits, best_prefix = current, hits, prefix
             notes = [f"stripped key prefix '{prefix}'"]
             if dropped:
                 notes.append(f"ignored {dropped} keys outside '{prefix}'")
@@ -42,7 +42,7 @@ def align_keys(expected: set[str], found: dict[str, torch.Tensor]) -> tuple[dict
         notes.append(
             f"filled {len(counters)} missing BatchNorm num_batches_tracked counters (older checkpoint)"
         )
-    return best, notes
+    return best, best_prefix, notes
 
 
 def check_keys(model: nn.Module, state_dict: dict[str, torch.Tensor], arch: str) -> None:

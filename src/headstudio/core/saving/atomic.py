@@ -22,22 +22,10 @@ except ImportError:  # Windows: no advisory locks, so stale partial files are ne
     fcntl = None  # type: ignore[assignment]
 
 from headstudio.core.errors import HeadStudioError, Progress, SaveError, UnsupportedOperationError, first_line
+from headstudio.core.kinds import FORMAT_ALIASES, FORMAT_BY_SUFFIX, OUTPUT_FORMATS, TORCH_SUFFIXES
 from headstudio.core.model.document import Document
 from headstudio.core.saving.formats import VERIFIERS, WRITERS
 from headstudio.core.saving.partial_files import discard, remove_stale_partials, temp_path
-
-FORMATS = ("safetensors", "state_dict", "checkpoint", "full", "torchscript", "export", "hf_folder")
-_ALIASES = {
-    "hf": "hf_folder",
-    "folder": "hf_folder",
-    "pt": "state_dict",
-    "pth": "state_dict",
-    "st": "safetensors",
-    "script": "torchscript",
-    "pt2": "export",
-}
-_SUFFIXES = {".safetensors": "safetensors", ".pt2": "export"}
-_TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 
 
 @dataclass
@@ -60,9 +48,9 @@ class SaveReport:
 def resolve_format(doc: Document, path: Path, format: str | None = None) -> str:
     """The format to write: explicit ``format`` (or alias), else from the extension and the source."""
     if format:
-        name = _ALIASES.get(format.lower(), format.lower())
-        if name not in FORMATS:
-            raise SaveError(f"unknown format '{format}'; choose one of {', '.join(FORMATS)}")
+        name = FORMAT_ALIASES.get(format.lower(), format.lower())
+        if name not in OUTPUT_FORMATS:
+            raise SaveError(f"unknown format '{format}'; choose one of {', '.join(OUTPUT_FORMATS)}")
         if name == "checkpoint" and doc.origin.format != "checkpoint":
             raise SaveError("--format checkpoint keeps a training checkpoint's keys; the source has none")
         if name == "hf_folder" and not _is_hf(doc):
@@ -73,9 +61,9 @@ def resolve_format(doc: Document, path: Path, format: str | None = None) -> str:
     suffix = path.suffix.lower()
     if _is_hf(doc) and (path.is_dir() or not suffix):
         return "hf_folder"
-    if suffix in _SUFFIXES:
-        return _SUFFIXES[suffix]
-    if suffix in _TORCH_SUFFIXES:
+    if suffix in FORMAT_BY_SUFFIX:
+        return FORMAT_BY_SUFFIX[suffix]
+    if suffix in TORCH_SUFFIXES:
         return "checkpoint" if doc.origin.format == "checkpoint" else "state_dict"
     raise SaveError(
         f"cannot tell the format from '{path.name}'; use .safetensors, .pt, .pth or .pt2, or pass --format"
@@ -86,6 +74,18 @@ def save(
     doc: Document, path: str | Path, format: str | None = None, progress: Progress | None = None
 ) -> SaveReport:
     """Write ``doc`` to ``path`` atomically and verify it by reading it back; raise SaveError on failure.
+
+    Args:
+        doc: the open (possibly edited) Document; its weights must be real (not on meta).
+        path: the target; never the source. Its suffix picks the format unless ``format`` is given.
+        format: ``safetensors``, ``state_dict``, ``checkpoint``, ``full``, ``torchscript`` or ``export``.
+        progress: ``progress(message, fraction)``; raising ``Cancelled`` leaves the target as it was.
+
+    Examples::
+
+        >>> report = save(doc, "resnet18-7.safetensors")
+        >>> print(report.describe())
+        saved resnet18-7.safetensors (safetensors, 44.7 MB, 122 tensors verified)
 
     ``progress(message, fraction)`` may raise ``Cancelled``; the target is then left as it was.
     """

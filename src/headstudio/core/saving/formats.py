@@ -6,7 +6,6 @@ returning how many it checked. Both raise SaveError with one line when they cann
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -21,8 +20,6 @@ from headstudio.core.opening.checkpoints import RECIPE_KEY, read_checkpoint
 from headstudio.core.opening.safetensors_file import Readback, write_safetensors
 from headstudio.core.opening.weights import align_keys
 from headstudio.core.saving.hf_folder import verify_hf_folder, write_hf_folder
-
-_PREFIX_NOTE = re.compile(r"stripped key prefix '([^']*)'")
 
 
 @contextmanager
@@ -68,7 +65,7 @@ def write_checkpoint(doc: Document, temp: Path, notes: list[str], progress: Prog
     ckpt = doc.origin.checkpoint
     if ckpt is None or ckpt.container is None:
         raise SaveError("the source is not a training checkpoint; save as .safetensors or .pt instead")
-    prefix = next((m[1] for n in doc.origin.notes if (m := _PREFIX_NOTE.search(n))), "")
+    prefix = ckpt.key_prefix
     state = model_state(doc)
     original = ckpt.state_dict or {}
     changed = _structure_changed(original, prefix, state)
@@ -169,7 +166,7 @@ def verify_reopened(doc: Document, temp: Path, notes: list[str], compare: Callab
     except HeadStudioError as err:
         notes.append(f"reopening this file will need --arch ({err})")
         ckpt = read_checkpoint(temp)
-        found, _ = align_keys(set(expected), ckpt.state_dict or {})
+        found, _, _ = align_keys(set(expected), ckpt.state_dict or {})
         return compare(expected, found)
     count = compare(expected, reopened.model.state_dict())
     if reopened.param_counts() != doc.param_counts():

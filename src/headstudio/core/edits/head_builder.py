@@ -1,0 +1,95 @@
+"""One description of a new head, built as modules and written as code from the same list of layers.
+
+``HeadSpec.layers()`` is the single source: ``build`` instantiates each ``(class, args, kwargs)`` from
+``torch.nn`` and ``code`` prints the same triples, so the module a user gets and the snippet they copy
+cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+    "leaky_relu": nn.LeakyReLU,
+}
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+Layer = tuple[str, tuple, dict[str, Any]]  # torch.nn class name, positional args, keyword args
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """[Dropout] Linear (or a conv like ``conv``) from in_features to num_classes; an MLP if ``hidden``."""
+
+    in_features: int
+    num_classes: int
+    hidden: tuple[int, ...] = ()
+    activation: str = "relu"
+    dropout: float = 0.0
+    conv: str | None = None  # Conv1d / Conv2d / Conv3d: the first layer mirrors the old conv head
+    conv_kwargs: dict[str, Any] = field(default_factory=dict)
+    bias: bool = (
+        True  # False mirrors a bias-free Linear head (LLM ``score``/``lm_head``), so its class loads it
+    )
+
+    @classmethod
+    def like(cls, old: nn.Module | None, in_features: int, num_classes: int, **kwargs: Any) -> HeadSpec:
+        """A spec whose first layer is a conv of the old head's kind and geometry when ``old`` is a conv."""
+        if isinstance(old, nn.Linear):
+            return cls(in_features, num_classes, bias=old.bias is not None, **kwargs)
+        if not isinstance(old, CONVS):
+            return cls(in_features, num_classes, **kwargs)
+        geometry = {
+            "kernel_size": old.kernel_size,
+            "stride": old.stride,
+            "padding": old.padding,
+            "dilation": old.dilation,
+            "bias": old.bias is not None,
+            "padding_mode": old.padding_mode,
+        }
+        return cls(in_features, num_classes, conv=type(old).__name__, conv_kwargs=geometry, **kwargs)
+
+    def layers(self) -> list[Layer]:
+        """The head as (class, args, kwargs) triples, in order."""
+        sizes = [self.in_features, *self.hidden, self.num_classes]
+        out: list[Layer] = []
+        for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+            if self.dropout:
+                out.append(("Dropout", (self.dropout,), {}))
+            if self.conv is None:
+                last = i == len(sizes) - 2
+                out.append(("Linear", (a, b), {} if self.bias or not last else {"bias": False}))
+            elif i == 0:
+                out.append((self.conv, (a, b), dict(self.conv_kwargs)))
+            else:
+                out.append(
+                    (self.conv, (a, b), {"kernel_size": 1, "bias": self.conv_kwargs.get("bias", True)})
+                )
+            if i < len(sizes) - 2:
+                out.append((ACTIVATIONS[self.activation].__name__, (), {}))
+        return out
+
+    def build(self, seed: int | None = None) -> nn.Module:
+        """The head as CPU modules with default init (reproducible with ``seed``; global RNG untouched)."""
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            modules = [getattr(nn, name)(*args, **kwargs) for name, args, kwargs in self.layers()]
+        return modules[0] if len(modules) == 1 else nn.Sequential(*modules)
+
+    def code(self) -> str:
+        """The constructor expression ``build`` corresponds to, e.g. ``nn.Linear(512, 10)``."""
+        parts = [f"nn.{name}({_arguments(args, kwargs)})" for name, args, kwargs in self.layers()]
+        return parts[0] if len(parts) == 1 else "nn.Sequential(" + ", ".join(parts) + ")"
+
+
+def _arguments(args: tuple, kwargs: dict[str, Any]) -> str:
+    return ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
