@@ -91,6 +91,8 @@ def config_inputs(model: nn.Module, shape: tuple[int, ...] | None = None) -> tup
             found.append(NamedInput("attention_mask", ids.shape, "int64"))
         if getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in accepts:
             found.append(NamedInput("decoder_input_ids", ids.shape, "int64"))
+        if "bbox" in accepts:  # layout models (LayoutLM, LiLT, BROS): one box per token
+            found.append(NamedInput("bbox", (*ids.shape, 4), "int64"))
         return tuple(found)
     if main == "pixel_values":
         channels, size = _image_size(config)
@@ -167,9 +169,18 @@ def eager_implementations(model: nn.Module) -> Iterator[bool]:
                 getattr(model, f"set_{name}_implementation")(value)
 
 
-def forward_options(model: nn.Module) -> dict[str, Any]:
-    """Non-tensor keyword arguments for a shape trace: no key/value cache (not an output of interest)."""
-    return {"use_cache": False} if "use_cache" in _forward_names(model) else {}
+@contextmanager
+def without_cache(model: nn.Module) -> Iterator[None]:
+    """No key/value cache while tracing (not an output of interest); config.use_cache restored after."""
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "use_cache", None) is not True:
+        yield
+        return
+    config.use_cache = False
+    try:
+        yield
+    finally:
+        config.use_cache = True
 
 
 def _token_ids(shape: tuple[int, ...], dtype: torch.dtype, config: Any) -> torch.Tensor:

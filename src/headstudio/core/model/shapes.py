@@ -25,8 +25,8 @@ from headstudio.core.model.inputs import (
     NamedInput,
     config_inputs,
     eager_implementations,
-    forward_options,
     make_tensors,
+    without_cache,
 )
 
 Shape = Any  # list[int] for a tensor; nested lists / dicts for containers; None for no tensor
@@ -152,7 +152,7 @@ def _run(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), without_cache(model):
             if fake:
                 with _quiet_fake_log(), fake_tensor.FakeTensorMode(allow_non_fake_inputs=True):
                     state = {name: _fake_like(t) for name, t in _named_tensors(model)}
@@ -200,7 +200,7 @@ def _arguments(
     shape: tuple[int, ...], dtype: torch.dtype, model: nn.Module, inputs: tuple[NamedInput, ...] | None
 ) -> tuple[tuple, dict]:
     if inputs:
-        return (), {**forward_options(model), **make_tensors(inputs, model, dtype)}
+        return (), make_tensors(inputs, model, dtype)
     return (_input(shape, dtype, model),), {}
 
 
