@@ -205,3 +205,17 @@ def test_an_ordinary_directory_still_says_what_to_give(tmp_path):
     (tmp_path / "weights.pt").write_bytes(b"x")
     with pytest.raises(HeadStudioError, match="is a directory"):
         open_source(str(tmp_path))
+
+
+def test_our_own_save_beside_a_config_reopens_from_its_recipe(hf_folder, tmp_path):
+    from headstudio.core.edits import ReplaceHead
+    from headstudio.core.saving.atomic import save
+
+    folder = tmp_path / "with-edit"
+    shutil.copytree(hf_folder("sequence", "bert"), folder)
+    doc = open_source(str(folder))
+    doc.apply(ReplaceHead("classifier", 4, labels=("a", "b", "c", "d")))
+    save(doc, folder / "edited.safetensors")
+    reopened = open_source(str(folder / "edited.safetensors"))
+    assert reopened.origin.format == "safetensors" and reopened.head.out_features == 4
+    assert reopened.model.config.id2label == {0: "a", 1: "b", 2: "c", 3: "d"}
