@@ -219,3 +219,10 @@ def test_our_own_save_beside_a_config_reopens_from_its_recipe(hf_folder, tmp_pat
     reopened = open_source(str(folder / "edited.safetensors"))
     assert reopened.origin.format == "safetensors" and reopened.head.out_features == 4
     assert reopened.model.config.id2label == {0: "a", 1: "b", 2: "c", 3: "d"}
+
+
+def test_a_folder_with_some_other_tools_config_is_still_just_a_directory(tmp_path):
+    (tmp_path / "config.json").write_text('{"learning_rate": 0.1}')
+    (tmp_path / "best.pt").write_bytes(b"x")
+    with pytest.raises(SourceError, match="is a directory; give a checkpoint file inside it"):
+        open_source(str(tmp_path))

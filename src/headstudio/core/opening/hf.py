@@ -45,7 +45,7 @@ def hf_folder_of(path: Path) -> Path | None:
         snapshot = _cache_snapshot(path)
         if snapshot is not None:
             return snapshot
-        return path if (path / CONFIG).is_file() else None
+        return path if (path / CONFIG).is_file() and not _foreign_config(path) else None
     if path.is_file() and _HF_WEIGHT_NAME.fullmatch(path.name) and (path.parent / CONFIG).is_file():
         return path.parent if _has_model_type(path.parent) else None
     return None  # other files beside a config (e.g. our own saves, with their recipe) open as files
@@ -65,6 +65,15 @@ def _cache_snapshot(path: Path) -> Path | None:
         (p for p in snapshots.iterdir() if (p / CONFIG).is_file()), key=lambda p: p.stat().st_mtime
     )
     return found[-1] if found else None
+
+
+def _foreign_config(folder: Path) -> bool:
+    """A config.json that is an object naming no model type nor architecture: some other tool's file."""
+    try:
+        data = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # a broken model config is reported as such
+    return isinstance(data, dict) and not ({"model_type", "architectures"} & data.keys())
 
 
 def _has_model_type(folder: Path) -> bool:
