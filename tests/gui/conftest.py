@@ -1,4 +1,5 @@
-"""GUI test setup: offscreen Qt, settings in a temp folder, dialogs answered by the test (never blocking)."""
+"""GUI test setup: offscreen Qt, settings in a temp folder, dialogs answered by the test (never blocking),
+one timeout for background work, and the shared fixtures (a controller, a window, a small real model)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,24 +94,77 @@ def window(qtbot, answers):
 
 
 @pytest.fixture
-def open_in(qtbot):
+def slow_wait(qtbot) -> Callable[[Callable[[], object]], None]:
+    """slow_wait(predicate): wait as long as background work (open, trace) may take."""
+    return lambda predicate: qtbot.waitUntil(predicate, timeout=OPEN_TIMEOUT_MS)
+
+
+@pytest.fixture
+def traced(qtbot):
+    """``with traced(controller[, *more_signals]):`` waits for the (re-)trace the block starts."""
+
+    def wait(controller, *more):
+        if more:
+            return qtbot.waitSignals([*more, controller.traceReady], timeout=OPEN_TIMEOUT_MS)
+        return qtbot.waitSignal(controller.traceReady, timeout=OPEN_TIMEOUT_MS)
+
+    return wait
+
+
+@pytest.fixture
+def open_in(traced, slow_wait):
     """open_in(win, source, **kw): open like a user and wait until traced and idle."""
 
     def open_(win, source: str | Path, **kwargs) -> None:
-        with qtbot.waitSignal(win.controller.traceReady, timeout=OPEN_TIMEOUT_MS):
+        with traced(win.controller):
             win.open(str(source), **kwargs)
-        qtbot.waitUntil(lambda: not win.controller.busy, timeout=OPEN_TIMEOUT_MS)
+        slow_wait(lambda: not win.controller.busy)
 
     return open_
 
 
 @pytest.fixture
-def retraced(qtbot):
+def retraced(traced, slow_wait):
     """retraced(win, action): do an edit or shape change and wait for the background re-trace."""
 
     def run(win, action) -> None:
-        with qtbot.waitSignal(win.controller.traceReady, timeout=OPEN_TIMEOUT_MS):
+        with traced(win.controller):
             action()
-        qtbot.waitUntil(lambda: not win.controller.busy, timeout=OPEN_TIMEOUT_MS)
+        slow_wait(lambda: not win.controller.busy)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def resnet18_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real (randomly initialised) resnet18 state_dict on disk: weights to compare bit-exactly."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "resnet18.pt"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def controller(qtbot):
+    """The app's DocumentController, as the main window uses it."""
+    from headstudio.gui.controller import DocumentController
+
+    ctl = DocumentController()
+    yield ctl
+    ctl.wait_idle()
+
+
+@pytest.fixture
+def open_model(controller, traced, slow_wait) -> Callable[..., object]:
+    """open_model(source, arch=None) opens in the background and returns once shapes are traced."""
+
+    def open_(source: str | Path, arch: str | None = None) -> object:
+        with traced(controller):
+            controller.open(str(source), arch=arch)
+        slow_wait(lambda: not controller.busy)
+        return controller.document
+
+    return open_

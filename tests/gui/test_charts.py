@@ -6,8 +6,6 @@ import pytest
 
 from headstudio.gui.charts import ParamsChart, short_count
 
-pytest_plugins = ("panel_fixtures",)
-OPEN_TIMEOUT_MS = 120_000  # opening + tracing in the background on a busy 2-core machine
 RESNET18 = "torchvision:resnet18"
 
 
@@ -36,18 +34,18 @@ def test_resnet18_blocks_are_named_on_the_x_axis_with_their_parameters(chart, op
 
 
 def test_freezing_the_backbone_stacks_frozen_on_top_of_trainable(
-    qtbot, controller, chart, open_model, resnet18_file
+    qtbot, controller, chart, open_model, resnet18_file, traced
 ):
     from headstudio.core.edits import FreezeBackbone
 
     open_model(resnet18_file, arch=RESNET18)
-    with qtbot.waitSignal(controller.traceReady, timeout=OPEN_TIMEOUT_MS):
+    with traced(controller):
         controller.push_edit(FreezeBackbone())
     drawn = bars(chart)
     assert drawn["layer4"] == (0, 0, 8_393_728)
     assert drawn["fc"] == (513_000, 513_000, 0)
     assert "frozen 11.2M" in chart.legend.text()
-    with qtbot.waitSignal(controller.traceReady, timeout=OPEN_TIMEOUT_MS):
+    with traced(controller):
         controller.undo_stack.undo()
     assert bars(chart)["layer4"] == (8_393_728, 8_393_728, 0)
 
@@ -60,13 +58,13 @@ def test_counts_read_like_people_write_them():
 
 
 def test_each_bar_carries_its_count_so_small_blocks_stay_readable(
-    qtbot, controller, chart, open_model, resnet18_file
+    qtbot, controller, chart, open_model, resnet18_file, traced
 ):
     from headstudio.core.edits import FreezeBackbone
 
     open_model(resnet18_file, arch=RESNET18)
     assert [t.toPlainText() for t in chart.totals][-2:] == ["8.39M", "513k"]
-    with qtbot.waitSignal(controller.traceReady, timeout=OPEN_TIMEOUT_MS):
+    with traced(controller):
         controller.push_edit(FreezeBackbone(heads=["layer4.1"]))
     labels = dict(zip([b.name for b in chart.blocks], [t.toPlainText() for t in chart.totals], strict=True))
     assert labels["layer4"] == "4.72M/8.39M"  # partly frozen: trainable / total

@@ -6,13 +6,11 @@ from PySide6.QtCore import Qt
 
 from headstudio.gui.commands import EditCommand, HistoryView
 
-pytest_plugins = ("panel_fixtures",)
-OPEN_TIMEOUT_MS = 120_000  # opening + tracing in the background on a busy 2-core machine
 RESNET18 = "torchvision:resnet18"
 
 
-def push_and_wait(qtbot, controller, edit) -> None:
-    with qtbot.waitSignal(controller.traceReady, timeout=OPEN_TIMEOUT_MS):
+def push_and_wait(traced, controller, edit) -> None:
+    with traced(controller):
         controller.undo_stack.push(EditCommand(controller, edit))
 
 
@@ -27,10 +25,7 @@ def test_command_text_is_the_edit_description(qtbot, controller, open_model, res
 
 
 def test_undo_restores_every_weight_bit_exactly_and_redo_reapplies(
-    qtbot,
-    controller,
-    open_model,
-    resnet18_file,
+    qtbot, controller, open_model, resnet18_file, traced
 ):
     import torch
 
@@ -38,13 +33,13 @@ def test_undo_restores_every_weight_bit_exactly_and_redo_reapplies(
 
     doc = open_model(resnet18_file, arch=RESNET18)
     before = {k: v.clone() for k, v in doc.model.state_dict().items()}
-    push_and_wait(qtbot, controller, ReplaceHead("fc", 10, seed=1))
-    push_and_wait(qtbot, controller, FreezeBackbone())
+    push_and_wait(traced, controller, ReplaceHead("fc", 10, seed=1))
+    push_and_wait(traced, controller, FreezeBackbone())
     assert doc.param_counts()[1] == 512 * 10 + 10
     new_head = doc.model.fc.weight.detach().clone()
 
     for _ in range(2):
-        with qtbot.waitSignal(controller.traceReady, timeout=OPEN_TIMEOUT_MS):
+        with traced(controller):
             controller.undo_stack.undo()
     state = doc.model.state_dict()
     assert all(torch.equal(state[k], before[k]) for k in before)
@@ -52,21 +47,21 @@ def test_undo_restores_every_weight_bit_exactly_and_redo_reapplies(
     assert doc.trace().output == [1, 1000]
 
     for _ in range(2):
-        with qtbot.waitSignal(controller.traceReady, timeout=OPEN_TIMEOUT_MS):
+        with traced(controller):
             controller.undo_stack.redo()
     assert torch.equal(doc.model.fc.weight, new_head)
     assert doc.param_counts()[1] == 512 * 10 + 10
     assert doc.trace().output == [1, 10]
 
 
-def test_each_step_tells_the_panels_the_model_changed(qtbot, controller, open_model, resnet18_file):
+def test_each_step_tells_the_panels_the_model_changed(qtbot, controller, open_model, resnet18_file, traced):
     from headstudio.core.edits import RemoveHead
 
     open_model(resnet18_file, arch=RESNET18)
-    with qtbot.waitSignals([controller.modelEdited, controller.traceReady], timeout=OPEN_TIMEOUT_MS):
+    with traced(controller, controller.modelEdited):
         controller.undo_stack.push(EditCommand(controller, RemoveHead("fc")))
     assert controller.document.trace().output == [1, 512]
-    with qtbot.waitSignals([controller.modelEdited, controller.traceReady], timeout=OPEN_TIMEOUT_MS):
+    with traced(controller, controller.modelEdited):
         controller.undo_stack.undo()
     assert controller.document.trace().output == [1, 1000]
 
@@ -84,7 +79,7 @@ def test_an_edit_that_fails_is_reported_and_leaves_no_history(qtbot, controller,
 
 
 def test_history_lists_each_edit_and_clicking_the_start_undoes_them_all(
-    qtbot, controller, open_model, resnet18_file
+    qtbot, controller, open_model, resnet18_file, slow_wait, traced
 ):
     from headstudio.core.edits import FreezeBackbone, ReplaceHead
 
@@ -94,7 +89,7 @@ def test_history_lists_each_edit_and_clicking_the_start_undoes_them_all(
     doc = open_model(resnet18_file, arch=RESNET18)
     edits = [ReplaceHead("fc", 10), FreezeBackbone()]
     for edit in edits:
-        push_and_wait(qtbot, controller, edit)
+        push_and_wait(traced, controller, edit)
     rows = view.model()
     assert [rows.index(r, 0).data() for r in range(rows.rowCount())] == [
         "Opened model",
@@ -103,6 +98,6 @@ def test_history_lists_each_edit_and_clicking_the_start_undoes_them_all(
     start = view.visualRect(rows.index(0, 0)).center()
     qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=start)
     assert controller.undo_stack.index() == 0
-    qtbot.waitUntil(lambda: getattr(controller, "busy", False) is False, timeout=OPEN_TIMEOUT_MS)
+    slow_wait(lambda: not controller.busy)
     assert doc.model.fc.out_features == 1000
     assert doc.param_counts()[1] == 11_689_512

@@ -8,10 +8,8 @@ from PySide6.QtGui import QPalette
 
 from headstudio.gui.code_view import CodeView
 from headstudio.gui.head_editor import ADD, CUT, REMOVE, HeadEditor
-from headstudio.gui.previews import problem_color
+from headstudio.gui.palette import problem_color
 
-pytest_plugins = ("panel_fixtures",)
-OPEN_TIMEOUT_MS = 120_000  # opening + tracing in the background on a busy 2-core machine
 RESNET18 = "torchvision:resnet18"
 
 
@@ -40,8 +38,8 @@ def wait_preview(qtbot, editor: HeadEditor, check) -> None:
     qtbot.waitUntil(lambda: editor.preview is not None and check(editor.preview), timeout=10_000)
 
 
-def apply_and_wait(qtbot, controller, button) -> None:
-    with qtbot.waitSignal(controller.traceReady, timeout=OPEN_TIMEOUT_MS):
+def apply_and_wait(qtbot, traced, controller, button) -> None:
+    with traced(controller):
         qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
 
 
@@ -58,6 +56,16 @@ def test_typing_ten_classes_previews_output_and_params_delta(qtbot, editor, resn
     assert "[1, 1000] → [1, 10]" in editor.previewOutput.text()
     assert "−507,870" in editor.previewParams.text()  # 513,000 -> 5,130 head parameters
     assert editor.applyButton.isEnabled()
+
+
+def test_apply_right_after_typing_applies_what_the_form_shows(qtbot, controller, editor, resnet, traced):
+    type_into(qtbot, editor.numClasses, "10")
+    assert editor.preview is None  # the preview has not even started (it waits for the typing to stop)
+    assert editor.applyButton.isEnabled()
+    with traced(controller):
+        qtbot.mouseClick(editor.applyButton, Qt.MouseButton.LeftButton)
+    assert controller.document.model.fc.out_features == 10
+    assert controller.undo_stack.count() == 1
 
 
 def test_zero_classes_shows_a_red_problem_and_disables_apply(qtbot, editor, resnet):
@@ -89,59 +97,61 @@ def test_mlp_preview_adds_hidden_layer_parameters(qtbot, editor, resnet):
     assert preview.params_after - preview.params_before == (512 * 256 + 256 + 256 * 10 + 10) - 513_000
 
 
-def test_apply_replaces_the_head_and_undo_restores_weights_bit_exactly(qtbot, controller, editor, resnet):
+def test_apply_replaces_the_head_and_undo_restores_weights_bit_exactly(
+    qtbot, controller, editor, resnet, traced
+):
     import torch
 
     before = {k: v.clone() for k, v in resnet.model.state_dict().items()}
     type_into(qtbot, editor.numClasses, "10")
     wait_preview(qtbot, editor, lambda p: p.ok)
-    apply_and_wait(qtbot, controller, editor.applyButton)
+    apply_and_wait(qtbot, traced, controller, editor.applyButton)
     assert controller.document.trace().output == [1, 10]
     assert controller.undo_stack.count() == 1
 
-    with qtbot.waitSignal(controller.traceReady, timeout=OPEN_TIMEOUT_MS):
+    with traced(controller):
         controller.undo_stack.undo()
     after = controller.document.model.state_dict()
     assert after.keys() == before.keys()
     assert all(torch.equal(after[k], before[k]) for k in before)
     assert controller.document.trace().output == [1, 1000]
 
-    with qtbot.waitSignal(controller.traceReady, timeout=OPEN_TIMEOUT_MS):
+    with traced(controller):
         controller.undo_stack.redo()
     assert controller.document.model.fc.out_features == 10
 
 
-def test_freeze_backbone_leaves_only_the_head_trainable(qtbot, controller, editor, resnet):
-    apply_and_wait(qtbot, controller, editor.freezeButton)
+def test_freeze_backbone_leaves_only_the_head_trainable(qtbot, controller, editor, resnet, traced):
+    apply_and_wait(qtbot, traced, controller, editor.freezeButton)
     total, trainable = controller.document.param_counts()
     assert trainable == 513_000  # fc: 512 * 1000 + 1000
     assert total == 11_689_512
     assert all(p.requires_grad for p in controller.document.model.fc.parameters())
 
 
-def test_public_freeze_backbone_is_one_undoable_step(qtbot, controller, editor, resnet):
-    with qtbot.waitSignal(controller.traceReady, timeout=OPEN_TIMEOUT_MS):
+def test_public_freeze_backbone_is_one_undoable_step(qtbot, controller, editor, resnet, traced):
+    with traced(controller):
         editor.freeze_backbone()
     assert controller.undo_stack.count() == 1
-    with qtbot.waitSignal(controller.traceReady, timeout=OPEN_TIMEOUT_MS):
+    with traced(controller):
         controller.undo_stack.undo()
     assert controller.document.param_counts()[1] == 11_689_512
 
 
-def test_freeze_backbone_keeps_the_head_the_user_marked_trainable(qtbot, controller, editor, resnet):
+def test_freeze_backbone_keeps_the_head_the_user_marked_trainable(qtbot, controller, editor, resnet, traced):
     controller.select("layer4.1")
     controller.mark_head("layer4.1")
     assert "layer4.1" in editor.headLabel.text()
-    with qtbot.waitSignal(controller.traceReady, timeout=OPEN_TIMEOUT_MS):
+    with traced(controller):
         editor.freeze_backbone()
     block = controller.document.model.layer4[1]
     assert controller.document.param_counts()[1] == sum(p.numel() for p in block.parameters())
 
 
-def test_remove_head_turns_resnet18_into_a_512_feature_extractor(qtbot, controller, editor, resnet):
+def test_remove_head_turns_resnet18_into_a_512_feature_extractor(qtbot, controller, editor, resnet, traced):
     editor.operation.setCurrentIndex(REMOVE)
     wait_preview(qtbot, editor, lambda p: p.output_after == [1, 512])
-    apply_and_wait(qtbot, controller, editor.applyButton)
+    apply_and_wait(qtbot, traced, controller, editor.applyButton)
     assert controller.document.trace().output == [1, 512]
 
 
@@ -160,10 +170,10 @@ def test_add_head_previews_a_second_output(qtbot, editor, resnet):
     assert "age" in str(editor.preview.output_after)
 
 
-def test_show_code_after_replacing_the_head_writes_nn_linear(qtbot, controller, editor, resnet):
+def test_show_code_after_replacing_the_head_writes_nn_linear(qtbot, controller, editor, resnet, traced):
     type_into(qtbot, editor.numClasses, "10")
     wait_preview(qtbot, editor, lambda p: p.ok)
-    apply_and_wait(qtbot, controller, editor.applyButton)
+    apply_and_wait(qtbot, traced, controller, editor.applyButton)
     dialog = CodeView(controller)
     qtbot.addWidget(dialog)
     assert "model.fc = nn.Linear(" in dialog.code
@@ -183,7 +193,9 @@ def test_squeezenet_head_is_its_final_conv_and_replacing_keeps_a_conv(qtbot, edi
     assert editor.preview.params_after - editor.preview.params_before == (512 * 7 + 7) - (512 * 1000 + 1000)
 
 
-def test_in_the_main_window_apply_changes_the_tree_and_ctrl_z_undoes(qtbot, window, open_in, resnet18_file):
+def test_in_the_main_window_apply_changes_the_tree_and_ctrl_z_undoes(
+    qtbot, window, open_in, resnet18_file, traced, slow_wait
+):
     from PySide6.QtWidgets import QPushButton, QSpinBox, QTreeView, QWidget
 
     open_in(window, resnet18_file, arch=RESNET18)
@@ -192,14 +204,14 @@ def test_in_the_main_window_apply_changes_the_tree_and_ctrl_z_undoes(qtbot, wind
     apply = panel.findChild(QPushButton, "applyHead")
     type_into(qtbot, classes, "10")
     qtbot.waitUntil(apply.isEnabled, timeout=10_000)
-    apply_and_wait(qtbot, window.controller, apply)
-    qtbot.waitUntil(lambda: not window.controller.busy, timeout=OPEN_TIMEOUT_MS)
+    apply_and_wait(qtbot, traced, window.controller, apply)
+    slow_wait(lambda: not window.controller.busy)
     tree = window.findChild(QTreeView, "moduleTree")
     shape_column = [tree.model().headerData(c, Qt.Orientation.Horizontal) for c in range(5)].index(
         "Output shape"
     )
     assert tree.model().index(0, shape_column).data() == "[1, 10]"  # the model row's output
-    with qtbot.waitSignal(window.controller.traceReady, timeout=OPEN_TIMEOUT_MS):
+    with traced(window.controller):
         qtbot.keyClick(window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     qtbot.waitUntil(lambda: tree.model().index(0, shape_column).data() == "[1, 1000]", timeout=10_000)
 
@@ -216,7 +228,7 @@ def test_marking_a_timm_head_block_points_to_its_classifier_in_red(qtbot, contro
 
 def test_warnings_show_in_amber_and_do_not_block_apply(qtbot, editor, resnet):
     from headstudio.core.edits import Preview
-    from headstudio.gui.previews import warning_color
+    from headstudio.gui.palette import warning_color
 
     type_into(qtbot, editor.numClasses, "10")
     wait_preview(qtbot, editor, lambda p: p.ok)
@@ -230,16 +242,18 @@ def test_warnings_show_in_amber_and_do_not_block_apply(qtbot, editor, resnet):
     assert editor.applyButton.isEnabled()
 
 
-def test_a_new_input_shape_updates_the_preview(qtbot, controller, editor, resnet):
+def test_a_new_input_shape_updates_the_preview(qtbot, controller, editor, resnet, traced):
     type_into(qtbot, editor.numClasses, "10")
     wait_preview(qtbot, editor, lambda p: p.ok)
-    with qtbot.waitSignal(controller.traceReady, timeout=OPEN_TIMEOUT_MS):
+    with traced(controller):
         controller.set_input_shape((2, 3, 160, 160))
     wait_preview(qtbot, editor, lambda p: p.output_after == [2, 10])
     assert editor.preview.output_before == [2, 1000]
 
 
-def test_keep_trained_rows_copies_the_first_classes_into_the_new_head(qtbot, controller, editor, resnet):
+def test_keep_trained_rows_copies_the_first_classes_into_the_new_head(
+    qtbot, controller, editor, resnet, traced
+):
     import torch
 
     old_weight = resnet.model.fc.weight.detach().clone()
@@ -247,7 +261,7 @@ def test_keep_trained_rows_copies_the_first_classes_into_the_new_head(qtbot, con
     qtbot.mouseClick(editor.keepClasses, Qt.MouseButton.LeftButton)
     assert editor.keepClasses.isChecked()
     wait_preview(qtbot, editor, lambda p: p.ok and p.output_after == [1, 10])
-    apply_and_wait(qtbot, controller, editor.applyButton)
+    apply_and_wait(qtbot, traced, controller, editor.applyButton)
     assert torch.equal(controller.document.model.fc.weight, old_weight[:10])
 
 
@@ -258,11 +272,11 @@ def test_show_code_before_any_edit_says_so_and_offers_nothing_to_copy(qtbot, con
     assert not dialog.copyButton.isEnabled()
 
 
-def test_an_open_code_view_follows_each_new_edit(qtbot, controller, editor, resnet):
+def test_an_open_code_view_follows_each_new_edit(qtbot, controller, editor, resnet, traced):
     dialog = CodeView(controller)
     qtbot.addWidget(dialog)
     dialog.show()
-    apply_and_wait(qtbot, controller, editor.freezeButton)
+    apply_and_wait(qtbot, traced, controller, editor.freezeButton)
     assert "requires_grad" in dialog.code
     assert dialog.copyButton.isEnabled()
 
@@ -279,10 +293,10 @@ def test_problems_stay_readable_red_in_a_dark_palette(editor):
 
 
 def test_no_preview_runs_until_the_user_sets_up_an_edit(
-    qtbot, monkeypatch, editor, open_model, resnet18_file
+    qtbot, monkeypatch, controller, editor, open_model, resnet18_file, traced
 ):
     requested = []
-    monkeypatch.setattr(editor._runner, "request", lambda edit, doc: requested.append(edit))
+    monkeypatch.setattr(controller, "request_preview", lambda edit: requested.append(edit))
     open_model(resnet18_file, arch=RESNET18)
     editor.refresh_preview()  # what the debounce timer would do
     assert requested == []  # replacing 1000 classes by 1000 would show no change: nothing is traced
@@ -293,10 +307,10 @@ def test_no_preview_runs_until_the_user_sets_up_an_edit(
     assert [(e.kind, e.num_classes) for e in requested] == [("replace_head", 10)]
 
 
-def test_after_apply_the_preview_waits_for_the_next_edit(qtbot, controller, editor, resnet):
+def test_after_apply_the_preview_waits_for_the_next_edit(qtbot, controller, editor, resnet, traced):
     type_into(qtbot, editor.numClasses, "10")
     wait_preview(qtbot, editor, lambda p: p.output_after == [1, 10])
-    apply_and_wait(qtbot, controller, editor.applyButton)
+    apply_and_wait(qtbot, traced, controller, editor.applyButton)
     qtbot.waitUntil(lambda: "set the class count" in editor.previewOutput.text(), timeout=10_000)
     assert editor.preview is None
     editor.operation.setCurrentIndex(REMOVE)

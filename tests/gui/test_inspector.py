@@ -7,8 +7,6 @@ import pytest
 from headstudio.gui import inspector as inspector_module
 from headstudio.gui.inspector import COLUMNS, Inspector, tensor_histogram, tensor_stats
 
-pytest_plugins = ("panel_fixtures",)
-OPEN_TIMEOUT_MS = 120_000  # opening + tracing in the background on a busy 2-core machine
 RESNET18 = "torchvision:resnet18"
 
 
@@ -76,12 +74,12 @@ def test_large_tensors_get_their_statistics_off_the_ui_thread(
     assert sum(inspector.histogram_data[1]) == 512_000
 
 
-def test_an_edit_refreshes_the_shown_module(qtbot, controller, inspector, open_model, resnet18_file):
+def test_an_edit_refreshes_the_shown_module(qtbot, controller, inspector, open_model, resnet18_file, traced):
     from headstudio.core.edits import FreezeBackbone
 
     open_model(resnet18_file, arch=RESNET18)
     controller.select("layer4")
-    with qtbot.waitSignal(controller.traceReady, timeout=OPEN_TIMEOUT_MS):
+    with traced(controller):
         controller.push_edit(FreezeBackbone())
     assert {cell(inspector, r, "Trainable") for r in range(inspector.paramTable.rowCount())} == {"no"}
 

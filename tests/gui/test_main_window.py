@@ -8,8 +8,6 @@ from PySide6.QtGui import QAction, QImage, QKeySequence
 
 from headstudio.gui.tree_model import SHAPE, PathRole
 
-OPEN_TIMEOUT_MS = 120_000  # opening + tracing in the background on a busy 2-core machine
-
 RESNET18 = "torchvision:resnet18"
 SHORTCUTS = {
     "actionOpen": "Ctrl+O",
@@ -58,9 +56,9 @@ def test_window_appears_without_importing_torch_and_panels_follow_the_model(qtbo
     assert out.stdout.split() == ["False", "True"]
 
 
-def test_panels_are_built_once_pytorch_has_loaded_before_any_model_arrives(window, qtbot):
+def test_panels_are_built_once_pytorch_has_loaded_before_any_model_arrives(window, qtbot, slow_wait):
     window.controller.warm_up()
-    qtbot.waitUntil(lambda: window.controller.panels_built.is_set(), timeout=OPEN_TIMEOUT_MS)
+    slow_wait(lambda: window.controller.panels_built.is_set())
     assert window.controller.document is None
     for name in ("headEditor", "numClasses", "inspector", "historyView"):
         assert window.findChild(object, name) is not None, name
@@ -210,3 +208,21 @@ def test_second_save_goes_to_the_same_file_without_asking(resnet, qtbot, retrace
         resnet.action_save.trigger()
     assert saved.args[0].path == target and saved.args[0].format == "state_dict"
     assert not resnet.isWindowModified()
+
+
+def test_at_the_default_size_the_tree_shows_every_column_of_resnet50(window, qtbot, open_in):
+    from headstudio.gui.main_window import DEFAULT_SIZE
+    from headstudio.gui.tree_model import COLUMNS
+
+    window.resize(*DEFAULT_SIZE)
+    open_in(window, "torchvision:resnet50")
+    view = window.tree_panel.view
+    view.expandAll()
+    qtbot.waitUntil(lambda: view.viewport().width() > 0)
+    qtbot.wait(50)  # let the layout settle
+    header = view.header()
+    assert [header.isSectionHidden(c) for c in range(len(COLUMNS))] == [False] * len(COLUMNS)
+    assert header.length() <= view.viewport().width()  # no horizontal scrolling
+    assert view.horizontalScrollBar().maximum() == 0
+    deepest = view.fontMetrics().horizontalAdvance("downsample") + 3 * view.indentation()
+    assert header.sectionSize(0) >= deepest  # module names are readable, not squeezed to '…'

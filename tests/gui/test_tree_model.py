@@ -137,8 +137,12 @@ def test_replaced_head_row_shows_what_it_was(resnet, retraced):
     model = resnet.tree_panel.model
     assert cell(model, "fc", SHAPE) == "[1, 10]"
     assert "was [1, 1000]" in cell(model, "fc", SHAPE, Qt.ItemDataRole.ToolTipRole)
-    assert cell(model, "fc", MODULE).endswith("•")
-    assert not cell(model, "layer1", MODULE).endswith("•")
+    assert cell(model, "fc", MODULE) == "fc"  # the name stays the name: copied or searched, it has no marker
+    assert cell(model, "fc", MODULE, Qt.ItemDataRole.FontRole).italic()
+    assert cell(model, "", MODULE) == "(model)"  # its output changed too: a dot icon says so
+    assert not cell(model, "", MODULE, Qt.ItemDataRole.DecorationRole).isNull()
+    assert cell(model, "layer1", MODULE, Qt.ItemDataRole.DecorationRole) is None
+    assert cell(model, "layer1", MODULE, Qt.ItemDataRole.FontRole) is None
 
 
 def test_rebuilding_after_an_edit_keeps_expansion_and_selection(resnet, qtbot, retraced):

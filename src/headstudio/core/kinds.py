@@ -21,6 +21,17 @@ TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 FORMAT_BY_SUFFIX = {".safetensors": "safetensors", ".pt2": "export"}
 """Suffixes that name one output format by themselves (torch suffixes depend on the source)."""
 
+FORMAT_WRITES = {
+    "safetensors": ("safetensors", (".safetensors",)),
+    "state_dict": ("a torch.save file", TORCH_SUFFIXES),
+    "checkpoint": ("a torch.save file", TORCH_SUFFIXES),
+    "full": ("a torch.save file", TORCH_SUFFIXES),
+    "torchscript": ("a TorchScript archive", (".pt", ".pth", ".ts", ".jit")),
+    "export": ("a torch.export program", (".pt2",)),
+    "hf_folder": ("a Hugging Face model folder", ("",)),
+}
+"""What each output format writes and the suffixes that may name it (other known suffixes contradict it)."""
+
 CHECKPOINT_SUFFIXES = (*TORCH_SUFFIXES, ".safetensors", ".pt2")
 """Files offered by Open and listed when a directory is given instead of a file."""
 

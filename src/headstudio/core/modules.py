@@ -28,6 +28,15 @@ def meta_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
+def structure_copy(model: nn.Module) -> nn.Module:
+    """Deep copy of the module structure sharing every parameter and buffer (no weight is copied).
+
+    Tracing or previewing the copy never touches ``model``, so another thread may edit it meanwhile.
+    """
+    memo: dict[int, Any] = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    return copy.deepcopy(model, memo)
+
+
 def find_module(model: nn.Module, path: str, what: str = "module") -> nn.Module:
     """The module at ``path``, or an EditError naming close paths."""
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 RESOURCES = Path(__file__).resolve().parents[3] / "resources"
@@ -29,6 +29,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def display_problem(env: Mapping[str, str] | None = None) -> str | None:
+    """Why Qt would abort for want of a display, as one line saying what to do; None when it can start.
+
+    Qt itself prints a page about platform plugins and aborts (core dump) in these cases.
+    """
+    env = os.environ if env is None else env
+    if not sys.platform.startswith("linux"):
+        return None
+    platform = env.get("QT_QPA_PLATFORM", "").split(":")[0]
+    x11, wayland = bool(env.get("DISPLAY")), bool(env.get("WAYLAND_DISPLAY"))
+    fix = (
+        "run it under a virtual display (xvfb-run -a headstudio ...), or set QT_QPA_PLATFORM=offscreen "
+        "for --screenshot"
+    )
+    if platform == "xcb" and not x11:
+        return f"QT_QPA_PLATFORM=xcb but DISPLAY is not set: no X display to open the window on; {fix}"
+    if platform.startswith("wayland") and not wayland:
+        return f"QT_QPA_PLATFORM={platform} but WAYLAND_DISPLAY is not set; {fix}"
+    if not platform and not (x11 or wayland):
+        return f"no display (DISPLAY and WAYLAND_DISPLAY are not set), so no window can open; {fix}"
+    if platform in ("", "xcb") and x11 and not wayland:
+        return _xcb_libraries_problem()
+    return None
+
+
+def _xcb_libraries_problem() -> str | None:
+    """Qt's X11 plugin needs system libraries pip cannot install; name the first one missing."""
+    import ctypes
+
+    from PySide6 import __file__ as pyside
+
+    plugin = Path(pyside).parent / "Qt" / "plugins" / "platforms" / "libqxcb.so"
+    if not plugin.exists():
+        return None
+    try:
+        ctypes.CDLL(str(plugin))  # loads its dependencies as Qt would, without aborting
+    except OSError as err:
+        missing = str(err).rsplit(": cannot open", 1)[0].rsplit(": ", 1)[-1]
+        return (
+            f"Qt's X11 platform plugin cannot load: {missing} is missing; install Qt's system packages "
+            "(see README, 'Linux system packages'), or set QT_QPA_PLATFORM=offscreen for --screenshot"
+        )
+    return None
+
+
 def application():
     """The running QApplication, created (with name and icon) if there is none yet."""
     from PySide6.QtGui import QIcon
@@ -49,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.screenshot and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    problem = display_problem()
+    if problem is not None:
+        print(f"headstudio: {problem}", file=sys.stderr)
+        return 2
     app = application()
     from .main_window import MainWindow
 

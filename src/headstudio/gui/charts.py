@@ -1,48 +1,22 @@
-"""Parameters per top-level block as stacked bars: trainable at the bottom, frozen on top."""
+"""Parameters per top-level block as stacked bars: trainable at the bottom, frozen on top.
+
+The counts come from the core (``core.model.stats.count_blocks``); the chart only draws them.
+"""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Any
 
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
+from headstudio.core.model.stats import Block, count_blocks
+
+from .controller import DocumentController
+
 BAR_WIDTH = 0.7
 MAX_LABEL = 14
-
-
-@dataclass(frozen=True)
-class Block:
-    """One top-level block of the model and its parameter counts."""
-
-    name: str
-    trainable: int
-    frozen: int
-
-    @property
-    def total(self) -> int:
-        return self.trainable + self.frozen
-
-
-def count_blocks(model: Any) -> list[Block]:
-    """Trainable / frozen parameters of each top-level child (and the model's own), skipping empty ones."""
-    blocks = []
-    own = list(model.parameters(recurse=False))
-    if own:
-        blocks.append(_block("(own)", own))
-    for name, child in model.named_children():
-        block = _block(name, list(child.parameters()))
-        if block.total:
-            blocks.append(block)
-    return blocks
-
-
-def _block(name: str, params: list[Any]) -> Block:
-    trainable = sum(p.numel() for p in params if p.requires_grad)
-    return Block(name, trainable, sum(p.numel() for p in params) - trainable)
+HEADROOM = 1.2  # above the tallest bar, room for the count written on it
 
 
 def short_count(n: float) -> str:
@@ -63,7 +37,7 @@ class _CountAxis(pg.AxisItem):
 class ParamsChart(QWidget):
     """Stacked bars of trainable vs frozen parameters per top-level block; follows modelEdited."""
 
-    def __init__(self, controller: Any, parent: QWidget | None = None) -> None:
+    def __init__(self, controller: DocumentController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("paramsChart")
         self.controller = controller
@@ -109,7 +83,7 @@ class ParamsChart(QWidget):
         ticks = [(i, _label(b.name)) for i, b in enumerate(self.blocks)]
         self.plot.getAxis("bottom").setTicks([ticks, []])
         top = max((b.total for b in self.blocks), default=1)
-        self.plot.setRange(xRange=(-0.6, max(len(xs), 1) - 0.4), yRange=(0, top * 1.12), padding=0)
+        self.plot.setRange(xRange=(-0.6, max(len(xs), 1) - 0.4), yRange=(0, top * HEADROOM), padding=0)
         self._write_totals()
         self._update_legend()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtGui import QFontDatabase, QGuiApplication
 from PySide6.QtWidgets import (
@@ -17,12 +17,17 @@ from PySide6.QtWidgets import (
 
 from headstudio.core.errors import HeadStudioError
 
+from .controller import DocumentController
 
-def snippet_for_document(doc: Any) -> str:
+if TYPE_CHECKING:
+    from headstudio.core.model.document import Document
+
+
+def snippet_for_document(doc: Document | None) -> str:
     """The plain-PyTorch code for ``doc``'s edits (a comment when there are none yet)."""
     if doc is None:
         return "# No model is open."
-    if not getattr(doc, "edits", None):
+    if not doc.edits:
         return "# No edits yet: the model is used as it is."
     from headstudio.core.codegen import snippet_for
     from headstudio.core.recipe import Recipe
@@ -33,7 +38,7 @@ def snippet_for_document(doc: Any) -> str:
 class CodeView(QDialog):
     """A dialog showing the snippet for the controller's document; follows modelEdited while open."""
 
-    def __init__(self, controller: Any, parent: QWidget | None = None) -> None:
+    def __init__(self, controller: DocumentController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("codeView")
         self.setWindowTitle("Code for these edits")
@@ -72,16 +77,12 @@ class CodeView(QDialog):
 
     def refresh(self) -> None:
         """Regenerate the snippet from the document's edits."""
-        ok = False
+        doc = self.controller.document
+        ok = doc is not None and bool(doc.edits)  # a comment alone is not worth copying
         try:
-            text = snippet_for_document(self.controller.document)
-            ok = bool(
-                getattr(self.controller.document, "edits", None)
-            )  # a comment alone is not worth copying
+            text = snippet_for_document(doc)
         except HeadStudioError as err:
-            text = f"# Cannot write code for these edits: {err}"
-        except ImportError:
-            text = "# Code export is not available in this version."
+            text, ok = f"# Cannot write code for these edits: {err}", False
         self.editor.setPlainText(text)
         self.copyButton.setText("Copy")
         self.copyButton.setEnabled(ok)

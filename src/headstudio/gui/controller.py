@@ -1,24 +1,43 @@
 """DocumentController: the GUI's single owner of the open Document, its history and background work.
 
-Widgets listen to its signals and call its methods; none of them holds model state. The core is
-imported lazily (in workers), so the window can appear before ``import torch`` has finished.
+Widgets listen to its signals and call its methods; none of them holds model state or a thread. The core
+is imported lazily (in workers), so the window can appear before ``import torch`` has finished.
+
+Nothing waits: background work never changes the live model. Traces and previews run on structural copies
+(``Document.compute_trace``/``detached``), saves on a detached copy, and weight statistics only read
+tensors (edits swap modules, they never write a tensor in place). A result computed for a model that was
+edited meanwhile is dropped (generation and ``Document.version`` checks) and the newer work follows.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeGuard, TypeVar
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoStack
+
+from headstudio.core.errors import (
+    ArchitectureRequiredError,
+    Cancelled,
+    HeadStudioError,
+    Progress,
+    UnsafeCheckpointError,
+)
 
 from .imports import settle_imports
 from .workers import WorkQueue, one_line
 
 if TYPE_CHECKING:
-    from headstudio.core.model.document import Document
+    from headstudio.core.edits.base import Edit, Preview
+    from headstudio.core.model.document import Document, TracedModel
+    from headstudio.core.model.inputs import NamedInput
     from headstudio.core.model.tree import ModuleNode
+    from headstudio.core.saving.atomic import SaveReport
+
+T = TypeVar("T")
 
 
 PANELS_WAIT_S = 2.0  # at most this long the first load waits for the window's panels
@@ -34,13 +53,14 @@ class DocumentController(QObject):
     traceReady = Signal()  # shapes/heads recomputed in the background and available
     selectionChanged = Signal(str)  # module path selected in the tree ("" = root)
     headMarked = Signal(str)  # the user marked a module as head (defaults to the detected head)
-    busyChanged = Signal(bool, str)  # long work started/ended, with a message
+    busyChanged = Signal(int, str)  # 1/0: long work started/ended, with a message (an int: see workers)
     errorRaised = Signal(str)  # one-line user-facing message
     progressChanged = Signal(str, float)  # message, fraction 0..1 of the running task
     openFailed = Signal(str, object)  # source, the exception (the window decides: consent, arch, error)
     saveFinished = Signal(object)  # SaveReport of a verified save
     cancelled = Signal(str)  # long work stopped at the user's request; nothing changed
     inputShapeChanged = Signal(object)  # the new input shape tuple
+    previewReady = Signal(object, str)  # Preview or None, problem text ("" with a Preview): newest request
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -57,8 +77,14 @@ class DocumentController(QObject):
         self.asks_user = False  # the window handles openFailed for consent/architecture with dialogs
         self._user_head = False
         self._generation = 0  # results of work started for an older document/state are dropped
-        self._queue = WorkQueue(self)
+        self._preview_generation = 0  # only the newest preview request is delivered
+        self._traced_version = -1  # the Document.version that ``tree`` shows
+        self._resetting_history = False  # clearing the undo stack for a new document is not an edit
+        self._queue = WorkQueue(self)  # opening, tracing, saving: one at a time, shown as busy
+        self._previews = WorkQueue(self)  # edit previews while the user types
+        self._reads = WorkQueue(self)  # statistics over weights for the inspector
         self._queue.activeChanged.connect(self.busyChanged)
+        self.undo_stack.indexChanged.connect(self._on_history_moved)
 
     # -- state ---------------------------------------------------------------------------------------
     @property
@@ -74,13 +100,12 @@ class DocumentController(QObject):
     @property
     def traced(self) -> bool:
         """``tree`` reflects the current model and input shape."""
-        return self.document is not None and self.tree is not None and not self._queue.busy
+        doc = self.document
+        return doc is not None and self.tree is not None and self._traced_version == doc.version
 
     def wait_idle(self, timeout_ms: int = -1) -> bool:
-        """Block until background work has finished (results arrive on the next event loop turn)."""
-        return self._queue.wait(timeout_ms)
-
-    shutdown = wait_idle
+        """Block until all background work has finished: for closing and tests, never before an edit."""
+        return all(queue.wait(timeout_ms) for queue in (self._queue, self._previews, self._reads))
 
     def cancel(self) -> None:
         """Cancel the running load/save; it stops at its next progress report and changes nothing."""
@@ -101,7 +126,7 @@ class DocumentController(QObject):
 
         import_core = self._core_importer()
 
-        def job(progress: Any) -> Document:
+        def job(progress: Progress) -> Document:
             import_core()
             return _load(source, arch, trust, input_shape, progress)
 
@@ -118,7 +143,7 @@ class DocumentController(QObject):
         import_core = self._core_importer()
         self._queue.submit(lambda progress: import_core(), "Loading PyTorch…", _ignore, _ignore)
 
-    def _core_importer(self) -> Any:
+    def _core_importer(self) -> Callable[[], None]:
         """A job step for the worker: import the core and the panels' modules, then emit coreReady."""
         modules = ("headstudio.core.opening.sources", *self.preload)
 
@@ -133,7 +158,7 @@ class DocumentController(QObject):
     def close_document(self) -> None:
         """Forget the open document (the caller has asked about unsaved edits)."""
         self._generation += 1
-        self.undo_stack.clear()
+        self._clear_history()
         self.document = self.tree = self.original_tree = None
         self.source = self.saved_path = None
         self.selected_path = self.head_path = None
@@ -143,10 +168,10 @@ class DocumentController(QObject):
         if generation != self._generation:
             return
         self.documentAboutToChange.emit()
-        self.undo_stack.clear()
-        self.undo_stack.setClean()
+        self._clear_history()
         self.document, self.source, self.saved_path = doc, source, None
         self.tree = self.original_tree = doc.tree()
+        self._traced_version = doc.version
         self.selected_path = None
         self._user_head = False
         self.head_path = _detected_head(doc)
@@ -154,10 +179,18 @@ class DocumentController(QObject):
         self.traceReady.emit()
         self.headMarked.emit(self.head_path or "")
 
+    def _clear_history(self) -> None:
+        self._resetting_history = True
+        try:
+            self.undo_stack.clear()
+            self.undo_stack.setClean()
+        finally:
+            self._resetting_history = False
+
     def _on_open_failed(self, generation: int, source: str, err: BaseException) -> None:
         if generation != self._generation:
             return
-        if _is_cancelled(err):
+        if isinstance(err, Cancelled):
             self.cancelled.emit(str(err))
             return
         self.openFailed.emit(source, err)
@@ -165,16 +198,13 @@ class DocumentController(QObject):
             self.errorRaised.emit(one_line(err))
 
     # -- editing -------------------------------------------------------------------------------------
-    def push_edit(self, edit: Any) -> bool:
+    def push_edit(self, edit: Edit) -> bool:
         """Validate ``edit`` and push it (as an EditCommand) on the undo stack; False if refused."""
-        from headstudio.core.errors import HeadStudioError
-
         from .commands import EditCommand
 
         if self.document is None:
             self.errorRaised.emit("open a model first (File ▸ Open)")
             return False
-        self.wait_idle()  # an edit never changes a model a background trace is reading
         try:
             edit.validate(self.document)
         except HeadStudioError as err:
@@ -184,14 +214,20 @@ class DocumentController(QObject):
         return True
 
     def undo(self) -> None:
-        """Undo the last edit (after background work on the model has finished)."""
-        self.wait_idle()
+        """Undo the last edit."""
         self.undo_stack.undo()
 
     def redo(self) -> None:
-        """Redo the next edit (after background work on the model has finished)."""
-        self.wait_idle()
+        """Redo the next edit."""
         self.undo_stack.redo()
+
+    def _on_history_moved(self, _index: int) -> None:
+        """An edit was applied or reverted (push, undo, redo, a click in the history): tell and re-trace."""
+        if self._resetting_history or self.document is None:
+            return
+        self.discard_previews()
+        self.modelEdited.emit()
+        self.retrace()
 
     def retrace(self) -> None:
         """Recompute shapes/heads/tree for the current model in the background; traceReady follows."""
@@ -201,17 +237,21 @@ class DocumentController(QObject):
         self._generation += 1
         generation = self._generation
         self._queue.submit(
-            lambda progress: doc.tree(),
+            lambda progress: doc.compute_trace(),
             "Tracing shapes…",
-            lambda tree: self._on_traced(generation, doc, tree),
+            lambda traced: self._on_traced(generation, doc, traced),
             lambda err: self._on_trace_failed(generation, err),
             self.progressChanged.emit,
         )
 
-    def _on_traced(self, generation: int, doc: Document, tree: ModuleNode) -> None:
+    def _on_traced(self, generation: int, doc: Document, traced: TracedModel) -> None:
         if generation != self._generation or doc is not self.document:
             return
-        self.tree = tree
+        if not doc.adopt(traced):  # changed behind the controller's back: trace what it is now
+            self.retrace()
+            return
+        tree = self.tree = doc.tree()
+        self._traced_version = doc.version
         detected = _detected_head(doc)
         if not self._user_head or self.head_path is None or tree.find(self.head_path) is None:
             self._user_head = False
@@ -228,6 +268,45 @@ class DocumentController(QObject):
     def _on_trace_failed(self, generation: int, err: BaseException) -> None:
         if generation == self._generation:
             self.errorRaised.emit(one_line(err))
+
+    # -- previews and weight reads ----------------------------------------------------------------------
+    def request_preview(self, edit: Edit) -> None:
+        """Preview ``edit`` on a detached copy of the document in the background; previewReady follows.
+
+        Only the newest request is delivered: older ones are skipped or their results dropped.
+        """
+        doc = self.document
+        self._preview_generation += 1
+        generation = self._preview_generation
+        if doc is None:
+            return
+
+        def job(progress: Progress) -> Preview | None:
+            if generation != self._preview_generation:
+                return None  # a newer request is queued behind this one
+            return edit.preview(doc.detached())
+
+        self._previews.submit(
+            job,
+            "Previewing…",
+            lambda preview: self._on_previewed(generation, preview, ""),
+            lambda err: self._on_previewed(generation, None, one_line(err)),
+        )
+
+    def discard_previews(self) -> None:
+        """Drop previews that are running or queued (the model or the inputs changed)."""
+        self._preview_generation += 1
+
+    def _on_previewed(self, generation: int, preview: Preview | None, problem: str) -> None:
+        if generation == self._preview_generation and (preview is not None or problem):
+            self.previewReady.emit(preview, problem)
+
+    def read_weights(self, work: Callable[[], T], on_done: Callable[[T | None], None]) -> None:
+        """Run ``work`` (statistics over weight tensors) in the background; ``on_done(result or None)``.
+
+        No wait is needed: edits replace modules and flags, they never write into a tensor in place.
+        """
+        self._reads.submit(lambda progress: work(), "Reading weights…", on_done, lambda err: on_done(None))
 
     # -- selection, head, input shape ------------------------------------------------------------------
     def select(self, path: str | None) -> None:
@@ -248,11 +327,8 @@ class DocumentController(QObject):
 
     def set_input_shape(self, shape: tuple[int, ...]) -> None:
         """Trace with another input shape (in the background); errors are reported, nothing changes."""
-        from headstudio.core.errors import HeadStudioError
-
         if self.document is None:
             return
-        self.wait_idle()
         try:
             self.document.set_input_shape(tuple(shape))
         except HeadStudioError as err:
@@ -261,13 +337,10 @@ class DocumentController(QObject):
         self.inputShapeChanged.emit(self.document.input_shape)
         self.retrace()
 
-    def set_inputs(self, inputs: tuple[Any, ...]) -> None:
+    def set_inputs(self, inputs: tuple[NamedInput, ...]) -> None:
         """Trace with named, typed inputs (``input_ids=1,128:int64 ...``) in the background."""
-        from headstudio.core.errors import HeadStudioError
-
         if self.document is None:
             return
-        self.wait_idle()
         try:
             self.document.set_inputs(tuple(inputs))
         except HeadStudioError as err:
@@ -284,31 +357,31 @@ class DocumentController(QObject):
             self.errorRaised.emit("nothing to save: open a model first")
             return
         target = Path(path)
-        clean_index = self.undo_stack.index()
+        clean_index, version = self.undo_stack.index(), doc.version
 
-        def job(progress: Any) -> Any:
+        def job(progress: Progress) -> SaveReport:
             from headstudio.core.saving.atomic import save
 
-            return save(doc, target, format=fmt, progress=progress)
+            return save(doc.detached(), target, format=fmt, progress=progress)  # edits may go on meanwhile
 
         self._queue.submit(
             job,
             f"Saving {target.name}…",
-            lambda report: self._on_saved(doc, clean_index, report),
+            lambda report: self._on_saved(doc, clean_index, version, report),
             self._on_save_failed,
             self.progressChanged.emit,
         )
 
     def _on_save_failed(self, err: BaseException) -> None:
-        if _is_cancelled(err):
+        if isinstance(err, Cancelled):
             self.cancelled.emit(str(err))
         else:
             self.errorRaised.emit(one_line(err))
 
-    def _on_saved(self, doc: Document, clean_index: int, report: Any) -> None:
+    def _on_saved(self, doc: Document, clean_index: int, version: int, report: SaveReport) -> None:
         if doc is self.document:
             self.saved_path = Path(report.path)
-            if self.undo_stack.index() == clean_index:
+            if self.undo_stack.index() == clean_index and doc.version == version:
                 self.undo_stack.setClean()
         self.saveFinished.emit(report)
 
@@ -318,7 +391,7 @@ def _load(
     arch: str | None,
     trust: bool,
     input_shape: tuple[int, ...] | None,
-    progress: Any,
+    progress: Progress,
 ) -> Document:
     """Runs on the worker thread: open (spec models with real weights, so they can be saved) and trace."""
     from headstudio.core.opening.sources import open_source
@@ -333,12 +406,6 @@ def _load(
     return doc
 
 
-def _is_cancelled(err: BaseException) -> bool:
-    from headstudio.core.errors import Cancelled
-
-    return isinstance(err, Cancelled)
-
-
 def _ignore(_value: object) -> None:
     """Warm-up results need no handling (a failing import shows up again, with a message, on open)."""
 
@@ -348,17 +415,13 @@ def _detected_head(doc: Document) -> str | None:
     return heads[0] if heads else None
 
 
-def needs_architecture(err: BaseException) -> bool:
+def needs_architecture(err: BaseException) -> TypeGuard[ArchitectureRequiredError]:
     """The file holds only weights: the user must say which architecture they belong to."""
-    from headstudio.core.errors import ArchitectureRequiredError
-
     return isinstance(err, ArchitectureRequiredError)
 
 
-def needs_consent(err: BaseException) -> bool:
+def needs_consent(err: BaseException) -> TypeGuard[UnsafeCheckpointError]:
     """The file would run code to load: the user must allow it (for this file only)."""
-    from headstudio.core.errors import UnsafeCheckpointError
-
     return isinstance(err, UnsafeCheckpointError)
 
 

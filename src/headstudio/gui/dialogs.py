@@ -25,10 +25,11 @@ from PySide6.QtWidgets import (
 
 from headstudio.core.kinds import open_filter
 
-SAVE_FILTERS = {
+SAVE_FILTERS = {  # the first, the default, lets the name decide (.ckpt/.pt/.pth/.tar keep a container)
+    "By file name (*.safetensors *.ckpt *.pt *.pth *.tar *.pt2)": None,
     "Safetensors (*.safetensors)": "safetensors",
     "PyTorch state_dict (*.pt *.pth)": "state_dict",
-    "Training checkpoint, container kept (*.pt *.pth *.ckpt)": "checkpoint",
+    "Training checkpoint, container kept (*.ckpt *.pt *.pth *.tar)": "checkpoint",
     "Whole model, pickled (*.pt)": "full",
     "TorchScript (*.pt)": "torchscript",
     "torch.export program (*.pt2)": "export",
@@ -167,13 +168,16 @@ def ask_open_folder(parent: QWidget | None, directory: str = "") -> str | None:
 
 
 def ask_save_path(parent: QWidget | None, suggested: str) -> tuple[str, str | None] | None:
-    """(path, format) chosen by the user; the format follows the chosen filter."""
+    """(path, format) chosen by the user: the name's suffix decides unless a format filter was picked.
+
+    A picked format that contradicts the typed suffix (x.ckpt as safetensors) is refused by the save.
+    """
     path, chosen = QFileDialog.getSaveFileName(parent, "Save model as", suggested, ";;".join(SAVE_FILTERS))
     if not path:
         return None
     fmt = SAVE_FILTERS.get(chosen)
-    if fmt and fmt != "hf_folder" and not Path(path).suffix:
-        path += _DEFAULT_SUFFIX.get(fmt, ".pt")
+    if fmt != "hf_folder" and not Path(path).suffix:
+        path += _DEFAULT_SUFFIX.get(fmt, ".pt") if fmt else Path(suggested).suffix
     return path, fmt
 
 

@@ -2,25 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QEvent, QTimer, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QWidget
 
+from headstudio.core.errors import InputError
+from headstudio.core.model.shape_text import format_shape, parse_sizes
+
+from .controller import DocumentController
 from .head_editor_form import ADD, CUT, REMOVE, HeadEditorForm
-from .previews import (
-    InputProblem,
-    PreviewRunner,
-    describe_head_sizes,
-    format_delta,
-    format_shape,
-    parse_sizes,
-    problem_color,
-    warning_color,
-)
+from .palette import problem_color, warning_color
+
+if TYPE_CHECKING:
+    from headstudio.core.edits.base import Edit, Preview
+    from headstudio.core.model.heads import HeadInfo
 
 PREVIEW_DELAY_MS = 150
+
+
+class InputProblem(ValueError):
+    """The panel's inputs do not describe an edit yet (e.g. hidden sizes 'abc')."""
+
+
+def format_delta(before: int, after: int) -> str:
+    """'11,689,512 → 11,181,642 (−507,870)'."""
+    delta = after - before
+    sign = "+" if delta > 0 else "−" if delta < 0 else "±"
+    return f"{before:,} → {after:,} ({sign}{abs(delta):,})"
+
+
+def describe_head_sizes(head: HeadInfo | None) -> str:
+    """' (Linear 512 → 1000)' for a HeadInfo; '' when unknown."""
+    if head is None:
+        return ""
+    sizes = f" {head.in_features} → {head.out_features}" if head.in_features else ""
+    return f" ({head.type}{sizes})"
 
 
 class HeadEditor(HeadEditorForm):
@@ -28,18 +46,14 @@ class HeadEditor(HeadEditorForm):
 
     previewUpdated = Signal()  # the preview (or a problem with the inputs) is on screen
 
-    def __init__(self, controller: Any, parent: QWidget | None = None) -> None:
+    def __init__(self, controller: DocumentController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.controller = controller
-        self.preview: Any = None
-        self._busy = False
-        self._traced = controller.document is not None and not getattr(controller, "busy", False)
+        self.preview: Preview | None = None
         self._shown_head: tuple[int, str] | None = None
         self._chosen = False  # the user has set up an edit: until then a preview would show no change
         self._timer = QTimer(self, singleShot=True, interval=PREVIEW_DELAY_MS)
         self._timer.timeout.connect(self.refresh_preview)
-        self._runner = PreviewRunner(self)
-        self._runner.finished.connect(self._on_previewed)
         self._color_messages()
         self._connect()
         self._on_document()
@@ -51,9 +65,7 @@ class HeadEditor(HeadEditorForm):
         ctl.traceReady.connect(self._on_trace)
         ctl.headMarked.connect(self._on_head)
         ctl.selectionChanged.connect(self._on_selection)
-        ctl.busyChanged.connect(self._on_busy)
-        if hasattr(ctl, "inputShapeChanged"):  # emitted before the re-trace starts
-            ctl.inputShapeChanged.connect(self._on_input_shape)
+        ctl.previewReady.connect(self._on_previewed)
         self.operation.currentIndexChanged.connect(self.pages.setCurrentIndex)
         self.headKind.currentIndexChanged.connect(self._on_kind)
         for signal in (
@@ -75,6 +87,9 @@ class HeadEditor(HeadEditorForm):
 
     def _on_input(self, *_: Any) -> None:
         self._chosen = True
+        self.controller.discard_previews()  # a preview of the inputs as they were must not show now
+        self.preview = None
+        self._update_buttons()
         self.schedule_preview()
 
     def _on_kind(self, index: int) -> None:
@@ -85,15 +100,15 @@ class HeadEditor(HeadEditorForm):
     @property
     def head_path(self) -> str | None:
         """The head being edited: the one the user marked, else the detected head."""
-        return getattr(self.controller, "head_path", None)
+        return self.controller.head_path
 
-    def current_edit(self) -> Any:
+    def current_edit(self) -> Edit:
         """The core edit the inputs describe; raises InputProblem when they describe none."""
         from headstudio.core import edits
 
         op = self.operation.currentIndex()
         if op == CUT:
-            path = getattr(self.controller, "selected_path", None)
+            path = self.controller.selected_path
             if not path:
                 raise InputProblem("select the module to cut after in the tree")
             return edits.CutAfter(path)
@@ -106,8 +121,8 @@ class HeadEditor(HeadEditorForm):
             return edits.RemoveHead(self._require_head())
         return self._replace_edit(edits)
 
-    def _replace_edit(self, edits: Any) -> Any:
-        hidden = parse_sizes(self.hiddenSizes.text()) if self.headKind.currentIndex() == 1 else ()
+    def _replace_edit(self, edits: Any) -> Edit:
+        hidden = self._hidden_sizes() if self.headKind.currentIndex() == 1 else ()
         classes = self.numClasses.value()
         keep = self._keep_classes(classes) if self.keepClasses.isChecked() else None
         return edits.ReplaceHead(
@@ -131,10 +146,16 @@ class HeadEditor(HeadEditorForm):
         text = self.labels.text().strip()
         return tuple(name.strip() for name in text.split(",")) if text else None
 
-    def _keep_classes(self, classes: int) -> Any:
+    def _hidden_sizes(self) -> tuple[int, ...]:
+        try:
+            return parse_sizes(self.hiddenSizes.text(), "list of hidden sizes", "512,256")
+        except InputError as err:
+            raise InputProblem(str(err)) from None
+
+    def _keep_classes(self, classes: int) -> int:
         """The trained rows to keep: the first min(old, new) classes of the current head."""
         head = self._head_info()
-        old = getattr(head, "out_features", None) or classes
+        old = (head.out_features if head is not None else None) or classes
         return min(old, classes)  # the core keeps the first N classes' rows
 
     def _require_head(self) -> str:
@@ -142,7 +163,7 @@ class HeadEditor(HeadEditorForm):
             raise InputProblem("no head is marked: select a module and use Mark as head")
         return self.head_path
 
-    def _head_info(self) -> Any:
+    def _head_info(self) -> HeadInfo | None:
         doc = self.controller.document
         if doc is None or not self.head_path:
             return None
@@ -162,11 +183,10 @@ class HeadEditor(HeadEditorForm):
     def refresh_preview(self) -> None:
         """Start the edit's preview (background); input problems show in red at once and disable Apply."""
         self._timer.stop()
-        self._runner.discard()
+        self.controller.discard_previews()
         self.preview = None
-        doc = self.controller.document
-        self.applyButton.setEnabled(False)
-        if doc is None or not self.ready or not self._chosen:
+        self._update_buttons()
+        if self.controller.document is None or not self.ready or not self._chosen:
             self._show_idle(self._idle_text())
             return
         try:
@@ -174,9 +194,9 @@ class HeadEditor(HeadEditorForm):
         except InputProblem as err:
             self._on_previewed(None, str(err))
             return
-        self._runner.request(edit, doc)
+        self.controller.request_preview(edit)
 
-    def _on_previewed(self, preview: Any, problem: str) -> None:
+    def _on_previewed(self, preview: Preview | None, problem: str) -> None:
         self.preview = preview
         if preview is None:
             self._show_problems([problem], [])
@@ -184,12 +204,13 @@ class HeadEditor(HeadEditorForm):
             self._show_preview(preview)
         self.previewUpdated.emit()
 
-    def _show_preview(self, p: Any) -> None:
-        self.previewOutput.setText(f"{format_shape(p.output_before)} → {format_shape(p.output_after)}")
+    def _show_preview(self, p: Preview) -> None:
+        before, after = format_shape(p.output_before, "—"), format_shape(p.output_after, "—")
+        self.previewOutput.setText(f"{before} → {after}")
         self.previewParams.setText(format_delta(p.params_before, p.params_after))
         self.previewTrainable.setText(format_delta(p.trainable_before, p.trainable_after))
         self._show_messages(list(p.problems), list(p.warnings))
-        self.applyButton.setEnabled(bool(p.ok) and self.ready)
+        self._update_buttons()
 
     def _show_problems(self, problems: list[str], warnings: list[str]) -> None:
         for label in (self.previewOutput, self.previewParams, self.previewTrainable):
@@ -198,7 +219,9 @@ class HeadEditor(HeadEditorForm):
         self.applyButton.setEnabled(False)
 
     def _show_idle(self, message: str) -> None:
-        self._show_problems([], [])
+        for label in (self.previewParams, self.previewTrainable):
+            label.setText("—")
+        self._show_messages([], [])
         self.previewOutput.setText(message)
 
     def _show_messages(self, problems: list[str], warnings: list[str]) -> None:
@@ -224,7 +247,10 @@ class HeadEditor(HeadEditorForm):
 
     # ----- actions
     def apply(self) -> None:
-        """Push the previewed edit as an undoable command (the controller validates it first)."""
+        """Push the edit the form shows as an undoable command (the controller validates it first).
+
+        A preview still computing does not hold it up: Apply acts on the inputs, not on the preview.
+        """
         if self.controller.document is None:
             return
         try:
@@ -232,65 +258,52 @@ class HeadEditor(HeadEditorForm):
         except InputProblem as err:
             self._show_problems([str(err)], [])
             return
-        self._runner.discard()
-        self._runner.wait()  # the preview thread must not be copying the model while the edit changes it
         self.controller.push_edit(edit)
 
     def freeze_backbone(self) -> None:
         """Freeze everything but the head(s), with the BatchNorm-eval choice, as one undoable edit."""
         from headstudio.core import edits
 
-        if self.controller.document is None:
-            return
-        self._runner.discard()
-        self._runner.wait()
-        wait = getattr(self.controller, "wait_idle", None)
-        if callable(wait):
-            wait()  # the model's trace is read below
         doc, head = self.controller.document, self.head_path
+        if doc is None:
+            return
         marked = [head] if head and head not in doc.trace().heads else None  # else every detected head
         self.controller.push_edit(edits.FreezeBackbone(bn_eval=self.bnEval.isChecked(), heads=marked))
 
     # ----- controller signals
     @property
     def ready(self) -> bool:
-        """Shapes for the current model are traced and no background work is touching it."""
-        busy = getattr(self.controller, "busy", self._busy)
-        return self.controller.document is not None and self._traced and not busy
+        """Shapes for the current model are traced (the head's sizes and a preview's 'before' are known)."""
+        return self.controller.traced
 
     def _on_document(self) -> None:
-        self._traced = False  # the new model's shapes arrive with traceReady
         doc = self.controller.document
-        self.setEnabled(doc is None or getattr(doc, "editable", True))
+        self.setEnabled(doc is None or doc.editable)
         self._on_head(self.head_path or "")
 
     def _on_model_edited(self) -> None:
-        self._traced = False
         self._chosen = False  # the edit is done; a preview of the same inputs would show no change
-        self._runner.discard()
+        self.preview = None
         self._update_buttons()
         self.schedule_preview()
 
-    def _on_input_shape(self, *_: Any) -> None:
-        self._traced = False
-        self._runner.discard()
-        self._runner.wait()  # the re-trace about to start must not race a preview copying the model
-
     def _on_trace(self) -> None:
-        self._traced = True
         self._on_head(self.head_path or "")
 
-    def _on_busy(self, busy: bool, _message: str = "") -> None:
-        self._busy = busy
-        if busy:
-            self._update_buttons()
-        else:
-            self._on_head(self.head_path or "")  # now the head's sizes can be read
-
     def _update_buttons(self) -> None:
-        self.freezeButton.setEnabled(self.ready)
-        if not self.ready:
-            self.applyButton.setEnabled(False)
+        """Apply follows the form: enabled when it describes an edit no finished preview has refused."""
+        doc = self.controller.document
+        editable = doc is not None and doc.editable
+        self.freezeButton.setEnabled(editable)
+        refused = self.preview is not None and not self.preview.ok
+        self.applyButton.setEnabled(editable and self._chosen and not refused and self._describes_edit())
+
+    def _describes_edit(self) -> bool:
+        try:
+            self.current_edit()
+        except InputProblem:
+            return False
+        return True
 
     def _on_head(self, path: str) -> None:
         doc = self.controller.document
@@ -302,7 +315,7 @@ class HeadEditor(HeadEditorForm):
             head = self._head_info() if self.ready else None
             self.headLabel.setText(f"Head: <b>{path}</b>{describe_head_sizes(head)}")
             self._follow_head(path, head)
-        self._on_selection(getattr(self.controller, "selected_path", None) or "")
+        self._on_selection(self.controller.selected_path or "")
         self._update_buttons()
         if self.preview is None:
             self._show_idle(self._idle_text())
@@ -315,7 +328,7 @@ class HeadEditor(HeadEditorForm):
             return "waiting for shapes…"
         return "computing…" if self._chosen else "set the class count or pick an operation to preview it"
 
-    def _follow_head(self, path: str, head: Any) -> None:
+    def _follow_head(self, path: str, head: HeadInfo | None) -> None:
         """A newly shown head starts the class count at its current number of outputs."""
         key = (id(self.controller.document), path)
         if head is not None and head.out_features and key != self._shown_head:

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .previews import activation_names
+from headstudio.core.edits.replace import ACTIVATIONS
 
 OPERATIONS = (
     "Replace head",
@@ -64,7 +64,7 @@ class HeadEditorForm(QWidget):
         self.headKind.setToolTip("Single layer: a Linear, or a conv of the same kind for a conv head")
         self.hiddenSizes = QLineEdit(objectName="hiddenSizes", placeholderText="e.g. 512,256", enabled=False)
         self.activation = QComboBox(objectName="activation", enabled=False)
-        self.activation.addItems(activation_names())
+        self.activation.addItems(list(ACTIVATIONS))
         self.dropout = QDoubleSpinBox(objectName="dropout", minimum=0.0, maximum=0.95, singleStep=0.1)
         self.keepClasses = QCheckBox("Keep trained rows of classes that stay", objectName="keepClasses")
         self.keepClasses.setToolTip("Copy the old head's weights for the first classes (e.g. 10 of 1000)")

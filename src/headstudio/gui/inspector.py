@@ -1,14 +1,17 @@
-"""The inspector: the selected module's path, type, repr, parameters with statistics, a weight histogram."""
+"""The inspector: the selected module's path, type, repr, parameters with statistics, a weight histogram.
+
+The numbers come from the core (``core.model.stats``); large tensors are read through the controller's
+background work, small ones at once.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable
 from typing import Any
 
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QObject, QRunnable, Qt, QThreadPool, QTimer, Signal
+from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtGui import QFontDatabase, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -23,6 +26,11 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from torch import nn
+
+from headstudio.core.model.stats import tensor_histogram, tensor_stats
+
+from .controller import DocumentController
 
 COLUMNS = ("Name", "Shape", "Dtype", "Trainable", "Mean", "Std")
 MEAN, STD = 4, 5
@@ -31,57 +39,9 @@ AUTO_STATS_LIMIT = 50_000_000  # values: above this, statistics wait for a click
 MAX_ROWS = 2000
 FILL_DELAY_MS = 40  # the table fills a little after a new model appears, once the tree has painted
 MAX_REPR = 200_000
-BINS = 60
 DASH = "—"
 
-
-def tensor_stats(tensor: Any) -> tuple[float, float]:
-    """(mean, std) of a tensor's values as floats; NaN where undefined (meta tensors, one element)."""
-    import torch
-
-    if tensor.is_meta or tensor.numel() == 0:
-        return math.nan, math.nan
-    with torch.no_grad():
-        values = tensor.detach().float()
-        mean = values.mean().item()
-        std = values.std().item() if values.numel() > 1 else math.nan
-    return mean, std
-
-
-def tensor_histogram(tensor: Any, bins: int = BINS) -> tuple[list[float], list[float]] | None:
-    """(bin edges, counts) of a tensor's values, or None for meta or empty tensors."""
-    import torch
-
-    if tensor.is_meta or tensor.numel() == 0:
-        return None
-    with torch.no_grad():
-        values = tensor.detach().float().flatten()
-        low, high = values.min().item(), values.max().item()
-        if low == high:
-            low, high = low - 0.5, high + 0.5
-        counts = torch.histc(values, bins=bins, min=low, max=high)
-    edges = torch.linspace(low, high, bins + 1)
-    return edges.tolist(), counts.tolist()
-
-
-class _Results(QObject):
-    """Carries results from pool threads back to the UI thread (queued signal)."""
-
-    ready = Signal(int, str, object)  # generation, key, value
-
-
-class _Job(QRunnable):
-    def __init__(self, results: _Results, generation: int, key: str, work: Callable[[], Any]) -> None:
-        super().__init__()
-        self.results, self.generation, self.key, self.work = results, generation, key, work
-
-    def run(self) -> None:
-        try:
-            value = self.work()
-        except Exception:  # a tensor freed or changed under us: show nothing rather than crash
-            value = None
-        with contextlib.suppress(RuntimeError):  # the inspector was closed meanwhile
-            self.results.ready.emit(self.generation, self.key, value)
+__all__ = ["COLUMNS", "Inspector", "tensor_histogram", "tensor_stats"]
 
 
 class Inspector(QWidget):
@@ -89,32 +49,26 @@ class Inspector(QWidget):
 
     statsReady = Signal()  # every statistic and the histogram for the current module are shown
 
-    def __init__(self, controller: Any, parent: QWidget | None = None) -> None:
+    def __init__(self, controller: DocumentController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("inspector")
         self.controller = controller
         self.path: str | None = None
-        self.parameters: dict[str, Any] = {}
+        self.parameters: dict[str, nn.Parameter] = {}
         self.histogram_data: tuple[list[float], list[float]] | None = None
         self.histogram_name: str | None = None
         self._generation = 0
         self._inline_stats = True
         self._stats_on_click = False
-        self._stale = False  # a refresh was asked for while the model was busy
         self._pending: set[str] = set()
+        self._queued: dict[str, nn.Parameter] = {}  # statistics to read off-thread, in one task
         self._arrived: list[tuple[int, str, Any]] = []  # results not shown yet (shown in one batch)
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(1)
-        self._results = _Results(self)
-        self._results.ready.connect(self._on_result)
         self._later = QTimer(self, singleShot=True, interval=FILL_DELAY_MS)
         self._later.timeout.connect(self.refresh)
         self._build()
         controller.selectionChanged.connect(self.show_module)
         controller.modelEdited.connect(self.refresh)
         controller.documentChanged.connect(self._on_document)
-        if hasattr(controller, "busyChanged"):
-            controller.busyChanged.connect(self._on_busy)
 
     def _build(self) -> None:
         mono = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
@@ -172,15 +126,12 @@ class Inspector(QWidget):
     def refresh(self) -> None:
         """Re-read the shown module from the document (after an edit its parameters may differ).
 
-        Never while background work runs: a trace swaps fake tensors into the live modules meanwhile.
+        At any time: background work never swaps anything into the live model.
         """
         self._later.stop()
-        if getattr(self.controller, "busy", False):
-            self._stale = True  # refreshed when the work ends
-            return
-        self._stale = False
         self._generation += 1
         self._pending.clear()
+        self._queued.clear()
         doc = self.controller.document
         module = self._module(doc)
         self.parameters = dict(list(module.named_parameters())[:MAX_ROWS]) if module is not None else {}
@@ -190,7 +141,7 @@ class Inspector(QWidget):
         if not self._pending:
             self.statsReady.emit()
 
-    def _module(self, doc: Any) -> Any:
+    def _module(self, doc: Any) -> nn.Module | None:
         if doc is None or self.path is None:
             return None
         try:
@@ -198,7 +149,7 @@ class Inspector(QWidget):
         except AttributeError:  # removed by an edit
             return None
 
-    def _fill_header(self, module: Any) -> None:
+    def _fill_header(self, module: nn.Module | None) -> None:
         if module is None:
             gone = self.path is not None and self.controller.document is not None
             self.pathLabel.setText(f"{self.path} (no longer in the model)" if gone else DASH)
@@ -230,8 +181,11 @@ class Inspector(QWidget):
             trainable = QTableWidgetItem("yes" if param.requires_grad else "no")
             table.setItem(row, 3, trainable)
             self._fill_stats(row, name, param)
+        self._read_queued_stats()
         table.blockSignals(False)
         table.resizeColumnsToContents()
+        names = max(table.viewport().width() // 3, 80)  # long paths (the whole model) elide; tooltips tell
+        table.setColumnWidth(0, min(table.columnWidth(0), names))
         table.setUpdatesEnabled(True)
 
     def compute_statistics(self) -> None:
@@ -240,10 +194,11 @@ class Inspector(QWidget):
         self._stats_on_click = False
         for row, (name, param) in enumerate(self.parameters.items()):
             self._fill_stats(row, name, param)
+        self._read_queued_stats()
         if not self._pending:
             self.statsReady.emit()
 
-    def _fill_stats(self, row: int, name: str, param: Any) -> None:
+    def _fill_stats(self, row: int, name: str, param: nn.Parameter) -> None:
         if self._stats_on_click and not param.is_meta:
             for col in (MEAN, STD):
                 self.paramTable.setItem(row, col, QTableWidgetItem(""))
@@ -253,7 +208,13 @@ class Inspector(QWidget):
             return
         for col in (MEAN, STD):
             self.paramTable.setItem(row, col, QTableWidgetItem("…"))
-        self._submit(f"stats:{name}", lambda: tensor_stats(param))
+        self._queued[name] = param
+
+    def _read_queued_stats(self) -> None:
+        """One background task for all queued parameters (hundreds for a whole model), not one each."""
+        if self._queued:
+            params, self._queued = self._queued, {}
+            self._submit("stats:", lambda: {name: tensor_stats(p) for name, p in params.items()})
 
     def _show_stats(self, row: int, stats: tuple[float, float] | None) -> None:
         for col, value in zip((MEAN, STD), stats or (math.nan, math.nan), strict=True):
@@ -314,9 +275,12 @@ class Inspector(QWidget):
     # ----- background work
     def _submit(self, key: str, work: Callable[[], Any]) -> None:
         self._pending.add(key)
-        self._pool.start(_Job(self._results, self._generation, key, work))
+        generation = self._generation
+        self.controller.read_weights(work, lambda value: self._on_result(generation, key, value))
 
     def _on_result(self, generation: int, key: str, value: Any) -> None:
+        if generation != self._generation:
+            return  # for a module no longer shown, or a closed inspector
         if not self._arrived:  # hundreds arrive at once for a big module: one table update for all
             QTimer.singleShot(0, self.paramTable, self._show_arrived)
         self._arrived.append((generation, key, value))
@@ -330,18 +294,16 @@ class Inspector(QWidget):
                 continue  # for a module no longer shown
             self._pending.discard(key)
             kind, name = key.split(":", 1)
-            if kind == "stats" and name in rows:
-                self._show_stats(rows[name], value)
+            if kind == "stats":  # value: {name: (mean, std)}, or None when reading failed
+                for name, row in rows.items():
+                    if self.paramTable.item(row, MEAN).text() == "…":
+                        self._show_stats(row, (value or {}).get(name))
             elif kind == "hist" and name == self.histogram_name:
                 self._show_histogram(name, value)
         if not self._pending:
             self.paramTable.resizeColumnToContents(MEAN)  # it was sized while showing "…"
             self.statsReady.emit()
         self.paramTable.setUpdatesEnabled(True)
-
-    def _on_busy(self, busy: bool, _message: str = "") -> None:
-        if not busy and self._stale:
-            self.refresh()
 
     def _on_document(self) -> None:
         self.path = "" if self.controller.document is not None else None
@@ -369,8 +331,6 @@ class Inspector(QWidget):
         super().changeEvent(event)
 
     def closeEvent(self, event: Any) -> None:
-        """Stop background statistics before the widget goes."""
+        """Statistics still being read for this widget are no longer shown."""
         self._generation += 1
-        self._pool.clear()
-        self._pool.waitForDone()
         super().closeEvent(event)

@@ -10,7 +10,6 @@ from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
-    QLabel,
     QMainWindow,
     QSplitter,
     QStackedWidget,
@@ -24,6 +23,8 @@ from .status_bar import DocumentStatusBar
 from .tree_panel import ModuleTreePanel
 
 MAX_RECENT = 10
+DEFAULT_SIZE = (1280, 800)
+INSPECTOR_WIDTH = 340  # first run: the tree keeps room for all five columns at the default size
 STAGGER_MS = 5  # between steps of UI work split up so input and painting get their turn in between
 PANEL_MODULES = ("head_editor", "inspector", "charts", "commands", "code_view", "headstudio.core.edits")
 
@@ -58,7 +59,8 @@ class MainWindow(QMainWindow):
         self.status = DocumentStatusBar(self.controller, self)
         self.setStatusBar(self.status)
         self._connect()
-        self.resize(1280, 800)
+        self._on_document()  # the start page: actions that need a model start disabled
+        self.resize(*DEFAULT_SIZE)
         self._restore()
         self._refresh_recent()
         self._update_title()
@@ -93,9 +95,9 @@ class MainWindow(QMainWindow):
         if self.head_editor is None:
             self.head_editor = _panel("head_editor", "HeadEditor", ctl, self.workspace)
             self.workspace.addWidget(self.head_editor)
-            self.workspace.setStretchFactor(0, 3)
-            self.workspace.setStretchFactor(1, 2)
-            self.workspace.setSizes([640, 400])
+            self.workspace.setStretchFactor(0, 1)  # a wider window widens the tree: its columns need it
+            self.workspace.setStretchFactor(1, 0)
+            self.workspace.setSizes([800, self.head_editor.minimumSizeHint().width()])
         elif self.inspector is None:
             self.inspector = _panel("inspector", "Inspector", ctl, self.inspector_dock)
             self.inspector_dock.setWidget(self.inspector)
@@ -212,7 +214,7 @@ class MainWindow(QMainWindow):
     def _on_open_failed(self, source: str, err: BaseException) -> None:
         pending = self._pending if self._pending.get("source") == source else {"source": source}
         if needs_consent(err) and not self.quiet:
-            if dialogs.ask_consent(self, source, list(getattr(err, "globals", []))):
+            if dialogs.ask_consent(self, source, list(err.globals)):
                 self.controller.open(source, pending.get("arch"), True, pending.get("input_shape"))
         elif needs_architecture(err) and not self.quiet:
             arch = dialogs.ask_architecture(self, source)
@@ -224,9 +226,23 @@ class MainWindow(QMainWindow):
 
             self.show_error(one_line(err))  # other failures arrive through errorRaised
 
+    def _model_actions(self) -> list[QAction]:
+        """The actions that act on an open model (disabled on the start page)."""
+        return [
+            self.action_save,
+            self.action_save_as,
+            self.action_mark_head,
+            self.tree_panel.action_go_to_head,
+            self.action_freeze,
+            self.action_code,
+        ]
+
     def _on_document(self) -> None:
         ctl = self.controller
         opened = ctl.document is not None
+        for action in self._model_actions():
+            action.setEnabled(opened)
+        self.action_freeze.setEnabled(opened and ctl.document.editable)
         self.pages.setCurrentIndex(1 if opened else 0)
         if opened:
             self._show_docks()
@@ -243,7 +259,8 @@ class MainWindow(QMainWindow):
         self._docks_wanted = []  # from now on the user's own showing and hiding stands
         if first_run:
             self.chart_dock.raise_()
-            self.resizeDocks([self.inspector_dock], [400], Qt.Orientation.Horizontal)
+            wider = max(self.width() - DEFAULT_SIZE[0], 0) // 2  # a larger window: half to the inspector
+            self.resizeDocks([self.inspector_dock], [INSPECTOR_WIDTH + wider], Qt.Orientation.Horizontal)
             self.resizeDocks([self.chart_dock], [190], Qt.Orientation.Vertical)
 
     # -- editing ---------------------------------------------------------------------------------------
@@ -287,7 +304,9 @@ class MainWindow(QMainWindow):
         name = Path(ctl.source or "model").name.replace(":", "_")
         stem = name.split(".")[0] or "model"
         folder = ctl.document.origin.path.parent if ctl.document.origin.path else Path.home()
-        choice = dialogs.ask_save_path(self, str(folder / f"{stem}-edited.safetensors"))
+        origin = ctl.document.origin
+        suffix = origin.path.suffix if origin.format == "checkpoint" and origin.path else ".safetensors"
+        choice = dialogs.ask_save_path(self, str(folder / f"{stem}-edited{suffix}"))
         if choice is None:
             return False
         path, fmt = choice
@@ -386,15 +405,14 @@ class MainWindow(QMainWindow):
             self.open(files[0])
 
 
-def _panel(module: str, name: str, controller: Any, parent: QWidget) -> QWidget:
-    """A panel from the panels' modules, constructed as ``cls(controller, parent)``; a note if missing."""
+def _panel(module: str, name: str, controller: DocumentController, parent: QWidget) -> Any:
+    """The panel class ``name`` of ``headstudio.gui.<module>`` as ``cls(controller, parent)``.
+
+    Imported here, not at the top: panels import torch, and the window appears before torch has loaded.
+    """
     import importlib
 
-    try:
-        cls = getattr(importlib.import_module(f"headstudio.gui.{module}"), name)
-    except (ImportError, AttributeError):
-        return QLabel(f"{name} is not available in this build", parent)
-    return cls(controller, parent)
+    return getattr(importlib.import_module(f"headstudio.gui.{module}"), name)(controller, parent)
 
 
 def _deliver_pending_events() -> None:

@@ -70,9 +70,17 @@ class StartPage(QWidget):
         layout.addWidget(subtitle)
         layout.addWidget(open_button, 0, Qt.AlignmentFlag.AlignLeft)
         layout.addWidget(self._demo_box())
+        self.noRecent = QLabel(
+            "No recent files yet: files you open appear here.", self, objectName="noRecentFiles"
+        )
+        self.noRecent.setEnabled(False)  # greyed: a note, not a control
         recent_box = QGroupBox("Recent files", self)
-        QVBoxLayout(recent_box).addWidget(self.recent)
-        layout.addWidget(recent_box, 1)
+        box_layout = QVBoxLayout(recent_box)
+        box_layout.addWidget(self.recent)
+        box_layout.addWidget(self.noRecent)
+        layout.addWidget(recent_box)
+        layout.addStretch()
+        self.set_recent([])
 
     def _demo_box(self) -> QGroupBox:
         box = QGroupBox("Demo models (random weights, nothing is downloaded)", self)
@@ -85,9 +93,14 @@ class StartPage(QWidget):
         return box
 
     def set_recent(self, paths: list[str]) -> None:
-        """Show recent files, newest first."""
+        """Show recent files, newest first; with none, a one-line note instead of an empty list."""
         self.recent.clear()
         for path in paths:
             item = QListWidgetItem(f"{Path(path).name}    —    {path}")
             item.setData(Qt.ItemDataRole.UserRole, path)
             self.recent.addItem(item)
+        self.recent.setVisible(bool(paths))
+        self.noRecent.setVisible(not paths)
+        layout = self.layout()  # the list takes the free height; without files the space stays below
+        layout.setStretch(layout.count() - 2, 1 if paths else 0)
+        layout.setStretch(layout.count() - 1, 0 if paths else 1)

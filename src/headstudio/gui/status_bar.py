@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtWidgets import QLabel, QProgressBar, QStatusBar, QToolButton, QWidget
+
+if TYPE_CHECKING:
+    from .controller import DocumentController
 
 
 class DocumentStatusBar(QStatusBar):
     """Follows the controller: counts after every trace, progress while busy, messages for results."""
 
-    def __init__(self, controller: Any, parent: QWidget | None = None) -> None:
+    def __init__(self, controller: DocumentController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.controller = controller
         self._progress_message = ""
@@ -42,7 +45,9 @@ class DocumentStatusBar(QStatusBar):
             return
         total, trainable = doc.param_counts()
         self.params_label.setText(f"{total:,} params · {trainable:,} trainable")
-        self.memory_label.setText(memory_text(doc.model))
+        from headstudio.core.model.stats import memory_bytes  # torch is loaded once a model is open
+
+        self.memory_label.setText(memory_text(memory_bytes(doc.model)))
         self.format_label.setText(f"{doc.origin.format} · {doc.origin.arch}")
 
     def set_dirty(self, dirty: bool) -> None:
@@ -56,7 +61,8 @@ class DocumentStatusBar(QStatusBar):
             where = f" in {trace.failed_at}" if trace.failed_at else ""
             self.showMessage(f"shapes stop{where}: {trace.error}; try another input shape", 20000)
 
-    def _on_busy(self, busy: bool, message: str) -> None:
+    def _on_busy(self, busy: int, message: str) -> None:
+        busy = bool(busy)
         self.progress.setVisible(busy)
         self.cancel_button.setVisible(busy)
         if busy:
@@ -75,10 +81,8 @@ class DocumentStatusBar(QStatusBar):
         self._show_progress_message(message)
 
 
-def memory_text(model: Any) -> str:
-    """'97.7 MiB in memory', or a note when the weights are not loaded (meta)."""
-    tensors = [*model.parameters(), *model.buffers()]
-    if tensors and all(t.is_meta for t in tensors):
+def memory_text(size: int | None) -> str:
+    """'97.7 MiB in memory', or a note when the weights are not loaded (``size`` None: all on meta)."""
+    if size is None:
         return "weights not loaded (meta)"
-    size = sum(t.numel() * t.element_size() for t in tensors if not t.is_meta)
     return f"{size / 2**20:,.1f} MiB in memory"

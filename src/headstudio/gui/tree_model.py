@@ -170,8 +170,7 @@ class ModuleTreeModel(QAbstractItemModel):
 
     def _text(self, node: ModuleNode, column: int) -> str:
         if column == MODULE:
-            name = node.name or "(model)"
-            return f"{name} •" if self._change(node) else name
+            return node.name or "(model)"  # a changed row is marked by its icon and font, not its text
         if column == TYPE:
             return node.type
         if column == SHAPE:
@@ -186,8 +185,10 @@ class ModuleTreeModel(QAbstractItemModel):
 
     def _style(self, node: ModuleNode, column: int, role: int) -> Any:
         is_head = self.head_path is not None and node.path == self.head_path
-        if role == Qt.ItemDataRole.DecorationRole and column == MODULE and is_head:
-            return _head_icon()
+        if role == Qt.ItemDataRole.DecorationRole and column == MODULE:
+            if is_head:
+                return _icon("head")
+            return _icon("changed") if self._change(node) else None
         if role == Qt.ItemDataRole.FontRole and (is_head or self._change(node)):
             font = QFont()
             font.setBold(is_head)
@@ -266,12 +267,13 @@ class ModuleFilter(QSortFilterProxyModel):
         self.setFilterFixedString(self._text)  # re-runs filterAcceptsRow
 
 
-_ICON: list[Any] = []
+_ICONS: dict[str, Any] = {}
 
 
-def _head_icon() -> Any:
-    """A small target icon for the head row (drawn once, palette highlight colour)."""
-    if not _ICON:
+def _icon(kind: str) -> Any:
+    """16 px icons in the palette's highlight colour, drawn once: a target for the head row, a dot for
+    a row an edit changed."""
+    if kind not in _ICONS:
         from PySide6.QtGui import QIcon, QPainter, QPixmap
 
         pixmap = QPixmap(16, 16)
@@ -280,10 +282,14 @@ def _head_icon() -> Any:
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         color = QGuiApplication.palette().color(QPalette.ColorRole.Highlight)
         painter.setPen(color)
-        painter.setBrush(Qt.BrushStyle.NoBrush)
-        painter.drawEllipse(2, 2, 12, 12)
-        painter.setBrush(color)
-        painter.drawEllipse(6, 6, 4, 4)
+        if kind == "head":
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.drawEllipse(2, 2, 12, 12)
+            painter.setBrush(color)
+            painter.drawEllipse(6, 6, 4, 4)
+        else:
+            painter.setBrush(color)
+            painter.drawEllipse(5, 5, 6, 6)
         painter.end()
-        _ICON.append(QIcon(pixmap))
-    return _ICON[0]
+        _ICONS[kind] = QIcon(pixmap)
+    return _ICONS[kind]

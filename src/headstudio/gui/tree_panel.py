@@ -19,7 +19,23 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .tree_model import MODULE, PARAMS, SHAPE, TRAINABLE, TYPE, ModuleFilter, ModuleTreeModel, PathRole
+from headstudio.core.model.shape_text import format_shape
+
+from .controller import DocumentController
+from .tree_model import (
+    COLUMNS,
+    MODULE,
+    PARAMS,
+    SHAPE,
+    TRAINABLE,
+    TYPE,
+    ModuleFilter,
+    ModuleTreeModel,
+    PathRole,
+)
+
+CELL_PADDING_PX = 18  # a cell's margins on both sides, and room for the sort/resize handle
+CHECKBOX_PX = 22  # the Trainable check box in front of its text
 
 
 def parse_input_shape(text: str) -> tuple[int, ...] | None:
@@ -36,7 +52,7 @@ def parse_input_shape(text: str) -> tuple[int, ...] | None:
 class ModuleTreePanel(QWidget):
     """Shows the controller's module tree; never holds model state of its own."""
 
-    def __init__(self, controller: Any, parent: QWidget | None = None) -> None:
+    def __init__(self, controller: DocumentController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.controller = controller
         self.model = ModuleTreeModel(self)
@@ -74,8 +90,8 @@ class ModuleTreePanel(QWidget):
         view.customContextMenuRequested.connect(self._context_menu)
         header = view.header()
         header.setStretchLastSection(False)
-        header.setSectionResizeMode(MODULE, QHeaderView.ResizeMode.Interactive)
-        for column, width in ((MODULE, 210), (TYPE, 140), (SHAPE, 130), (PARAMS, 95), (TRAINABLE, 70)):
+        header.setSectionResizeMode(MODULE, QHeaderView.ResizeMode.Stretch)  # names take what is left
+        for column, width in ((TYPE, 140), (SHAPE, 130), (PARAMS, 95), (TRAINABLE, 70)):
             header.resizeSection(column, width)
         view.selectionModel().currentChanged.connect(self._on_current)
         return view
@@ -101,10 +117,37 @@ class ModuleTreePanel(QWidget):
         return action
 
     # -- rebuilding from the controller ----------------------------------------------------------------
+    def fit_columns(self) -> None:
+        """Type, Output shape, Params and Trainable as wide as their widest text; Module gets the rest.
+
+        Measures the longest text of each column once per tree (not every cell), so 10,000 rows stay cheap.
+        """
+        root = self.controller.tree
+        if root is None:
+            return
+        longest = {TYPE: "Type", SHAPE: "Output shape", PARAMS: "Params", TRAINABLE: "Trainable"}
+        for node in root.walk():
+            shape = format_shape(node.output_shape, "") if node.called else "(not called)"
+            partial = f"{node.trainable_params:,}" if 0 < node.trainable_params < node.params else ""
+            for column, text in (
+                (TYPE, node.type),
+                (SHAPE, shape),
+                (PARAMS, f"{node.params:,}"),
+                (TRAINABLE, partial),
+            ):
+                if len(text) > len(longest[column]):
+                    longest[column] = text
+        cells, titles = self.view.fontMetrics(), self.view.header().fontMetrics()
+        for column, text in longest.items():
+            extra = CHECKBOX_PX if column == TRAINABLE else 0
+            width = max(cells.horizontalAdvance(text) + extra, titles.horizontalAdvance(COLUMNS[column]))
+            self.view.header().resizeSection(column, width + CELL_PADDING_PX)
+
     def _on_document(self) -> None:
         ctl = self.controller
         self.model.set_head(None)
         self.model.set_tree(ctl.tree, ctl.original_tree)
+        self.fit_columns()
         self.model.set_head(ctl.head_path)
         self._show_shape(ctl.document.input_shape if ctl.document is not None else None)
         root = self.proxy.index(0, 0)
@@ -117,6 +160,7 @@ class ModuleTreePanel(QWidget):
         expanded = self.expanded_paths()
         self.model.set_tree(ctl.tree, ctl.original_tree)
         self.model.head_path = ctl.head_path
+        self.fit_columns()
         for path in expanded:
             index = self._proxy_index(path)
             if index.isValid():

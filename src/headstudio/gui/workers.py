@@ -1,8 +1,9 @@
-"""Background work (load, trace, save) off the UI thread, with progress and cancel; results come as signals.
+"""The one background-work mechanism: tasks off the UI thread, with progress and cancel; results as signals.
 
-One queue per document controller runs its tasks one at a time, in order: a trace never overlaps an open or
-a save of the same model. Tasks are plain callables ``fn(progress) -> result``; ``progress(message,
-fraction)`` raises ``Cancelled`` once the task was cancelled, so core code stops at its next report.
+Only the DocumentController creates queues (one per kind of work: model work, previews, weight reads); each
+runs its tasks one at a time, in order. Tasks are plain callables ``fn(progress) -> result``;
+``progress(message, fraction)`` raises ``Cancelled`` once the task was cancelled, so core code stops at its
+next report.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
-Progress = Callable[[str, float], None]
+from headstudio.core.errors import Cancelled, HeadStudioError, Progress, first_line
+
 Job = Callable[[Progress], Any]
 
 
@@ -48,8 +50,6 @@ class Task(QRunnable):
     def report(self, message: str, fraction: float) -> None:
         """The progress callback handed to the job."""
         if self._cancelled.is_set():
-            from headstudio.core.errors import Cancelled
-
             raise Cancelled(f"{self.message} cancelled; nothing was changed")
         self.signals.progress.emit(message, float(fraction))
 
@@ -60,7 +60,7 @@ class Task(QRunnable):
                 self.report(self.message, 0.0)
             result = self.job(self.report)
         except BaseException as err:  # every failure goes back to the UI as a signal
-            if not _is_user_error(err):
+            if not isinstance(err, HeadStudioError):
                 traceback.print_exc()
             self.signals.failed.emit(err)
         else:
@@ -70,7 +70,10 @@ class Task(QRunnable):
 class WorkQueue(QObject):
     """Runs tasks one after another on a private thread; tracks how many are not yet delivered."""
 
-    activeChanged = Signal(bool, str)  # busy, message of the newest task
+    # busy (1 or 0), message of the newest task. Never a Python bool: PySide6 6.12 drops a reference to
+    # True/False on Python emits of a bool (Signal(bool), or any signal without receivers), and after a
+    # few thousand tasks Python aborts with "deallocating True or False".
+    activeChanged = Signal(int, str)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -97,7 +100,7 @@ class WorkQueue(QObject):
         task.signals.finished.connect(lambda result: self._deliver(task, on_done, result))
         task.signals.failed.connect(lambda err: self._deliver(task, on_error, err))
         self._tasks.append(task)
-        self.activeChanged.emit(True, message)
+        self.activeChanged.emit(1, message)
         self._pool.start(task)
         return task
 
@@ -107,7 +110,7 @@ class WorkQueue(QObject):
             task.cancel()
 
     def wait(self, timeout_ms: int = -1) -> bool:
-        """Block until the worker thread is idle (results may still be queued for the UI thread)."""
+        """Block until the worker thread is idle (for shutdown and tests; results may still be queued)."""
         return self._pool.waitForDone(timeout_ms)
 
     def _deliver(self, task: Task, callback: Callable[[Any], None], value: Any) -> None:
@@ -117,20 +120,13 @@ class WorkQueue(QObject):
             if task in self._tasks:
                 self._tasks.remove(task)
             if not self._tasks:
-                self.activeChanged.emit(False, "")
-
-
-def _is_user_error(err: BaseException) -> bool:
-    from headstudio.core.errors import HeadStudioError
-
-    return isinstance(err, HeadStudioError)
+                self.activeChanged.emit(0, "")
 
 
 def one_line(err: BaseException) -> str:
     """A user-facing line for any failure: HeadStudioError text as is, anything else named briefly."""
-    if _is_user_error(err):
+    if isinstance(err, HeadStudioError):
         return str(err)
     if isinstance(err, MemoryError):
         return "not enough memory for this model; close other programs or open a smaller model"
-    text = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-    return f"unexpected {type(err).__name__}: {text}" if text else f"unexpected {type(err).__name__}"
+    return f"unexpected {first_line(err, with_type=True)}"

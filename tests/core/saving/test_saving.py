@@ -174,17 +174,19 @@ def test_training_checkpoint_keeps_its_other_keys_and_prefix(training_ckpt, tmp_
     assert sha(training_ckpt) == before
 
 
-def test_training_checkpoint_drops_optimizer_state_after_the_head_changes(training_ckpt, tmp_path):
+def test_training_checkpoint_keeps_a_resumable_optimizer_after_the_head_changes(training_ckpt, tmp_path):
     edits = pytest.importorskip("headstudio.core.edits")
     doc = open_source(str(training_ckpt), arch=R18)
-    edit = edits.ReplaceHead("fc", 7)
-    edit.apply(doc)
-    doc.edits.append(edit)
+    doc.apply(edits.ReplaceHead("fc", 7))
     report = save(doc, tmp_path / "edited.ckpt")
     saved = torch.load(tmp_path / "edited.ckpt", weights_only=True)
-    assert "optimizer" not in saved and saved["epoch"] == 7
-    assert saved["model"]["module.fc.weight"].shape == (7, 512)
-    assert any("optimizer" in w for w in report.warnings)
+    assert saved["epoch"] == 7 and saved["model"]["module.fc.weight"].shape == (7, 512)
+    model = torchvision.models.resnet18(num_classes=7)
+    model.load_state_dict({k[len("module.") :]: v for k, v in saved["model"].items()})
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    opt.load_state_dict(saved["optimizer"])
+    assert model.conv1.weight in opt.state and model.fc.weight not in opt.state
+    assert any("'optimizer': kept the optimizer state of 60" in w for w in report.warnings)
 
 
 def test_spec_on_the_meta_device_must_be_materialized_to_save(tmp_path):

@@ -1,6 +1,8 @@
 """The Document: an opened model, where it came from and what was done to it. The one source of truth.
 
-The tree, shapes and heads are derived from it on demand and cached until the model changes.
+The tree, shapes and heads are derived from it on demand and cached until the model changes. A trace runs
+on a structural copy of the model (weights shared, never copied), so the live model is only ever changed
+by edits: another thread may trace, preview or save while the user edits (see ``compute_trace``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from headstudio.core.model.hf_heads import hf_head_roles
 from headstudio.core.model.inputs import NamedInput, config_inputs
 from headstudio.core.model.shapes import Trace, default_input_shape, trace_model
 from headstudio.core.model.tree import ModuleNode, build_tree
+from headstudio.core.modules import structure_copy
 from headstudio.core.opening.checkpoints import Checkpoint
+
+DETACH_ATTEMPTS = 3  # copies taken while an edit changed the model are retaken (edits are quick)
 
 
 @dataclass
@@ -34,6 +39,16 @@ class Origin:
     path: Path | None = None
     checkpoint: Checkpoint | None = None
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TracedModel:
+    """A trace (and tree) computed for one ``Document.version``; ``Document.adopt`` caches it if current."""
+
+    version: int
+    input_shape: tuple[int, ...]
+    trace: Trace
+    tree: ModuleNode | None = None
 
 
 class Document:
@@ -55,6 +70,8 @@ class Document:
         self.input_shape: tuple[int, ...] = tuple(input_shape or first or default_input_shape(model))
         self.edits: list[Edit] = []
         self.shadow = shadow  # a preview's meta copy: weights are not there, so edits skip copying them
+        self.trace_before_edits: Trace | None = None  # the forward as opened (saving compares with it)
+        self.version = 0  # counts changes; work computed for an older version is stale
         self._trace: Trace | None = None
         self._tree: ModuleNode | None = None
 
@@ -85,11 +102,14 @@ class Document:
 
     def changed(self) -> None:
         """Forget derived state after the model changed (edits call this)."""
+        self.version += 1
         self._trace = None
         self._tree = None
 
     def apply(self, edit: Edit) -> None:
         """Apply an edit (see core.edits) and record it in ``edits``."""
+        if not self.edits and self.editable:
+            self.trace_before_edits = self.trace()
         edit.apply(self)
         self.edits.append(edit)
         self.changed()
@@ -106,10 +126,8 @@ class Document:
     def trace(self) -> Trace:
         """Shapes and heads for the current input shape (cached)."""
         if self._trace is None:
-            if not self.editable:
-                self._trace = _trace_script(self.model, self.input_shape)
-            else:
-                self._trace = trace_model(self.model, self.input_shape, inputs=self.named_inputs())
+            self.adopt(self.compute_trace(with_tree=False))
+        assert self._trace is not None
         return self._trace
 
     def tree(self) -> ModuleNode:
@@ -117,6 +135,43 @@ class Document:
         if self._tree is None:
             self._tree = build_tree(self.model, self.trace())
         return self._tree
+
+    def compute_trace(self, with_tree: bool = True) -> TracedModel:
+        """Trace (and snapshot the tree of) a structural copy of the model, caching nothing.
+
+        Safe on a worker thread while this thread's owner edits: the live model is only read (copied);
+        hand the result to ``adopt`` on the owner's thread, which drops it if the model changed meanwhile.
+        """
+        version, shape = self.version, self.input_shape
+        if not self.editable:  # TorchScript: no copy, no hooks; a plain run that changes nothing
+            return TracedModel(version, shape, _trace_script(self.model, shape))
+        model = structure_copy(self.model)
+        trace = trace_model(model, shape, inputs=self.inputs or config_inputs(model, shape))
+        return TracedModel(version, shape, trace, build_tree(model, trace) if with_tree else None)
+
+    def adopt(self, traced: TracedModel) -> bool:
+        """Cache a ``compute_trace`` result; False (nothing cached) if the model changed since it began."""
+        if traced.version != self.version or traced.input_shape != self.input_shape:
+            return False
+        self._trace = traced.trace
+        if traced.tree is not None:
+            self._tree = traced.tree
+        return True
+
+    def detached(self) -> Document:
+        """A Document over a structural copy of this model (weights shared), with its edits and trace.
+
+        Work on another thread (a preview, a save) reads the copy while this document is edited. A copy
+        that an edit overlapped is taken again, so the copy always shows the model between two edits.
+        """
+        for _ in range(DETACH_ATTEMPTS):
+            version, trace, edits = self.version, self._trace, list(self.edits)
+            model = structure_copy(self.model) if self.editable else self.model
+            if version == self.version:
+                break
+        twin = Document(model, self.origin, self.input_shape, self.inputs, shadow=self.shadow)
+        twin.edits, twin._trace = edits, trace
+        return twin
 
     def heads(self) -> list[HeadInfo]:
         """Detected heads, primary first; empty for a headless model (feature extractor)."""

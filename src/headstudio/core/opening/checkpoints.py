@@ -211,12 +211,17 @@ def _find_weights(obj: Mapping, depth: int = 3) -> tuple[tuple[str, ...], Any, l
     if not candidates:
         return None
 
-    def rank(item: tuple[tuple[str, ...], Any]) -> tuple[int, int]:
+    def size(value: Any) -> int:
+        return len(value.state_dict()) if isinstance(value, nn.Module) else len(value)
+
+    largest = max(size(v) for _, v in candidates)
+
+    def rank(item: tuple[tuple[str, ...], Any]) -> tuple[bool, bool, int, int]:
         key, value = item
-        size = len(value.state_dict()) if isinstance(value, nn.Module) else len(value)
         name = key[-1].lower()
         preferred = _PREFERRED_KEYS.index(name) if name in _PREFERRED_KEYS else len(_PREFERRED_KEYS)
-        return (-size, preferred + (10 if "ema" in name else 0))
+        # an EMA copy carries a counter or two more (n_averaged): the trained weights still come first
+        return (size(value) < 0.9 * largest, "ema" in name, -size(value), preferred)
 
     candidates.sort(key=rank)
     key, value = candidates[0]

@@ -1,5 +1,12 @@
 """Document -> verified file: one writer and one verifier per output format, atomic replace, partial files."""
 
-from headstudio.core.saving.atomic import SaveReport, check_saveable, check_target, resolve_format, save
+from headstudio.core.saving.atomic import (
+    SaveReport,
+    check_forward,
+    check_saveable,
+    check_target,
+    resolve_format,
+    save,
+)
 
-__all__ = ["SaveReport", "check_saveable", "check_target", "resolve_format", "save"]
+__all__ = ["SaveReport", "check_forward", "check_saveable", "check_target", "resolve_format", "save"]

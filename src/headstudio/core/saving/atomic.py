@@ -22,7 +22,13 @@ except ImportError:  # Windows: no advisory locks, so stale partial files are ne
     fcntl = None  # type: ignore[assignment]
 
 from headstudio.core.errors import HeadStudioError, Progress, SaveError, UnsupportedOperationError, first_line
-from headstudio.core.kinds import FORMAT_ALIASES, FORMAT_BY_SUFFIX, OUTPUT_FORMATS, TORCH_SUFFIXES
+from headstudio.core.kinds import (
+    FORMAT_ALIASES,
+    FORMAT_BY_SUFFIX,
+    FORMAT_WRITES,
+    OUTPUT_FORMATS,
+    TORCH_SUFFIXES,
+)
 from headstudio.core.model.document import Document
 from headstudio.core.saving.formats import VERIFIERS, WRITERS
 from headstudio.core.saving.partial_files import discard, remove_stale_partials, temp_path
@@ -57,6 +63,7 @@ def resolve_format(doc: Document, path: Path, format: str | None = None) -> str:
             raise SaveError(
                 "--format hf_folder writes a Hugging Face model folder; this is not a transformers model"
             )
+        _check_name_fits(path, name)
         return name
     suffix = path.suffix.lower()
     if _is_hf(doc) and (path.is_dir() or not suffix):
@@ -70,6 +77,18 @@ def resolve_format(doc: Document, path: Path, format: str | None = None) -> str:
     )
 
 
+def _check_name_fits(path: Path, fmt: str) -> None:
+    """A name whose suffix says another format is refused: x.ckpt never holds safetensors bytes."""
+    suffix = path.suffix.lower()
+    known = {s for _, suffixes in FORMAT_WRITES.values() for s in suffixes if s}
+    what, suffixes = FORMAT_WRITES[fmt]
+    if suffix in known and suffix not in suffixes:
+        raise SaveError(
+            f"the {fmt} format writes {what}, which '{path.name}' would misname; "
+            f"name it {path.stem}{suffixes[0]} or choose the format its name says"
+        )
+
+
 def save(
     doc: Document, path: str | Path, format: str | None = None, progress: Progress | None = None
 ) -> SaveReport:
@@ -78,7 +97,8 @@ def save(
     Args:
         doc: the open (possibly edited) Document; its weights must be real (not on meta).
         path: the target; never the source. Its suffix picks the format unless ``format`` is given.
-        format: ``safetensors``, ``state_dict``, ``checkpoint``, ``full``, ``torchscript`` or ``export``.
+        format: ``safetensors``, ``state_dict``, ``checkpoint``, ``full``, ``torchscript``, ``export``
+            or ``hf_folder`` (a transformers model as a Hugging Face model folder).
         progress: ``progress(message, fraction)``; raising ``Cancelled`` leaves the target as it was.
 
     Examples::
@@ -95,6 +115,7 @@ def save(
     fmt = resolve_format(doc, target, format)
     check_target(doc, target)
     check_saveable(doc, fmt)
+    check_forward(doc)
     if fmt == "hf_folder":
         from headstudio.core.saving.hf_folder import save_folder
 
@@ -172,6 +193,21 @@ def _is_hf(doc: Document) -> bool:
     from headstudio.core.edits.hf_config import is_hf_model
 
     return is_hf_model(doc.model)
+
+
+def check_forward(doc: Document) -> None:
+    """An edited model whose forward fails, when it worked before the edits, is never written."""
+    if not doc.edits or not doc.editable:
+        return
+    trace = doc.trace()
+    before = doc.trace_before_edits
+    if not trace.error or (before is not None and before.error):
+        return
+    where = f" at '{trace.failed_at}'" if trace.failed_at else ""
+    raise SaveError(
+        f"the model's forward fails after the edits{where}: {trace.error}; nothing was written "
+        "(undo or change the edit that broke it)"
+    )
 
 
 def _named_tensors(model: torch.nn.Module):

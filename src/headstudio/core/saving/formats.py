@@ -7,18 +7,25 @@ returning how many it checked. Both raise SaveError with one line when they cann
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from headstudio.core.errors import HeadStudioError, Progress, SaveError, first_line
+from headstudio.core.errors import HeadStudioError, Progress, SaveError, UnsafeCheckpointError, first_line
 from headstudio.core.model.document import Document
 from headstudio.core.opening.checkpoints import RECIPE_KEY, read_checkpoint
 from headstudio.core.opening.safetensors_file import Readback, write_safetensors
 from headstudio.core.opening.weights import align_keys
+from headstudio.core.saving.containers import (
+    WeightsChange,
+    check_copies,
+    edited_container,
+    replace_at,
+    splice,
+)
 from headstudio.core.saving.hf_folder import verify_hf_folder, write_hf_folder
 
 
@@ -56,30 +63,26 @@ def write_safetensors_file(doc: Document, temp: Path, notes: list[str], progress
 
 def write_state_dict(doc: Document, temp: Path, notes: list[str], progress: Progress) -> None:
     """A plain state_dict for ``torch.load(weights_only=True)``; the recipe rides in ``_metadata``."""
-    torch.save(set_recipe_metadata(model_state(doc), recipe_json(doc)), temp)
+    torch.save(set_recipe_metadata(compact_views(model_state(doc)), recipe_json(doc)), temp)
     progress("written", 1.0)
 
 
 def write_checkpoint(doc: Document, temp: Path, notes: list[str], progress: Progress) -> None:
-    """The source's training checkpoint with its weights replaced in place; other keys kept."""
+    """The source's training checkpoint, its weights, weight copies, class counts and optimizers edited."""
     ckpt = doc.origin.checkpoint
     if ckpt is None or ckpt.container is None:
         raise SaveError("the source is not a training checkpoint; save as .safetensors or .pt instead")
-    prefix = ckpt.key_prefix
-    state = model_state(doc)
-    original = ckpt.state_dict or {}
-    changed = _structure_changed(original, prefix, state)
     if ckpt.module is not None:
-        value: Any = doc.model
+        container = replace_at(ckpt.container, ckpt.key, doc.model)
     else:
-        weights = {prefix + k: v for k, v in state.items()}
-        outside = {k: v for k, v in original.items() if prefix and not k.startswith(prefix)}
-        if outside and changed:
-            notes.append(f"kept {len(outside)} keys outside '{prefix}' unchanged (they were not edited)")
-        value = set_recipe_metadata({**outside, **weights}, recipe_json(doc))
-    container = _replace_at(ckpt.container, ckpt.key, value)
-    if changed:
-        _drop_stale_optimizers(container, notes)
+        prefix = ckpt.key_prefix
+        original = ckpt.state_dict or {}
+        change = WeightsChange.of(doc, original, prefix)
+        merged = splice(original, prefix, set(change.before), compact_views(change.after))
+        weights = set_recipe_metadata(merged, recipe_json(doc))
+        if prefix and change.structural and len(merged) > len(change.after):
+            notes.append(f"kept {len(merged) - len(change.after)} keys outside '{prefix}' unchanged")
+        container = edited_container(doc, ckpt.container, ckpt.key, weights, change, recipe_json(doc), notes)
     torch.save(container, temp)
     progress("written", 1.0)
 
@@ -175,6 +178,20 @@ def verify_reopened(doc: Document, temp: Path, notes: list[str], compare: Callab
     return count
 
 
+def verify_checkpoint(doc: Document, temp: Path, notes: list[str]) -> int:
+    """As ``verify_reopened``, and every weight copy (EMA...) read back fits the model's weights."""
+    count = verify_reopened(doc, temp, notes)
+    ckpt = doc.origin.checkpoint
+    if ckpt is not None and ckpt.module is None and ckpt.container is not None:
+        prefix = ckpt.key_prefix
+        try:
+            written = read_checkpoint(temp).container or {}
+        except UnsafeCheckpointError:  # the source's own classes, loaded with consent; weights checked above
+            return count
+        count += check_copies(doc, written, ckpt.key, prefix) * len(model_state(doc))
+    return count
+
+
 def verify_full(doc: Document, temp: Path, notes: list[str]) -> int:
     """Unpickle our own file (we just wrote it, so loading its code is safe) and compare."""
     with _quiet():
@@ -196,38 +213,6 @@ def verify_export(doc: Document, temp: Path, notes: list[str]) -> int:
     expected = model_state(doc)
     found = dict(program.state_dict)
     return tensors_equal({k: expected[k] for k in found if k in expected}, found, temp)
-
-
-def _structure_changed(original: Mapping[str, torch.Tensor], prefix: str, state: Mapping) -> bool:
-    """True when parameters were added, removed or reshaped relative to the source's weights."""
-    before = {k[len(prefix) :]: tuple(v.shape) for k, v in original.items() if k.startswith(prefix)}
-    after = {k: tuple(v.shape) for k, v in state.items()}
-    counters = {k for k in after if k.endswith("num_batches_tracked")}
-    return any(before.get(k) != s for k, s in after.items() if k not in counters) or bool(
-        set(before) - set(after)
-    )
-
-
-def _replace_at(container: Mapping, key: tuple[str, ...], value: Any) -> dict:
-    """A copy of ``container`` with ``value`` at the nested ``key`` path (the source's dicts untouched)."""
-    out = dict(container)
-    if len(key) == 1:
-        out[key[0]] = value
-    else:
-        out[key[0]] = _replace_at(container[key[0]], key[1:], value)
-    return out
-
-
-def _drop_stale_optimizers(container: dict, notes: list[str]) -> None:
-    """Optimizer state indexes the old parameter list; after a structural edit it no longer fits."""
-    for name in list(container):
-        value = container[name]
-        entries = value if isinstance(value, list) else [value]
-        if entries and all(isinstance(v, Mapping) and {"state", "param_groups"} <= set(v) for v in entries):
-            del container[name]
-            notes.append(
-                f"dropped '{name}': its optimizer state was for the old parameters; training resumes fresh"
-            )
 
 
 def _example(doc: Document) -> torch.Tensor:
@@ -262,6 +247,29 @@ def tensors_equal(expected: dict[str, torch.Tensor], found: dict[str, torch.Tens
     return len(expected)
 
 
+def compact_views(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Tensors that view part of a larger storage (a memory-mapped .safetensors file) cloned to their own.
+
+    torch.save writes whole storages and refuses one storage viewed as several dtypes; tied tensors
+    (the same view twice) stay tied.
+    """
+    out: dict[str, torch.Tensor] = {}
+    clones: dict[tuple, torch.Tensor] = {}
+    for name, t in state.items():
+        whole = t.untyped_storage().nbytes() == t.numel() * t.element_size()
+        if whole or t.is_meta:
+            out[name] = t
+            continue
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+        if key not in clones:
+            clones[key] = t.detach().clone()
+        out[name] = clones[key]
+    if hasattr(state, "_metadata"):
+        out = OrderedDict(out)
+        out._metadata = state._metadata  # type: ignore[attr-defined]
+    return out
+
+
 def set_recipe_metadata(state: dict[str, torch.Tensor], recipe: str) -> dict[str, torch.Tensor]:
     """A state_dict OrderedDict whose ``_metadata['']`` carries the recipe (weights_only-loadable)."""
     from collections import OrderedDict
@@ -285,7 +293,7 @@ WRITERS: dict[str, Callable[[Document, Path, list[str], Progress], None]] = {
 VERIFIERS: dict[str, Callable[[Document, Path, list[str]], int]] = {
     "safetensors": verify_safetensors,
     "state_dict": verify_reopened,
-    "checkpoint": verify_reopened,
+    "checkpoint": verify_checkpoint,
     "full": verify_full,
     "torchscript": verify_torchscript,
     "export": verify_export,
