@@ -25,7 +25,7 @@ _SIZES = {
     "num_hidden_layers": 2, "n_layer": 2, "n_layers": 2, "num_layers": 2, "encoder_layers": 1,
     "decoder_layers": 1, "num_decoder_layers": 1,
     "num_attention_heads": 2, "n_head": 2, "n_heads": 2, "encoder_attention_heads": 2,
-    "decoder_attention_heads": 2, "num_heads": 2, "num_key_value_heads": 1,
+    "decoder_attention_heads": 2, "num_heads": 2, "num_key_value_heads": 2, "rotary_dim": 8,
     "intermediate_size": 48, "ffn_dim": 48, "encoder_ffn_dim": 48, "decoder_ffn_dim": 48, "d_ff": 48,
     "n_inner": 48, "hidden_dim": 48, "head_dim": 16, "d_kv": 16,
     "vocab_size": 99, "max_position_embeddings": 64, "n_positions": 64,
@@ -68,8 +68,11 @@ def _shrink(data: dict) -> dict:
             value = [_LISTS[key] * (2**i if key in _GROWING else 1) for i in range(len(value))]
         out[key] = value
     layers = out.get("num_hidden_layers")
-    if isinstance(out.get("layer_types"), list) and isinstance(layers, int):
-        out["layer_types"] = out["layer_types"][:layers]
+    kinds = out.get("layer_types")
+    if isinstance(kinds, list) and isinstance(layers, int):
+        out["layer_types"] = kinds[:layers]
+        if "full_attention" in kinds and "full_attention" not in out["layer_types"]:
+            out["layer_types"][-1] = "full_attention"  # hybrid models need one attention layer
     vocab = out.get("vocab_size")
     for key in _SPECIAL_IDS:
         if isinstance(out.get(key), int) and isinstance(vocab, int) and out[key] >= vocab:
