@@ -93,6 +93,8 @@ def config_inputs(model: nn.Module, shape: tuple[int, ...] | None = None) -> tup
             found.append(NamedInput("decoder_input_ids", ids.shape, "int64"))
         if "bbox" in accepts:  # layout models (LayoutLM, LiLT, BROS): one box per token
             found.append(NamedInput("bbox", (*ids.shape, 4), "int64"))
+        if "lang_ids" in accepts and getattr(config, "languages", None):  # X-MOD: the first language
+            found.append(NamedInput("lang_ids", ids.shape[:1], "int64"))
         return tuple(found)
     if main == "pixel_values":
         channels, size = _image_size(config)
