@@ -60,6 +60,7 @@ def _print_error(args: argparse.Namespace, source: str, message: str) -> None:
     if args.json:
         empty = dict.fromkeys(_JSON_KEYS)
         fields = {"source": source, "modules": [], "head": None, "heads": [], "trace": None, "notes": []}
+        fields["inputs"] = []
         print(json.dumps({**empty, **fields, "error": message}), flush=True)
     else:
         print(f"headstudio: {message}", file=sys.stderr, flush=True)
