@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from headstudio.core.model.shape_text import sizes_argument
 
-SUBCOMMANDS = ("inspect", "edit", "apply", "code")
+SUBCOMMANDS = ("inspect", "edit", "apply", "code", "head")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     from headstudio.cli.edit import add_edit_parsers
 
     add_edit_parsers(sub, _add_source_options)
+    from headstudio.cli.head import add_head_parser
+
+    add_head_parser(sub, _add_source_options)
     return parser
 
 
@@ -47,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _launch_app(argv)
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "head":
+            from headstudio.cli.head import run_head_command
+
+            return run_head_command(args)
         if args.command != "inspect":
             from headstudio.cli.edit import run_edit_command
 

@@ -27,8 +27,15 @@ def add_edit_parsers(sub: Any, add_source_options: Any) -> None:
     p.add_argument("source", metavar="SOURCE", help="checkpoint file or spec")
     add_source_options(p)
     p.add_argument("--head", metavar="PATH", help="the head to edit (default: the detected head)")
-    ops = p.add_argument_group("edits (applied in this order: cut, remove, replace, add, freeze, unfreeze)")
+    ops = p.add_argument_group(
+        "edits (applied in this order: cut, remove layers, remove head, replace, add, freeze, unfreeze)"
+    )
     ops.add_argument("--cut-after", metavar="PATH", help="keep the computation up to PATH; return its output")
+    ops.add_argument(
+        "--remove",
+        metavar="PATH[,PATH...]",
+        help="remove these layers (list indices renumbered, shapes checked)",
+    )
     ops.add_argument("--remove-head", action="store_true", help="head becomes Identity: a feature extractor")
     ops.add_argument("--replace-head", type=int, metavar="N", help="new head with N classes")
     ops.add_argument(
@@ -44,7 +51,16 @@ def add_edit_parsers(sub: Any, add_source_options: Any) -> None:
     )
     ops.add_argument("--add-head", metavar="NAME:N", action="append", default=[], help="add another head")
     ops.add_argument(
-        "--adapter", type=int, metavar="D", help="added heads get a Linear to D features (then ReLU) first"
+        "--from",
+        dest="from_file",
+        metavar="HEAD.safetensors",
+        help="the head comes from a head file: replaces the head, or is added with --add-head NAME",
+    )
+    ops.add_argument(
+        "--adapter",
+        metavar="D|auto",
+        help="added heads get a Linear to D features (then ReLU) first; with --from: auto, a Linear "
+        "from the backbone's width to the head file's",
     )
     ops.add_argument("--freeze-backbone", action="store_true", help="freeze everything but the head(s)")
     ops.add_argument("--freeze", metavar="GLOB", action="append", default=[], help="freeze modules matching")
@@ -124,6 +140,16 @@ def edits_from_args(args: argparse.Namespace, doc: Document) -> list[Edit]:
     out: list[Edit] = []
     if args.cut_after:
         out.append(E.CutAfter(args.cut_after))
+    if args.remove is not None:
+        paths = [p.strip() for p in args.remove.split(",") if p.strip()]
+        if not paths:
+            raise EditError(
+                "--remove needs module paths, e.g. --remove layer1.1 or --remove blocks.10,blocks.11"
+            )
+        out.append(E.RemoveLayers(paths))
+    if args.from_file:
+        return out + _from_file_edits(args, head, E)
+    adapter = _adapter_size(args.adapter)
     if args.remove_head:
         out.append(E.RemoveHead(head))
     if args.replace_head is not None:
@@ -143,9 +169,41 @@ def edits_from_args(args: argparse.Namespace, doc: Document) -> list[Edit]:
         name, _, count = spec.partition(":")
         if not name or not count.strip().isdigit() or int(count) <= 0:
             raise EditError(f"--add-head '{spec}': write NAME:N with N classes, e.g. --add-head age:5")
-        out.append(E.AddHead(name, int(count), at=head, adapter=args.adapter, seed=args.seed))
+        out.append(E.AddHead(name, int(count), at=head, adapter=adapter, seed=args.seed))
     if args.adapter is not None and not args.add_head:
         raise EditError("--adapter sizes the Linear in front of an added head; add --add-head NAME:N")
+    return out + _trainable_edits(args, E)
+
+
+def _from_file_edits(args: argparse.Namespace, head: str, E: Any) -> list[Any]:
+    """--from HEAD.safetensors: replace the head by the file's, or add it with --add-head NAME."""
+    if args.replace_head is not None or args.remove_head or args.mlp or args.keep_classes or args.dropout:
+        raise EditError("--from attaches the head file's head; drop --replace-head/--remove-head/--mlp")
+    if args.adapter not in (None, "auto"):
+        raise EditError("with --from the adapter is sized by the head file; write --adapter auto")
+    adapter = args.adapter == "auto"
+    if len(args.add_head) > 1 or any(":" in name for name in args.add_head):
+        raise EditError("with --from, --add-head takes only the new head's NAME (its size is in the file)")
+    if args.add_head:
+        edit = E.AddHeadFromFile.from_file(args.add_head[0], head, args.from_file, adapter, args.seed)
+    else:
+        edit = E.ReplaceHeadFromFile.from_file(head, args.from_file, adapter, args.seed)
+    return [edit, *_trainable_edits(args, E)]
+
+
+def _adapter_size(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if value == "auto":
+        raise EditError("--adapter auto sizes the adapter from a head file; add --from HEAD.safetensors")
+    if not value.isdigit() or int(value) <= 0:
+        raise EditError(f"--adapter {value}: give a positive feature count, e.g. --adapter 256")
+    return int(value)
+
+
+def _trainable_edits(args: argparse.Namespace, E: Any) -> list[Any]:
+    """--freeze-backbone / --freeze / --unfreeze, after the head edits."""
+    out: list[Any] = []
     if args.bn_eval and not (args.freeze_backbone or args.freeze):
         raise EditError(
             "--bn-eval keeps frozen BatchNorm layers in eval mode; add --freeze-backbone or --freeze"
@@ -166,7 +224,7 @@ def _labels(text: str | None) -> tuple[str, ...] | None:
 
 def _detected_head(doc: Document, args: argparse.Namespace) -> str | None:
     """The detected head's path; an error only when an edit needs a head and none was found."""
-    needs = args.remove_head or args.replace_head is not None or args.add_head
+    needs = args.remove_head or args.replace_head is not None or args.add_head or args.from_file
     head = doc.head
     if head is None and needs:
         raise EditError("no head was detected in this model; name the module to edit with --head PATH")

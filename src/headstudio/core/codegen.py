@@ -26,7 +26,7 @@ def snippet_for(recipe_or_edits: Recipe | Sequence[Edit]) -> str:
     lines.append(
         f"# `model` is your {arch} model (weights loaded as usual)." if arch else "# `model` is your model."
     )
-    if any(e.kind == "add_head" for e in edits):
+    if any(e.kind in ("add_head", "add_head_from_file") for e in edits):
         lines += ["", *multihead_source()]
     defined: set[str] = set()
     for edit in edits:

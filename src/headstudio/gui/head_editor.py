@@ -52,6 +52,7 @@ class HeadEditor(HeadEditorForm):
         self.preview: Preview | None = None
         self._shown_head: tuple[int, str] | None = None
         self._chosen = False  # the user has set up an edit: until then a preview would show no change
+        self._attaching = False  # the attach dialog is open: its previews own the controller's preview queue
         self._timer = QTimer(self, singleShot=True, interval=PREVIEW_DELAY_MS)
         self._timer.timeout.connect(self.refresh_preview)
         self._color_messages()
@@ -84,6 +85,7 @@ class HeadEditor(HeadEditorForm):
         self.labels.textChanged.connect(self._on_labels)
         self.applyButton.clicked.connect(self.apply)
         self.freezeButton.clicked.connect(self.freeze_backbone)
+        self.attachButton.clicked.connect(self.attach_from_file)
 
     def _on_input(self, *_: Any) -> None:
         self._chosen = True
@@ -183,6 +185,8 @@ class HeadEditor(HeadEditorForm):
     def refresh_preview(self) -> None:
         """Start the edit's preview (background); input problems show in red at once and disable Apply."""
         self._timer.stop()
+        if self._attaching:
+            return
         self.controller.discard_previews()
         self.preview = None
         self._update_buttons()
@@ -270,6 +274,49 @@ class HeadEditor(HeadEditorForm):
         marked = [head] if head and head not in doc.trace().heads else None  # else every detected head
         self.controller.push_edit(edits.FreezeBackbone(bn_eval=self.bnEval.isChecked(), heads=marked))
 
+    def attach_from_file(self) -> None:
+        """Attach head from file: read and check it, show its fit (offering an adapter), push the edit."""
+        from headstudio.core import edits
+        from headstudio.core.errors import HeadStudioError
+        from headstudio.core.head_files import read_head_file
+
+        from . import attach_head
+
+        ctl = self.controller
+        if ctl.document is None or not self.head_path:
+            ctl.errorRaised.emit("mark the head to attach at first: select a module and use Mark as head")
+            return
+        path = attach_head.ask_head_path(self)
+        if not path:
+            return
+        if not self.ready:
+            ctl.errorRaised.emit("the model's shapes are still being traced; attach the head once they show")
+            return
+        at = self.head_path  # the fit below reads the finished trace
+        try:
+            loaded = read_head_file(path)
+            features, _ = edits.head_fit(ctl.document, at, loaded.description)
+        except HeadStudioError as err:
+            ctl.errorRaised.emit(str(err))
+            return
+
+        def edit_for(choice: attach_head.AttachChoice) -> Edit:
+            recorded = (str(loaded.path.resolve()), loaded.sha256, loaded.description, choice.adapter)
+            if choice.mode == "add":
+                return edits.AddHeadFromFile(choice.name, at, *recorded)
+            return edits.ReplaceHeadFromFile(at, *recorded)
+
+        self._timer.stop()
+        self._attaching = True
+        try:
+            choice = attach_head.ask_attach(self, loaded, at, features, ctl, edit_for)
+        finally:
+            self._attaching = False
+        ctl.discard_previews()
+        if choice is not None:
+            ctl.push_edit(edit_for(choice))
+        self.schedule_preview()  # the preview box shows the form's edit again
+
     # ----- controller signals
     @property
     def ready(self) -> bool:
@@ -295,6 +342,7 @@ class HeadEditor(HeadEditorForm):
         doc = self.controller.document
         editable = doc is not None and doc.editable
         self.freezeButton.setEnabled(editable)
+        self.attachButton.setEnabled(editable)
         refused = self.preview is not None and not self.preview.ok
         self.applyButton.setEnabled(editable and self._chosen and not refused and self._describes_edit())
 

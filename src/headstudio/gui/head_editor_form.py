@@ -51,6 +51,11 @@ class HeadEditorForm(QWidget):
         layout.addWidget(self._preview_box())
         self.applyButton = QPushButton("Apply", objectName="applyHead", enabled=False)
         layout.addWidget(self.applyButton)
+        self.attachButton = QPushButton("Attach head from file…", objectName="attachHeadFile")
+        self.attachButton.setToolTip(
+            "Replace the head by (or add) a head exported with 'headstudio head export'"
+        )
+        layout.addWidget(self.attachButton)
         layout.addWidget(self._freeze_box())
         layout.addStretch(1)
 

@@ -142,6 +142,9 @@ class MainWindow(QMainWindow):
         self.action_mark_head = self._action("actionMarkHead", "&Mark as head", "Ctrl+M", self.mark_head)
         self.action_freeze = self._action("actionFreezeBackbone", "&Freeze backbone", "Ctrl+B", self.freeze)
         self.action_code = self._action("actionShowCode", "Show &code…", "Ctrl+Shift+C", self.show_code)
+        self.action_attach = self._action(
+            "actionAttachHead", "&Attach head from file…", None, self.attach_head
+        )
         self.action_undo.setEnabled(False)
         self.action_redo.setEnabled(False)
         ctl.undo_stack.canUndoChanged.connect(self.action_undo.setEnabled)
@@ -162,6 +165,7 @@ class MainWindow(QMainWindow):
         model_menu = bar.addMenu("&Model")
         panel = self.tree_panel
         model_menu.addActions([self.action_mark_head, panel.action_go_to_head, self.action_freeze])
+        model_menu.addActions([self.action_attach, panel.action_remove])
         model_menu.addSeparator()
         model_menu.addAction(self.action_code)
         view_menu = bar.addMenu("&View")
@@ -277,6 +281,13 @@ class MainWindow(QMainWindow):
         """Model ▸ Freeze backbone: the head editor's action, with its BatchNorm-eval choice."""
         if self.head_editor is not None:
             self.head_editor.freeze_backbone()
+
+    def attach_head(self) -> None:
+        """Model ▸ Attach head from file: the head editor's action (fit check, adapter offer)."""
+        if self.controller.document is None:
+            self.show_error("open a model first (File ▸ Open)")
+        elif self.head_editor is not None and hasattr(self.head_editor, "attach_from_file"):
+            self.head_editor.attach_from_file()
 
     def show_code(self) -> None:
         """Model ▸ Show code: plain PyTorch for the edits so far."""

@@ -85,7 +85,7 @@ class ModuleTreePanel(QWidget):
         view.setModel(self.proxy)
         view.setUniformRowHeights(True)  # lets Qt skip measuring rows: smooth on 10k modules
         view.setAlternatingRowColors(True)
-        view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)  # rows to Remove together
         view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         view.customContextMenuRequested.connect(self._context_menu)
         header = view.header()
@@ -104,6 +104,11 @@ class ModuleTreePanel(QWidget):
         self.action_expand = self._tool(bar, "actionExpandAll", "Expand all", "Ctrl+E", self.view.expandAll)
         self.action_collapse = self._tool(bar, "actionCollapseAll", "Collapse", "Ctrl+Shift+E", self.collapse)
         self.action_go_to_head = self._tool(bar, "actionGoToHead", "Go to head", "Ctrl+H", self.go_to_head)
+        self.action_remove = QAction("&Remove selected layers", self, objectName="actionRemoveLayers")
+        self.action_remove.setShortcut(QKeySequence(QKeySequence.StandardKey.Delete))
+        self.action_remove.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        self.action_remove.triggered.connect(self.remove_selected)
+        self.view.addAction(self.action_remove)  # Delete acts in the tree only, never in the filter box
         return bar
 
     def _tool(self, bar: QHBoxLayout, name: str, text: str, keys: str, slot: Any) -> QAction:
@@ -248,6 +253,29 @@ class ModuleTreePanel(QWidget):
             return
         self.controller.set_input_shape(shape)
 
+    def selected_paths(self) -> list[str]:
+        """Paths of the selected rows, in tree order (the model row itself excluded)."""
+        rows = self.view.selectionModel().selectedRows(MODULE)
+        paths = [index.data(PathRole) for index in sorted(rows, key=self._row_order)]
+        return [p for p in paths if p]
+
+    def _row_order(self, index: QModelIndex) -> list[int]:
+        order = []
+        while index.isValid():
+            order.insert(0, index.row())
+            index = index.parent()
+        return order
+
+    def remove_selected(self) -> None:
+        """Remove the selected rows' modules as one undoable RemoveLayers edit (refused if shapes break)."""
+        from headstudio.core.edits import RemoveLayers
+
+        paths = self.selected_paths()
+        if not paths:
+            self.controller.errorRaised.emit("select the layers to remove in the tree (not the model row)")
+            return
+        self.controller.push_edit(RemoveLayers(paths))
+
     def _set_trainable(self, path: str, trainable: bool) -> None:
         from headstudio.core.edits import SetTrainable
 
@@ -255,13 +283,19 @@ class ModuleTreePanel(QWidget):
 
     def _context_menu(self, pos: Any) -> None:
         index = self.view.indexAt(pos)
-        if not index.isValid():
-            return
-        path = index.data(PathRole)
+        if index.isValid():
+            self.context_menu(index.data(PathRole)).exec(self.view.viewport().mapToGlobal(pos))
+
+    def context_menu(self, path: str) -> QMenu:
+        """The row's menu: Mark as head, Copy path, Remove (the selected rows)."""
         menu = QMenu(self)
         menu.addAction("Mark as head", lambda: self.controller.mark_head(path))
         menu.addAction("Copy path", lambda: _copy(path))
-        menu.exec(self.view.viewport().mapToGlobal(pos))
+        if path:
+            count = len(self.selected_paths())
+            menu.addSeparator()
+            menu.addAction(f"Remove {count} layers" if count > 1 else "Remove", self.remove_selected)
+        return menu
 
 
 def _copy(text: str) -> None:
