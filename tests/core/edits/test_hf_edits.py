@@ -175,3 +175,18 @@ def test_replace_head_json_keeps_the_labels():
 
     edit = ReplaceHead("classifier", 2, labels=("yes", "no"))
     assert edit_from_json(edit.to_json()) == edit
+
+
+def test_removing_a_decoder_layer_saves_a_folder_with_fewer_layers(hf_folder, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from headstudio.core.edits import RemoveLayers
+
+    doc = open_source(str(hf_folder("causal", "llama")))
+    doc.apply(RemoveLayers(["model.layers.1"]))
+    save(doc, tmp_path / "one-layer")
+    reloaded, info = AutoModelForCausalLM.from_pretrained(
+        str(tmp_path / "one-layer"), output_loading_info=True
+    )
+    assert reloaded.config.num_hidden_layers == 1 and len(reloaded.model.layers) == 1
+    assert not (info["missing_keys"] or info["unexpected_keys"] or info["mismatched_keys"])
