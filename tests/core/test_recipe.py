@@ -86,7 +86,8 @@ def test_build_from_recipe_gives_an_architecture_the_edited_weights_fit() -> Non
         "torchvision:resnet18", (1, 3, 224, 224), [E.CutAfter("layer4"), E.SetTrainable("layer1", False)]
     )
     r.replay(doc)
-    model, arch = build_from_recipe(r.to_json())
+    model, arch, notes = build_from_recipe(r.to_json())
+    assert notes == []
     assert arch == "torchvision:resnet18"
     rebuilt = {k: v.shape for k, v in model.state_dict().items()}
     assert rebuilt == {k: v.shape for k, v in doc.model.state_dict().items()}

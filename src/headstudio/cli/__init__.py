@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from headstudio.core.model.shape_text import sizes_argument
 
@@ -41,7 +43,18 @@ def _add_source_options(p: argparse.ArgumentParser) -> None:
         metavar="NAME=SIZES[:DTYPE]",
         help="a named input to trace with, e.g. --input input_ids=1,128:int64 (repeat for several)",
     )
-    p.add_argument("--trust", action="store_true", help="allow code inside these files to run")
+    p.add_argument(
+        "--trust",
+        action="store_true",
+        help="allow the code these files name to run (pickled classes, TorchScript, a recipe's own factory); "
+        "a warning line names what each file ran",
+    )
+    add_debug_option(p)
+
+
+def add_debug_option(p: argparse.ArgumentParser) -> None:
+    """``--debug``: an unexpected failure shows its traceback instead of one line."""
+    p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected failure")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,21 +62,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
         return _launch_app(argv)
     args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        _print_trust_warnings()
+        try:
+            if args.command == "head":
+                from headstudio.cli.head import run_head_command
+
+                return guarded(run_head_command, args)
+            if args.command != "inspect":
+                from headstudio.cli.edit import run_edit_command
+
+                return guarded(run_edit_command, args)
+            from headstudio.cli.inspect import run_inspect
+
+            return guarded(run_inspect, args)
+        except KeyboardInterrupt:
+            print("headstudio: interrupted", file=sys.stderr)
+            return 130
+
+
+def guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a command; any failure is one line on stderr (a traceback only with ``--debug``)."""
+    from headstudio.core.errors import HeadStudioError, printable
+
     try:
-        if args.command == "head":
-            from headstudio.cli.head import run_head_command
+        return run(args)
+    except HeadStudioError as err:
+        print(f"headstudio: {printable(str(err))}", file=sys.stderr, flush=True)
+        return err.exit_code
+    except Exception as err:
+        if getattr(args, "debug", False):
+            raise
+        print(f"headstudio: {printable(unexpected(err))}", file=sys.stderr, flush=True)
+        return 1
 
-            return run_head_command(args)
-        if args.command != "inspect":
-            from headstudio.cli.edit import run_edit_command
 
-            return run_edit_command(args)
-        from headstudio.cli.inspect import run_inspect
+def unexpected(err: BaseException) -> str:
+    """One line for a failure nobody planned for, with the way to see more."""
+    from headstudio.core.errors import first_line
 
-        return run_inspect(args)
-    except KeyboardInterrupt:
-        print("headstudio: interrupted", file=sys.stderr)
-        return 130
+    if isinstance(err, MemoryError):
+        return "not enough memory for this model; close other programs or open a smaller model"
+    return f"unexpected {first_line(err, with_type=True)} (a bug; rerun with --debug for the traceback)"
+
+
+def _print_trust_warnings() -> None:
+    """Code allowed by --trust is announced on stderr, one line per file, as it is about to run."""
+    from headstudio.core.errors import TrustedCodeWarning, printable
+
+    def show(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
+        print(f"headstudio: warning: {printable(str(message))}", file=sys.stderr, flush=True)
+
+    warnings.simplefilter("always", TrustedCodeWarning)
+    warnings.showwarning = show
 
 
 def _launch_app(argv: list[str]) -> int:

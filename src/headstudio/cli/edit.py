@@ -7,7 +7,6 @@ into edit values and the results into lines for people.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +78,12 @@ def add_edit_parsers(sub: Any, add_source_options: Any) -> None:
 
     p = sub.add_parser("code", help="print the plain-PyTorch snippet for a recipe")
     p.add_argument("recipe", metavar="RECIPE", help="recipe JSON file")
+    p.add_argument(
+        "--trust", action="store_true", help="allow the recipe's own factory (not allow-listed) to run"
+    )
+    from headstudio.cli import add_debug_option
+
+    add_debug_option(p)
 
 
 def _add_output_options(p: argparse.ArgumentParser) -> None:
@@ -94,13 +99,8 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
 
 
 def run_edit_command(args: argparse.Namespace) -> int:
-    """Dispatch edit / apply / code; print one line and return its exit code on a HeadStudioError."""
-    handler = {"edit": _edit, "apply": _apply, "code": _code}[args.command]
-    try:
-        return handler(args)
-    except HeadStudioError as err:
-        print(f"headstudio: {err}", file=sys.stderr, flush=True)
-        return err.exit_code
+    """Dispatch edit / apply / code (errors become one line in ``cli.guarded``)."""
+    return {"edit": _edit, "apply": _apply, "code": _code}[args.command](args)
 
 
 def _edit(args: argparse.Namespace) -> int:
@@ -232,14 +232,18 @@ def _detected_head(doc: Document, args: argparse.Namespace) -> str | None:
 
 
 def _apply(args: argparse.Namespace) -> int:
+    from headstudio.core.opening.file_specs import file_spec
     from headstudio.core.opening.sources import open_source
     from headstudio.core.recipe import Recipe
     from headstudio.core.saving.atomic import check_target, resolve_format, save
 
-    recipe = Recipe.from_json(_read_text(args.recipe))
+    recipe = Recipe.from_json(_read_text(args.recipe), args.recipe)
     arch = args.arch
     if arch is None and Path(args.source).exists() and _is_bare_weights(args.source, args.trust):
-        arch = recipe.arch  # bare weights: the recipe names their architecture
+        spec, notes = file_spec(recipe.arch, args.recipe, args.trust)  # the recipe file's arch is data
+        arch = recipe.arch = str(spec)  # bare weights: the recipe names their architecture
+        for note in notes:
+            print(f"Note: {note}")
     doc = open_source(
         args.source, arch=arch, trust=args.trust, input_shape=args.input_shape, materialize=True
     )
@@ -259,7 +263,7 @@ def _code(args: argparse.Namespace) -> int:
     from headstudio.core.codegen import snippet_for
     from headstudio.core.recipe import Recipe
 
-    print(snippet_for(Recipe.from_json(_read_text(args.recipe))))
+    print(snippet_for(Recipe.from_json(_read_text(args.recipe), args.recipe), trust=args.trust))
     return 0
 
 
@@ -271,8 +275,13 @@ def _is_bare_weights(source: str, trust: bool) -> bool:
     return ckpt.module is None and not ckpt.recipe
 
 
+RECIPE_CAP = 16 << 20  # a recipe is a few kB of JSON; a bigger "recipe" file is refused unread
+
+
 def _read_text(path: str) -> str:
     try:
+        if Path(path).stat().st_size > RECIPE_CAP or not Path(path).is_file():
+            raise SourceError(f"{path} is not a recipe JSON file (not a regular file of at most 16 MB)")
         return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SourceError(f"no such recipe file: {path}") from None

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from headstudio.cli import unexpected
 from headstudio.cli.report import render_report
 
 _JSON_KEYS = (
@@ -35,6 +36,12 @@ def run_inspect(args: argparse.Namespace) -> int:
             status = max(status, err.exit_code)
             _print_error(args, source, str(err))
             continue
+        except Exception as err:  # a bug for this source: one line, and the other sources still run
+            if args.debug:
+                raise
+            status = max(status, 1)
+            _print_error(args, source, unexpected(err))
+            continue
         if report["trace"]["error"]:
             status = max(status, 1)
         if args.json:
@@ -44,7 +51,10 @@ def run_inspect(args: argparse.Namespace) -> int:
         else:
             if index:
                 print()
-            print(render_report(doc, report, 3 if args.depth is None else args.depth), flush=True)
+            text = render_report(doc, report, 3 if args.depth is None else args.depth)
+            from headstudio.core.errors import printable  # names from a file never drive the terminal
+
+            print("\n".join(printable(line) for line in text.splitlines()), flush=True)
     return status
 
 
@@ -63,7 +73,9 @@ def _print_error(args: argparse.Namespace, source: str, message: str) -> None:
         fields["inputs"] = []
         print(json.dumps({**empty, **fields, "error": message}), flush=True)
     else:
-        print(f"headstudio: {message}", file=sys.stderr, flush=True)
+        from headstudio.core.errors import printable
+
+        print(f"headstudio: {printable(message)}", file=sys.stderr, flush=True)
 
 
 def _depth(path: str) -> int:

@@ -11,13 +11,18 @@ from collections.abc import Sequence
 from headstudio.core.edits import Edit
 from headstudio.core.edits.add_head import multihead_source
 from headstudio.core.errors import EditError
+from headstudio.core.opening.file_specs import Trust
 from headstudio.core.recipe import Recipe
 
 
-def snippet_for(recipe_or_edits: Recipe | Sequence[Edit]) -> str:
-    """Python source (``import torch; from torch import nn`` ...) doing the same edits on ``model``."""
+def snippet_for(recipe_or_edits: Recipe | Sequence[Edit], trust: Trust = False) -> str:
+    """Python source (``import torch; from torch import nn`` ...) doing the same edits on ``model``.
+
+    A recipe read from a file is replayed on its architecture only if that is allow-listed or ``trust``
+    covers it (see ``Recipe.build_arch``).
+    """
     if isinstance(recipe_or_edits, Recipe):
-        edits, arch = _applied_edits(recipe_or_edits), recipe_or_edits.arch
+        edits, arch = _applied_edits(recipe_or_edits, trust), recipe_or_edits.arch
     else:
         edits, arch = list(recipe_or_edits), None
         if not all(e.applied for e in edits):
@@ -49,14 +54,13 @@ def _once(lines: list[str], defined: set[str]) -> list[str]:
     return out
 
 
-def _applied_edits(recipe: Recipe) -> list[Edit]:
+def _applied_edits(recipe: Recipe, trust: Trust) -> list[Edit]:
     """The recipe's edits with their traced sizes: as applied to a document, or replayed on meta."""
     if recipe.edits and all(e.applied for e in recipe.edits):
         return list(recipe.edits)
     from headstudio.core.model.document import Document, Origin
-    from headstudio.core.opening.specs import build_model, parse_spec
 
-    spec = parse_spec(recipe.arch)
-    doc = Document(build_model(spec), Origin(recipe.arch, "spec", str(spec)), recipe.input_shape or None)
+    model, spec, _notes = recipe.build_arch(trust)
+    doc = Document(model, Origin(recipe.arch, "spec", spec), recipe.input_shape or None)
     recipe.replay(doc)
     return list(doc.edits)

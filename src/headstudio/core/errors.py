@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 Progress = Callable[[str, float], None]
@@ -15,6 +16,14 @@ def first_line(err: BaseException, *, with_type: bool = False, limit: int = 200)
     if with_type or not text:
         text = f"{type(err).__name__}: {text}" if text else type(err).__name__
     return text[:limit]
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (newlines, terminal escapes) written as escapes: one plain line."""
+    return _CONTROL.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)
 
 
 class HeadStudioError(Exception):
@@ -50,13 +59,28 @@ class UnsafeCheckpointError(HeadStudioError):
 
     def __init__(self, path: str, globals_: list[str]) -> None:
         self.path = path
-        self.globals = list(globals_)
-        shown = ", ".join(self.globals[:6])
-        more = f" (+{len(self.globals) - 6} more)" if len(self.globals) > 6 else ""
+        # every name, the ones outside torch first: the whole truth, with a payload never buried
+        self.globals = sorted(globals_, key=lambda name: (name.startswith(("torch.", "torchvision.")), name))
         super().__init__(
-            f"{path} would import {shown}{more} to load, which runs code from the file; "
+            f"{path} would import {', '.join(self.globals)} to load, which runs code from the file; "
             "nothing was run. If you trust this file, pass --trust to allow it for this file only."
         )
+
+
+class UntrustedSpecError(UnsafeCheckpointError):
+    """A file's recipe names code outside the allow-list; it is refused until the user trusts the file."""
+
+    def __init__(self, path: str, call: str) -> None:
+        super().__init__(path, [call])
+        module = call.split("(", 1)[0].rpartition(".")[0]
+        self.args = (
+            f"{path}: its recipe would import '{module}' and call {call} to build the model; nothing was "
+            "imported. If you trust this file, pass --trust to allow it, or pass --arch instead.",
+        )
+
+
+class TrustedCodeWarning(UserWarning):
+    """Code from a file is about to run because the user allowed it (the CLI prints one line per file)."""
 
 
 class ArchitectureMismatchError(HeadStudioError):

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from headstudio.core.errors import HeadStudioError, SaveError, first_line
+from headstudio.core.errors import HeadStudioError, SaveError, SourceError, first_line
 from headstudio.core.head_description import (
     METADATA_KEY,
     HeadFileError,
@@ -68,6 +68,12 @@ def read_head_file(path: str | Path) -> HeadFile:
     try:
         from safetensors import safe_open
 
+        from headstudio.core.opening.safetensors_file import check_safetensors_header
+
+        try:
+            check_safetensors_header(path)  # every rule of the format, one line naming the tensor and rule
+        except SourceError as err:
+            raise HeadFileError(f"{path.name} is not a readable .safetensors head file ({err})") from None
         with safe_open(str(path), framework="pt") as fh:
             metadata = fh.metadata() or {}
             text = metadata.get(METADATA_KEY)

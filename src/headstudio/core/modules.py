@@ -41,13 +41,18 @@ def find_module(model: nn.Module, path: str, what: str = "module") -> nn.Module:
     """The module at ``path``, or an EditError naming close paths."""
     try:
         return model.get_submodule(path)
+    except RuntimeError:  # a TorchScript module has no get_submodule, but lists its modules
+        found = dict(model.named_modules()).get(path)
+        if found is not None:
+            return found
     except AttributeError:
-        import difflib
+        pass
+    import difflib
 
-        paths = [p for p, _ in model.named_modules() if p]
-        close = difflib.get_close_matches(path, paths, n=3, cutoff=0.6)
-        hint = f"did you mean {', '.join(close)}?" if close else "pick a path from the module tree"
-        raise EditError(f"no {what} '{path}' in this model; {hint}") from None
+    paths = [p for p, _ in model.named_modules() if p]
+    close = difflib.get_close_matches(path, paths, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}?" if close else "pick a path from the module tree"
+    raise EditError(f"no {what} '{path}' in this model; {hint}")
 
 
 def swap_module(model: nn.Module, path: str, new: nn.Module) -> nn.Module:

@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--input-shape", type=sizes_argument(), metavar="N,C,H,W", help="input shape to trace"
     )
     parser.add_argument("--trust", action="store_true", help="allow code inside this file to run")
+    parser.add_argument("--debug", action="store_true", help="print tracebacks of unexpected failures")
     parser.add_argument("--screenshot", metavar="PNG", help="render the window to PNG once traced and exit")
     return parser
 
@@ -114,12 +115,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
             return screenshot(window, args, Path(args.screenshot))
     window = MainWindow()
+    install_error_hook(window, debug=args.debug)
     window.show()
     if args.source:
         window.open(args.source, arch=args.arch, trust=args.trust, input_shape=args.input_shape)
     else:
         window.controller.warm_up()  # the start page is up; PyTorch loads while the user picks a file
     return app.exec()
+
+
+def install_error_hook(window, debug: bool = False) -> None:
+    """An exception escaping into Qt's event loop becomes the one-line error box (traceback: --debug)."""
+    from .workers import one_line
+
+    def hook(kind: type[BaseException], value: BaseException, tb: object) -> None:
+        if debug:
+            sys.__excepthook__(kind, value, tb)  # type: ignore[arg-type]
+        window.show_error(one_line(value) + ("" if debug else " (rerun with --debug for the traceback)"))
+
+    sys.excepthook = hook
 
 
 def screenshot(window, args: argparse.Namespace, target: Path) -> int:

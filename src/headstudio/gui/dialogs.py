@@ -45,11 +45,20 @@ class ConsentDialog(QDialog):
         super().__init__(parent, objectName="consentDialog")
         self.setWindowTitle("Allow code to run?")
         layout = QVBoxLayout(self)
+        name = QLabel(Path(path).name, self, objectName="consentFile")
+        name.setTextFormat(Qt.TextFormat.PlainText)  # a file named 'x<!--.pt' must not rewrite the warning
+        font = name.font()
+        font.setBold(True)
+        name.setFont(font)
+        name.setWordWrap(True)
+        layout.addWidget(name)
         text = QLabel(
-            f"<b>{Path(path).name}</b> would import the following to load. Loading it runs code from "
-            "the file; nothing has run yet. Allow this only if you trust where the file came from.",
+            "This file would import and call the following to load. Loading it runs code from the file; "
+            "nothing has run yet. Allow this only if you trust where the file came from.",
             self,
+            objectName="consentText",
         )
+        text.setTextFormat(Qt.TextFormat.PlainText)
         text.setWordWrap(True)
         layout.addWidget(text)
         self.globals_list = QListWidget(self, objectName="consentGlobals")
@@ -74,7 +83,8 @@ class ArchitectureDialog(QDialog):
         super().__init__(parent, objectName="architectureDialog")
         self.setWindowTitle("Which architecture?")
         layout = QVBoxLayout(self)
-        label = QLabel(f"<b>{Path(path).name}</b> holds only weights. Which architecture are they for?")
+        label = QLabel(f"{Path(path).name} holds only weights. Which architecture are they for?")
+        label.setTextFormat(Qt.TextFormat.PlainText)
         label.setWordWrap(True)
         layout.addWidget(label)
         self.search = QLineEdit(self, objectName="archSearch", placeholderText="resnet50, timm:…, pkg.mod:fn")
@@ -182,8 +192,10 @@ def ask_save_path(parent: QWidget | None, suggested: str) -> tuple[str, str | No
 
 
 def show_error(parent: QWidget | None, message: str) -> None:
-    """One line for people, in a message box."""
-    QMessageBox.warning(parent, "Head Studio", message)
+    """One line for people, in a message box (plain text: file names in it are not markup)."""
+    box = QMessageBox(QMessageBox.Icon.Warning, "Head Studio", message, QMessageBox.StandardButton.Ok, parent)
+    box.setTextFormat(Qt.TextFormat.PlainText)
+    box.exec()
 
 
 def show_info(parent: QWidget | None, title: str, message: str) -> None:

@@ -144,9 +144,12 @@ class Inspector(QWidget):
     def _module(self, doc: Any) -> nn.Module | None:
         if doc is None or self.path is None:
             return None
+        from headstudio.core.errors import EditError
+        from headstudio.core.modules import find_module
+
         try:
-            return doc.model.get_submodule(self.path)
-        except AttributeError:  # removed by an edit
+            return find_module(doc.model, self.path)  # TorchScript modules too
+        except EditError:  # removed by an edit
             return None
 
     def _fill_header(self, module: nn.Module | None) -> None:

@@ -218,13 +218,17 @@ class MainWindow(QMainWindow):
     def _on_open_failed(self, source: str, err: BaseException) -> None:
         pending = self._pending if self._pending.get("source") == source else {"source": source}
         if needs_consent(err) and not self.quiet:
-            if dialogs.ask_consent(self, source, list(err.globals)):
-                self.controller.open(source, pending.get("arch"), True, pending.get("input_shape"))
+            listed = list(err.globals)
+            if dialogs.ask_consent(self, source, listed):
+                # exactly what the dialog listed (plus what was allowed before for this file) may run
+                allowed = frozenset({*pending.get("allowed", ()), *listed})
+                self._pending = {**pending, "allowed": allowed}
+                self.controller.open(source, pending.get("arch"), allowed, pending.get("input_shape"))
         elif needs_architecture(err) and not self.quiet:
             arch = dialogs.ask_architecture(self, source)
             if arch:
                 self._pending = {**pending, "arch": arch}
-                self.controller.open(source, arch, False, pending.get("input_shape"))
+                self.controller.open(source, arch, pending.get("allowed", False), pending.get("input_shape"))
         elif self.quiet and (needs_consent(err) or needs_architecture(err)):
             from .workers import one_line
 

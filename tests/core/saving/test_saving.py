@@ -229,6 +229,16 @@ def test_a_model_that_cannot_be_pickled_is_a_clear_error_for_the_full_format(tmp
     assert save(doc, tmp_path / "weights.safetensors").tensors_verified == 2  # weights still save
 
 
+def test_a_model_opened_from_safetensors_saves_as_a_full_pickle(r18, tmp_path):
+    save(r18, tmp_path / "weights.safetensors")
+    mapped = open_source(str(tmp_path / "weights.safetensors"))  # every weight views one mapped file
+    report = save(mapped, tmp_path / "full.pt", format="full")
+    loaded = torch.load(tmp_path / "full.pt", weights_only=False)
+    assert report.tensors_verified == len(r18.model.state_dict()) and same_weights(
+        loaded, r18.model.state_dict()
+    )
+
+
 # --- edited models -----------------------------------------------------------------------------------
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import pickle
-import struct
+import pickletools
+import re
+import stat
 import warnings
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,16 +15,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from headstudio.core.errors import SourceError, TorchScriptConsentError, UnsafeCheckpointError, first_line
+from headstudio.core.errors import (
+    SourceError,
+    TorchScriptConsentError,
+    TrustedCodeWarning,
+    UnsafeCheckpointError,
+    first_line,
+)
 from headstudio.core.kinds import CHECKPOINT_SUFFIXES
+from headstudio.core.opening.archive_rules import zip_members
+from headstudio.core.opening.file_specs import Trust, is_allowed
+from headstudio.core.opening.safetensors_file import read_safetensors
 from headstudio.core.opening.safety import benign_globals, unsafe_globals
 
 RECIPE_KEY = "headstudio.recipe"
-_SAFETENSORS_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
-}  # fmt: skip
+TORCHSCRIPT = "TorchScript program"  # what consent to a TorchScript archive allows
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _FOREIGN_MAGIC = (  # (first bytes, what the file is, what to do)
     (b"\x89HDF", "an HDF5 file (Keras/TensorFlow weights)", "convert it to PyTorch first"),
     (b"GGUF", "a GGUF file (llama.cpp)", "open the original PyTorch or safetensors weights"),
@@ -52,22 +58,30 @@ class Checkpoint:
 
 
 def check_path(path: Path) -> None:
-    """Raise a SourceError for a path that cannot be a checkpoint (missing, directory, empty)."""
+    """Raise a SourceError for a path that cannot be a checkpoint (missing, not a regular file, empty)."""
     if not path.exists():
+        broken = " (a symbolic link to a missing file)" if path.is_symlink() else ""
         raise SourceError(
-            f"no such file: {path}; give a checkpoint path or a spec such as torchvision:resnet50"
+            f"no such file: {path}{broken}; give a checkpoint path or a spec such as torchvision:resnet50"
         )
     if path.is_dir():
-        inside = sorted(p.name for p in path.iterdir() if p.suffix in CHECKPOINT_SUFFIXES)[:3]
+        try:
+            inside = sorted(p.name for p in path.iterdir() if p.suffix in CHECKPOINT_SUFFIXES)[:3]
+        except OSError:
+            inside = []
         hint = f" (it holds {', '.join(inside)})" if inside else ""
         raise SourceError(f"{path} is a directory; give a checkpoint file inside it{hint}")
-    if path.stat().st_size == 0:
-        raise SourceError(f"{path} is empty (0 bytes): the save that wrote it failed; save it again")
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise SourceError(f"{path} is not a regular file ({kind}); give a checkpoint file")
     try:
         with path.open("rb"):
             pass
     except OSError as err:
         raise SourceError(f"{path} cannot be read ({err.strerror}); check its permissions") from None
+    if path.stat().st_size == 0:
+        raise SourceError(f"{path} is empty (0 bytes): the save that wrote it failed; save it again")
 
 
 def sniff_format(path: Path) -> str:
@@ -75,13 +89,7 @@ def sniff_format(path: Path) -> str:
     with path.open("rb") as fh:
         head = fh.read(16)
     if head.startswith(b"PK\x03\x04"):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                names = archive.namelist()
-        except zipfile.BadZipFile:
-            raise SourceError(
-                f"{path} is truncated or corrupt (incomplete zip archive); save or copy it again"
-            ) from None
+        names = [m.filename for m in zip_members(path)]
         if any("/code/" in n or n.endswith("constants.pkl") for n in names):
             return "torchscript"
         if any(n.endswith("data.pkl") for n in names):
@@ -98,6 +106,10 @@ def sniff_format(path: Path) -> str:
         foreign = ("an ONNX model", "open the PyTorch model it was exported from")
     if foreign:
         raise SourceError(f"{path} is {foreign[0]}, not a PyTorch checkpoint; {foreign[1]}")
+    if path.suffix.lower() == ".safetensors":
+        return "safetensors"  # by name too, so a broken header is told which rule it breaks
+    if _is_text_pickle(path):
+        return "pickle"  # protocol 0/1: printable, but a pickle all the same
     if _is_text(path):
         raise SourceError(f"{path} is a text file, not a checkpoint; give a .pt/.pth/.safetensors file")
     raise SourceError(
@@ -106,12 +118,13 @@ def sniff_format(path: Path) -> str:
     )
 
 
-def read_checkpoint(path: Path, *, trust: bool = False) -> Checkpoint:
-    """Load a file's contents without running code from it (unless ``trust``)."""
+def read_checkpoint(path: Path, *, trust: Trust = False) -> Checkpoint:
+    """Load a file's contents without running code from it (unless ``trust`` covers that code)."""
     check_path(path)
     kind = sniff_format(path)
     if kind == "safetensors":
-        return _read_safetensors(path)
+        tensors, metadata = read_safetensors(path)
+        return Checkpoint(path, "safetensors", state_dict=tensors, recipe=metadata.get(RECIPE_KEY))
     if kind == "export":
         raise SourceError(
             f"{path} is a torch.export archive (.pt2); open the model it came from or its state_dict"
@@ -122,25 +135,24 @@ def read_checkpoint(path: Path, *, trust: bool = False) -> Checkpoint:
     return _unpack(path, obj)
 
 
-def _torch_load(path: Path, *, mmap: bool, trust: bool) -> Any:
+def _torch_load(path: Path, *, mmap: bool, trust: Trust) -> Any:
     try:
         return _quiet_load(path, mmap=mmap, weights_only=True)
     except pickle.UnpicklingError as err:
         if "weights only" not in str(err).lower() and "weights_only" not in str(err).lower():
             raise _corrupt(path, err) from None
-        needed = unsafe_globals(path)
-        if not trust:
-            if not needed:
-                raise _corrupt(path, err) from None
+        needed = unsafe_globals(path) or [f"code torch refused: {_refusal_reason(err)}"]
+        if not is_allowed(trust, needed):
             raise UnsafeCheckpointError(str(path), needed) from None
     except Exception as err:
         raise _corrupt(path, err) from None
+    warnings.warn(f"{path}: allowed by --trust: {', '.join(needed)}", TrustedCodeWarning, stacklevel=3)
     try:
         return _quiet_load(path, mmap=mmap, weights_only=False)
     except (ImportError, AttributeError) as err:
         raise SourceError(
-            f"{path} refers to code that cannot be imported ({err}); install that package or run "
-            "from the project that saved it"
+            f"{path} refers to code that cannot be imported ({first_line(err)}); install that package or "
+            "run from the project that saved it"
         ) from None
     except Exception as err:
         raise _corrupt(path, err) from None
@@ -153,11 +165,18 @@ def _quiet_load(path: Path, *, mmap: bool, weights_only: bool) -> Any:
         return torch.load(path, map_location="cpu", mmap=mmap, weights_only=weights_only)
 
 
+def _refusal_reason(err: BaseException) -> str:
+    """The reason torch's weights-only loader gave, without its advice text and terminal colours."""
+    text = _ANSI.sub("", str(err))
+    match = re.search(r"WeightsUnpickler error: (.*)", text)
+    return first_line(ValueError(match[1] if match else text), limit=160)
+
+
 def _corrupt(path: Path, err: BaseException) -> SourceError:
-    text = str(err)
+    text = _ANSI.sub("", str(err))
     if "central directory" in text or "PytorchStreamReader" in text or "EOF" in text:
         return SourceError(f"{path} is truncated or corrupt; save or copy it again")
-    return SourceError(f"{path} could not be read as a PyTorch checkpoint: {first_line(err)}")
+    return SourceError(f"{path} could not be read as a PyTorch checkpoint: {first_line(ValueError(text))}")
 
 
 def _unpack(path: Path, obj: Any) -> Checkpoint:
@@ -235,48 +254,10 @@ def _pt_recipe(state_dict: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _read_safetensors(path: Path) -> Checkpoint:
-    """Memory-map a .safetensors file: tensors are views of the file, read only when touched."""
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        (header_len,) = struct.unpack("<Q", fh.read(8))
-        if header_len > size - 8:
-            raise SourceError(f"{path} is truncated or corrupt (safetensors header); save it again")
-        try:
-            header = json.loads(fh.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise SourceError(f"{path} has a corrupt safetensors header; save it again") from None
-    metadata = header.pop("__metadata__", None) or {}
-    storage = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=size)
-    base = 8 + header_len
-    tensors: dict[str, torch.Tensor] = {}
-    for name, info in header.items():
-        dtype = _SAFETENSORS_DTYPES.get(info.get("dtype"))
-        start, end = info["data_offsets"]
-        if dtype is None:
-            raise SourceError(f"{path}: tensor '{name}' has unsupported dtype {info.get('dtype')}")
-        if base + end > size:
-            raise SourceError(f"{path} is truncated (tensor '{name}' runs past the end); save it again")
-        itemsize = torch.empty(0, dtype=dtype).element_size()
-        if (base + start) % itemsize:
-            tensors[name] = _safetensors_copy(path, name)
-            continue
-        t = torch.empty(0, dtype=dtype)
-        t.set_(storage, (base + start) // itemsize, info["shape"])
-        tensors[name] = t
-    return Checkpoint(path, "safetensors", state_dict=tensors, recipe=metadata.get(RECIPE_KEY))
-
-
-def _safetensors_copy(path: Path, name: str) -> torch.Tensor:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as fh:
-        return fh.get_tensor(name)
-
-
-def _read_torchscript(path: Path, trust: bool) -> Checkpoint:
-    if not trust:
+def _read_torchscript(path: Path, trust: Trust) -> Checkpoint:
+    if not is_allowed(trust, [TORCHSCRIPT]):
         raise TorchScriptConsentError(str(path))
+    warnings.warn(f"{path}: allowed by --trust: {TORCHSCRIPT}", TrustedCodeWarning, stacklevel=3)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter(
@@ -286,6 +267,16 @@ def _read_torchscript(path: Path, trust: bool) -> Checkpoint:
     except Exception as err:
         raise _corrupt(path, err) from None
     return Checkpoint(path, "torchscript", module=module)
+
+
+def _is_text_pickle(path: Path) -> bool:
+    """A protocol 0/1 pickle: its opcodes parse up to a STOP (text rarely does: most bytes are no opcode)."""
+    with path.open("rb") as fh:
+        try:
+            ops = [op.name for op, _arg, _pos in pickletools.genops(fh)]
+        except Exception:
+            return False
+    return len(ops) >= 2 and ops[-1] == "STOP"
 
 
 def _is_text(path: Path) -> bool:

@@ -1,4 +1,6 @@
-"""Writing .safetensors by streaming each tensor's bytes: no second copy of the weights in memory.
+"""The .safetensors format both ways: a reader that enforces the format's rules, a streamed writer.
+
+Writing streams each tensor's bytes: no second copy of the weights in memory.
 
 ``safetensors.torch.save_file`` turns every tensor into a ``bytes`` object before writing, so its peak
 memory is the model's size, and it refuses tensors that share storage. Writing the (simple) format
@@ -23,7 +25,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from headstudio.core.errors import SaveError
+from headstudio.core.errors import SaveError, SourceError, first_line
 from headstudio.core.opening.mapped_regions import (
     MappedFiles,
     Region,
@@ -286,3 +288,112 @@ def _same_memory(a: int, b: int, size: int) -> bool:
     if _MEMCMP is None:
         return ctypes.string_at(a, size) == ctypes.string_at(b, size)
     return _MEMCMP(a, b, size) == 0
+
+
+# --- reading -----------------------------------------------------------------------------------------
+
+HEADER_CAP = 100_000_000  # the format's own limit on the JSON header
+_ITEM_BITS = {"F64": 64, "F32": 32, "F16": 16, "BF16": 16, "I64": 64, "I32": 32, "I16": 16, "I8": 8,
+              "U8": 8, "BOOL": 8, "F8_E4M3": 8, "F8_E5M2": 8}  # fmt: skip
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The file's tensors (memory-mapped views, read only when touched) and its ``__metadata__``.
+
+    The header is checked against every rule of the format first, so a violation is one line naming
+    the tensor and the rule (``safe_open`` misses duplicate names and a header not starting with ``{``
+    and names no rule); then ``safetensors.safe_open``, the format's own validated reader, maps it.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    metadata = check_safetensors_header(path)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            tensors = {name: fh.get_tensor(name) for name in fh.keys()}  # noqa: SIM118 (safe_open is no dict)
+    except (SafetensorError, RuntimeError, ValueError, TypeError) as err:
+        raise SourceError(f"{path} breaks the safetensors format ({first_line(err)}); refused") from None
+    return tensors, metadata
+
+
+def check_safetensors_header(path: Path) -> dict[str, str]:
+    """Check the header's rules (length, JSON object, entries, offsets, metadata); return the metadata."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        raw = fh.read(8)
+        (length,) = struct.unpack("<Q", raw) if len(raw) == 8 else (-1,)
+        if length < 2 or length > HEADER_CAP or length > size - 8:
+            raise SourceError(
+                f"{path}: the safetensors header length {length} is not sane (rule: 2 to "
+                f"{HEADER_CAP:,} bytes, within the file's {size:,}); the file is truncated or not safetensors"
+            )
+        text = fh.read(length)
+    if not text.startswith(b"{"):
+        raise SourceError(f"{path}: the safetensors header does not start with '{{' (rule: a JSON object)")
+    try:
+        entries = json.loads(text.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except _Duplicate as dup:
+        raise SourceError(
+            f"{path}: tensor '{dup}' appears twice in the header (rule: unique names)"
+        ) from None
+    except (UnicodeDecodeError, ValueError) as err:
+        raise SourceError(f"{path}: the safetensors header is not valid JSON ({first_line(err)})") from None
+    if not isinstance(entries, dict):
+        raise SourceError(f"{path}: the safetensors header is not a JSON object")
+    metadata = entries.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise SourceError(f"{path}: __metadata__ must map strings to strings (rule: str -> str)")
+    spans = sorted((_span(path, name, info), name) for name, info in entries.items())
+    end = 0
+    for (start, stop), name in spans:
+        if start != end:
+            problem = "overlaps the tensor before it" if start < end else f"leaves a gap at byte {end}"
+            raise SourceError(f"{path}: tensor '{name}' {problem} (rule: offsets packed in order)")
+        end = stop
+    if 8 + length + end != size:
+        raise SourceError(
+            f"{path}: the tensors cover {end:,} data bytes but the file holds {size - 8 - length:,} "
+            "(rule: offsets cover the data exactly); the file is truncated or padded"
+        )
+    return metadata
+
+
+def _span(path: Path, name: str, info: object) -> tuple[int, int]:
+    """A header entry's (start, stop) once its dtype, shape and offsets pass the rules."""
+    if not isinstance(info, dict) or set(info) - {"dtype", "shape", "data_offsets"}:
+        raise SourceError(f"{path}: tensor '{name}' is not an entry of dtype, shape and data_offsets")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if dtype not in _ITEM_BITS:
+        raise SourceError(f"{path}: tensor '{name}' has dtype {dtype!r}, which Head Studio cannot read")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise SourceError(f"{path}: tensor '{name}' has shape {shape!r} (rule: a list of non-negative ints)")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(type(o) is int and o >= 0 for o in offsets)
+        or offsets[0] > offsets[1]
+    ):
+        raise SourceError(
+            f"{path}: tensor '{name}' has data_offsets {offsets!r} (rule: [start, end], start <= end)"
+        )
+    count = 1
+    for d in shape:
+        count *= d
+    if count * _ITEM_BITS[dtype] // 8 != offsets[1] - offsets[0]:
+        raise SourceError(
+            f"{path}: tensor '{name}' is {dtype} {shape} but spans {offsets[1] - offsets[0]:,} bytes "
+            "(rule: shape x dtype size = byte length)"
+        )
+    return offsets[0], offsets[1]
+
+
+class _Duplicate(ValueError):
+    """A JSON object names a key twice."""
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Duplicate(key)
+        out[key] = value
+    return out

@@ -10,6 +10,7 @@ from headstudio.core.errors import ArchitectureRequiredError, Progress, SourceEr
 from headstudio.core.model.document import Document, Origin
 from headstudio.core.opening import hf
 from headstudio.core.opening.checkpoints import Checkpoint, check_path, read_checkpoint, sniff_format
+from headstudio.core.opening.file_specs import Trust
 from headstudio.core.opening.specs import build_model, looks_like_spec, parse_spec, spec_input_shape
 from headstudio.core.opening.weights import align_keys, assign_weights, check_keys
 
@@ -18,7 +19,7 @@ def open_source(
     source: str,
     *,
     arch: str | None = None,
-    trust: bool = False,
+    trust: Trust = False,
     input_shape: tuple[int, ...] | None = None,
     materialize: bool = False,
     progress: Progress | None = None,
@@ -29,7 +30,9 @@ def open_source(
         source: a file (``.pt``/``.pth``/``.bin``/``.ckpt``/``.safetensors``/TorchScript) or a spec such as
             ``torchvision:resnet18(num_classes=10)``, ``timm:convnext_nano`` or ``mypkg.models:make_net``.
         arch: the architecture of a file that holds only weights (a spec, as above).
-        trust: allow a pickle's globals or a TorchScript archive in this file to run (consent, per file).
+        trust: ``True`` allows the code this file needs (a pickle's globals, a TorchScript program, a
+            recipe naming code outside the allow-list); a collection of names allows exactly those (what
+            a consent dialog listed). ``source`` and ``arch`` typed by the user are built as given.
         input_shape: the shape to trace, e.g. ``(1, 3, 224, 224)``; default: what the model knows.
         materialize: build spec models with real weights (needed to save them); else on the meta device.
         progress: ``progress(message, fraction)``; raising ``Cancelled`` from it stops the work.
@@ -66,7 +69,7 @@ def open_source(
         _refuse_arch_for_archives(path)
     ckpt = read_checkpoint(path, trust=trust)
     report("building the model", 0.5)
-    model, arch_name = _model_for(ckpt, arch)
+    model, arch_name = _model_for(ckpt, arch, trust)
     origin = Origin(source, ckpt.format, arch_name, path, ckpt, list(ckpt.notes))
     if ckpt.format == "torchscript":
         origin.notes.append("TorchScript archive: inspect only; edit the original model instead")
@@ -74,7 +77,7 @@ def open_source(
     return Document(model.eval(), origin, input_shape or (spec_input_shape(arch) if arch else None))
 
 
-def _model_for(ckpt: Checkpoint, arch: str | None) -> tuple[nn.Module, str]:
+def _model_for(ckpt: Checkpoint, arch: str | None, trust: Trust) -> tuple[nn.Module, str]:
     if ckpt.module is not None:
         if arch:
             raise UnsupportedOperationError(
@@ -86,7 +89,8 @@ def _model_for(ckpt: Checkpoint, arch: str | None) -> tuple[nn.Module, str]:
     if arch is None and ckpt.recipe:
         from headstudio.core.recipe import build_from_recipe
 
-        model, arch_name = build_from_recipe(ckpt.recipe)
+        model, arch_name, notes = build_from_recipe(ckpt.recipe, str(ckpt.path), trust, ckpt.state_dict)
+        ckpt.notes.extend(notes)
     elif arch is None:
         raise ArchitectureRequiredError(
             f"{ckpt.path} holds only weights ({len(ckpt.state_dict)} tensors); say which "

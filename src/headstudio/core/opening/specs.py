@@ -9,7 +9,9 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import os
 import re
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -103,7 +105,7 @@ def resolve_factory(spec: ArchSpec) -> Callable[..., nn.Module]:
             )
         return lambda **kw: timm.create_model(spec.name, pretrained=False, **kw)
     try:
-        module = importlib.import_module(spec.namespace)
+        module = _import_user_module(spec.namespace)
     except ImportError as err:
         close = _close_names(spec.namespace, ["torchvision", "timm"])
         if close and "." not in spec.namespace:
@@ -122,6 +124,19 @@ def resolve_factory(spec: ArchSpec) -> Callable[..., nn.Module]:
     if not callable(factory):
         raise SourceError(f"'{spec}' is not callable; point at a class or a function returning a model")
     return factory
+
+
+def _import_user_module(name: str) -> Any:
+    """Import a module a spec names, finding it in the current directory too (as ``python -m`` does)."""
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(name)
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
 
 
 def spec_input_shape(spec: ArchSpec | str) -> tuple[int, ...] | None:
@@ -154,16 +169,16 @@ def build_model(spec: ArchSpec | str, *, meta: bool = True) -> nn.Module:
     """Build the architecture in eval mode; with ``meta`` its parameters take no memory."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     factory = resolve_factory(spec)
-    model = None
+    model, built = None, False
     if meta:
         try:
             with _parameters_on_meta():
-                model = _call_factory(factory, spec)
+                model, built = _call_factory(factory, spec), True
         except SourceError:
             raise
         except Exception:
             model = None  # some __init__ reads parameter values; build it for real instead
-    if model is None:
+    if not built:  # a factory that returned (rather than raised) is never called twice
         try:
             model = _call_factory(factory, spec)
         except SourceError:

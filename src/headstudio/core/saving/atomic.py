@@ -8,7 +8,10 @@ save of the same target removes what it left (``remove_stale_partials``). The so
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -120,6 +123,8 @@ def save(
         from headstudio.core.saving.hf_folder import save_folder
 
         return save_folder(doc, target, report_progress)
+    needed = bytes_needed(doc)
+    check_free_space(target, needed)
 
     notes: list[str] = []
     remove_stale_partials(target, notes)
@@ -138,11 +143,12 @@ def save(
     except HeadStudioError:
         discard(temp)
         raise
-    except OSError as err:
-        discard(temp)
-        raise SaveError(f"could not write {target}: {err.strerror or err}; nothing was changed") from None
     except Exception as err:
         discard(temp)
+        if is_disk_full(err, target, needed):
+            raise disk_full_error(target, needed) from None
+        if isinstance(err, OSError):
+            raise SaveError(f"could not write {target}: {err.strerror or err}; nothing was changed") from None
         raise SaveError(f"could not save {target} as {fmt}: {first_line(err)}; nothing was changed") from None
     except BaseException:
         discard(temp)
@@ -173,6 +179,83 @@ def check_target(doc: Document, target: Path) -> None:
         raise SaveError(f"cannot write {target}: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise SaveError(f"cannot write {target}: no permission to write in {parent}")
+    if target.exists() or target.is_symlink():
+        _check_replaceable(target)
+
+
+def _check_replaceable(target: Path) -> None:
+    """An existing target is replaced only if it is a regular file its owner lets us write."""
+    info = target.lstat()
+    if stat.S_ISLNK(info.st_mode):
+        info = target.stat() if target.exists() else info
+    if not stat.S_ISREG(info.st_mode):
+        raise SaveError(f"cannot replace {target}: it is not a regular file; choose another -o path")
+    if info.st_uid != os.geteuid():
+        if not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise SaveError(
+                f"cannot replace {target}: it belongs to another user and is read-only; "
+                "choose another -o path"
+            )
+    elif not info.st_mode & stat.S_IWUSR:
+        raise SaveError(
+            f"cannot replace {target}: it is read-only; make it writable (chmod u+w) "
+            "or choose another -o path"
+        )
+
+
+def bytes_needed(doc: Document) -> int:
+    """About how many bytes any format takes: the model's tensors (headers and pickles are small)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for _name, tensor in _named_tensors(doc.model):
+        key = (tensor.untyped_storage().data_ptr(), tensor.nbytes) if not tensor.is_meta else (id(tensor), 0)
+        if key not in seen:
+            seen.add(key)
+            total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def check_free_space(target: Path, needed: int) -> None:
+    """Refuse a save that cannot fit before writing a byte."""
+    free = _free_bytes(target.parent)
+    if free is not None and free < needed:
+        raise disk_full_error(target, needed, free)
+
+
+def is_disk_full(err: BaseException, target: Path, needed: int) -> bool:
+    """True when a failed write ran out of space (ENOSPC, or torch's writer failing with the disk full)."""
+    chain: BaseException | None = err
+    while chain is not None:
+        if isinstance(chain, OSError) and chain.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        chain = chain.__cause__ or chain.__context__
+    text = str(err)
+    if "No space left" in text or "Disk quota" in text:
+        return True
+    free = _free_bytes(target.parent)
+    return "write failed" in text and free is not None and free < needed
+
+
+def disk_full_error(target: Path, needed: int, free: int | None = None) -> SaveError:
+    """One line naming the cause and the space needed and free."""
+    free = _free_bytes(target.parent) if free is None else free
+    have = f", {_size(free)} free" if free is not None else ""
+    return SaveError(
+        f"could not write {target}: No space left on device "
+        f"(needs {_size(needed)}{have} in {target.parent}); "
+        "free some space or save elsewhere; nothing was changed"
+    )
+
+
+def _free_bytes(directory: Path) -> int | None:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 1e9:,.2f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:,.1f} MB"
 
 
 def check_saveable(doc: Document, fmt: str) -> None:

@@ -6,15 +6,25 @@ returning how many it checked. Both raise SaveError with one line when they cann
 
 from __future__ import annotations
 
+import copy
+import itertools
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from headstudio.core.errors import HeadStudioError, Progress, SaveError, UnsafeCheckpointError, first_line
+from headstudio.core.errors import (
+    HeadStudioError,
+    Progress,
+    SaveError,
+    UnsafeCheckpointError,
+    UntrustedSpecError,
+    first_line,
+)
 from headstudio.core.model.document import Document
 from headstudio.core.opening.checkpoints import RECIPE_KEY, read_checkpoint
 from headstudio.core.opening.safetensors_file import Readback, write_safetensors
@@ -90,7 +100,11 @@ def write_checkpoint(doc: Document, temp: Path, notes: list[str], progress: Prog
 def write_full(doc: Document, temp: Path, notes: list[str], progress: Progress) -> None:
     """The whole pickled module (needs ``torch.load(weights_only=False)`` and the model's code)."""
     try:
-        torch.save(doc.model, temp)
+        torch.save(_compact_module(doc.model), temp)
+    except (OSError, RuntimeError) as err:
+        if isinstance(err, OSError) or "write failed" in str(err):
+            raise  # the disk, not the pickling: save() names the cause and the space
+        raise SaveError(f"the model cannot be pickled: {first_line(err)}; save as .safetensors") from None
     except Exception as err:
         raise SaveError(f"the model cannot be pickled: {first_line(err)}; save as .safetensors") from None
     notes.append("a full (pickled) model runs code when loaded; share .safetensors with others instead")
@@ -136,14 +150,17 @@ def verify_safetensors(doc: Document, temp: Path, notes: list[str]) -> int:
     the recipe (a shape trace, 0.3 s on vit_h_14): the recipe read back must equal the open document's,
     and that document is what replaying it builds.
     """
-    from headstudio.core.opening.specs import parse_spec, resolve_factory
+    from headstudio.core.opening.file_specs import file_spec
+    from headstudio.core.opening.specs import resolve_factory
     from headstudio.core.recipe import Recipe
 
     ckpt = read_checkpoint(temp)
     if ckpt.recipe != recipe_json(doc):
         raise SaveError(f"verification failed: the recipe read back from {temp.name} is not the model's")
     try:
-        resolve_factory(parse_spec(Recipe.from_json(ckpt.recipe).arch))
+        resolve_factory(file_spec(Recipe.from_json(ckpt.recipe).arch, temp.name)[0])
+    except UntrustedSpecError as err:
+        notes.append(f"reopening this file will need --trust or --arch: its recipe names {err.globals[0]}")
     except HeadStudioError as err:
         notes.append(f"reopening this file will need --arch ({err})")
     return _same_entries(model_state(doc), ckpt.state_dict or {})
@@ -268,6 +285,22 @@ def compact_views(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = OrderedDict(out)
         out._metadata = state._metadata  # type: ignore[attr-defined]
     return out
+
+
+def _compact_module(model: torch.nn.Module) -> torch.nn.Module:
+    """``model``, or a copy whose views of a larger storage (a mapped .safetensors) are tensors of their own.
+
+    The copy shares every other tensor, so only the mapped weights are read into memory.
+    """
+    tensors = list(itertools.chain(model.parameters(), model.buffers()))
+    views = [t for t in tensors if t.untyped_storage().nbytes() != t.numel() * t.element_size()]
+    if not views:
+        return model
+    memo: dict[int, Any] = {id(t): t for t in tensors}
+    for t in views:
+        own = t.detach().clone()
+        memo[id(t)] = torch.nn.Parameter(own, t.requires_grad) if isinstance(t, torch.nn.Parameter) else own
+    return copy.deepcopy(model, memo)
 
 
 def set_recipe_metadata(state: dict[str, torch.Tensor], recipe: str) -> dict[str, torch.Tensor]:
