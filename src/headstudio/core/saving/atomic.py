@@ -179,7 +179,11 @@ def check_target(doc: Document, target: Path) -> None:
         raise SaveError(f"cannot write {target}: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise SaveError(f"cannot write {target}: no permission to write in {parent}")
-    if target.exists() or target.is_symlink():
+    if target.is_dir() and not target.is_symlink() and _is_hf(doc):
+        from headstudio.core.saving.hf_folder import check_folder_target
+
+        check_folder_target(doc, target)  # a model folder is replaced whole, another folder never
+    elif target.exists() or target.is_symlink():
         _check_replaceable(target)
 
 
