@@ -97,8 +97,14 @@ def test_inspect_json_has_the_documented_fields(cli):
         "output_shape": [1, 64, 56, 56],
         "called": True,
     }
-    head = {k: record["head"][k] for k in ("path", "type", "in_features", "out_features")}
-    assert head == {"path": "fc", "type": "Linear", "in_features": 512, "out_features": 1000}
+    assert record["head"] == {
+        "path": "fc",
+        "type": "Linear",
+        "in_features": 512,
+        "out_features": 1000,
+        "role": "class logits",
+        "rule": "main output",
+    }
 
 
 def test_inspect_json_depth_limits_the_modules_listed(cli):

@@ -299,15 +299,20 @@ def _write_recipe(doc: Document, path: Path) -> None:
     print(f"recipe written to {path}")
 
 
-def _figures(doc: Document) -> tuple[Any, int, int]:
+def _figures(doc: Document) -> tuple[Any, int, int, dict]:
     total, trainable = doc.param_counts()
-    return doc.trace().output, total, trainable
+    return doc.trace().output, total, trainable, doc.trace().outputs
 
 
 def _before_after(doc: Document, edits: list[Edit], before: tuple, after: tuple) -> str:
     """The edits made and a before/after table of output shape, params and trainable params."""
     lines = [f"{doc.origin.source}  [{doc.origin.format}, {doc.origin.arch}]"]
-    lines += [f"  {e.describe()}" for e in edits] or ["  (no edits: saved as is)"]
+    for edit in edits:
+        lines.append(f"  {edit.describe()}")
+        changed = edit.changed_paths()
+        if len(changed) > 1 or any(after[3].get(p) != after[0] for p in changed):  # sizes output hides
+            lines += [f"    {p}: {_shape(before[3].get(p))} → {_shape(after[3].get(p))}" for p in changed]
+    lines += [] if edits else ["  (no edits: saved as is)"]
     rows = [
         ("", "before", "after"),
         ("output", _shape(before[0]), _shape(after[0])),

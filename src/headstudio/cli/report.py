@@ -53,6 +53,11 @@ def render_report(doc: Any, report: dict[str, Any], depth: int) -> str:
         lines.append(f"Note: {report['trace']['fallback']}")
     if trace.error:
         lines.append(f"Trace failed at '{trace.failed_at or 'the model'}': {trace.error}")
+    elif trace.mode == "real" and report["format"] != "torchscript":
+        lines.append(
+            "Note: traced for real (data-dependent steps, e.g. a detector's box count): sizes after them "
+            "hold for this input and these weights only"
+        )
     lines += [f"Note: {n}" for n in report["notes"]]
     return "\n".join(lines)
 
@@ -64,14 +69,15 @@ def _heads_line(report: dict[str, Any]) -> str:
         return "Head: not detected (TorchScript runs without hooks; open the original model to find its head)"
     if not report["heads"]:
         return "Head: none found (the model ends without a classifier: a feature extractor)"
-    parts = [_head_text(h) for h in report["heads"]]
+    parts = [_head_text(h, report["heads"]) for h in report["heads"]]
     return ("Head: " if len(parts) == 1 else "Heads: ") + ", ".join(parts)
 
 
-def _head_text(head: dict[str, Any]) -> str:
+def _head_text(head: dict[str, Any], heads: list) -> str:
     text = f"{head['path']} ({head['type']} {head['in_features']} → {head['out_features']}"
-    text += f", {head['role']})" if head.get("role") else ")"
     rule = head.get("rule") or ""
+    named = head.get("role") and (len(heads) > 1 or rule.startswith("transformers"))
+    text += f", {head['role']})" if named else ")"
     if "tied" in rule:
         text += " [" + rule.rpartition("; ")[2] + "]"
     return text

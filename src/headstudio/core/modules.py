@@ -83,3 +83,17 @@ def feature_size(shape: Shape, channels: bool) -> int | None:
     if not isinstance(shape, list) or not shape or not all(isinstance(d, int) for d in shape):
         return None
     return shape[1] if channels and len(shape) > 2 else shape[-1]
+
+
+def float_dtype(module: nn.Module) -> torch.dtype:
+    """The floating dtype of the module's parameters (the default dtype when it has none)."""
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.get_default_dtype()
+
+
+def real_device(module: nn.Module) -> torch.device:
+    """Where the module's weights live; CPU for a module on meta (its replacement gets real weights)."""
+    p = next(module.parameters(), None)
+    return torch.device("cpu") if p is None or p.is_meta else p.device

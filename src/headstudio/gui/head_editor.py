@@ -156,9 +156,17 @@ class HeadEditor(HeadEditorForm):
 
     def _keep_classes(self, classes: int) -> int:
         """The trained rows to keep: the first min(old, new) classes of the current head."""
-        head = self._head_info()
-        old = (head.out_features if head is not None else None) or classes
-        return min(old, classes)  # the core keeps the first N classes' rows
+        old = self._class_count(self._head_info()) or classes
+        return min(old, classes)  # the core keeps the first N classes' rows (a detector's background too)
+
+    def _class_count(self, head: HeadInfo | None) -> int | None:
+        """Classes as the user counts them: a detector's per-anchor classes without background."""
+        doc = self.controller.document
+        if doc is None or head is None:
+            return None
+        from headstudio.core.edits.paired import class_count
+
+        return class_count(doc, head.path) or head.out_features
 
     def _require_head(self) -> str:
         if not self.head_path:
@@ -213,12 +221,19 @@ class HeadEditor(HeadEditorForm):
         self.previewOutput.setText(f"{before} → {after}")
         self.previewParams.setText(format_delta(p.params_before, p.params_after))
         self.previewTrainable.setText(format_delta(p.trainable_before, p.trainable_after))
+        layers = p.layers
+        self.previewLayers.setText(
+            "\n".join(f"{path}: {format_shape(a, '—')} → {format_shape(b, '—')}" for path, a, b in layers)
+        )
+        hidden_sizes = any(after != p.output_after for _, _, after in layers)  # a detector's classes
+        self.previewLayers.setVisible(len(layers) > 1 or hidden_sizes)
         self._show_messages(list(p.problems), list(p.warnings))
         self._update_buttons()
 
     def _show_problems(self, problems: list[str], warnings: list[str]) -> None:
         for label in (self.previewOutput, self.previewParams, self.previewTrainable):
             label.setText("—")
+        self.previewLayers.setVisible(False)
         self._show_messages(problems, warnings)
         self.applyButton.setEnabled(False)
 
@@ -379,9 +394,10 @@ class HeadEditor(HeadEditorForm):
     def _follow_head(self, path: str, head: HeadInfo | None) -> None:
         """A newly shown head starts the class count at its current number of outputs."""
         key = (id(self.controller.document), path)
-        if head is not None and head.out_features and key != self._shown_head:
+        count = self._class_count(head)
+        if head is not None and count and key != self._shown_head:
             self._shown_head = key
-            self.numClasses.setValue(head.out_features)
+            self.numClasses.setValue(count)
             self._chosen = False
 
     def _on_selection(self, path: str) -> None:

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from shiboken6 import isValid
 from torch import nn
 
 from headstudio.core.model.stats import tensor_histogram, tensor_stats
@@ -282,8 +283,8 @@ class Inspector(QWidget):
         self.controller.read_weights(work, lambda value: self._on_result(generation, key, value))
 
     def _on_result(self, generation: int, key: str, value: Any) -> None:
-        if generation != self._generation:
-            return  # for a module no longer shown, or a closed inspector
+        if generation != self._generation or not isValid(self.paramTable):
+            return  # for a module no longer shown, or an inspector already closed (its widgets deleted)
         if not self._arrived:  # hundreds arrive at once for a big module: one table update for all
             QTimer.singleShot(0, self.paramTable, self._show_arrived)
         self._arrived.append((generation, key, value))

@@ -35,6 +35,7 @@ class Preview:
     trainable_after: int
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    layers: list[tuple[str, Shape, Shape]] = field(default_factory=list)  # changed layers' outputs
 
     @property
     def ok(self) -> bool:
@@ -103,6 +104,8 @@ class Edit:
         result.output_after = trace.output
         result.params_after, result.trainable_after = shadow.param_counts()
         result.warnings += [w for w in trial.notes if w not in result.warnings]
+        outputs = doc.trace().outputs
+        result.layers = [(p, outputs.get(p), trace.outputs.get(p)) for p in trial.changed_paths()]
         return result
 
     def apply(self, doc: Document) -> None:
@@ -154,6 +157,10 @@ class Edit:
         """(problems, warnings) found without changing anything."""
         return [], []
 
+    def changed_paths(self) -> list[str]:
+        """Layers whose outputs the preview shows before/after (after apply); none by default."""
+        return []
+
     def _apply(self, doc: Document) -> None:
         raise NotImplementedError
 
@@ -192,7 +199,9 @@ def shadow_document(doc: Document) -> Document:
     """A Document over a structural copy of ``doc.model`` whose tensors are on meta (no weight copies)."""
     from headstudio.core.model.document import Document
 
-    shadow = Document(meta_copy(doc.model), doc.origin, doc.input_shape, doc.inputs, shadow=True)
+    shadow = Document(
+        meta_copy(doc.model), doc.origin, doc.input_shape, doc.trace(), inputs=doc.inputs, shadow=True
+    )
     shadow.edits = list(doc.edits)
     return shadow
 

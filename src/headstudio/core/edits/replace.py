@@ -17,9 +17,26 @@ from headstudio.core.edits.hf_config import (
     sync_removed,
     sync_replaced,
 )
+from headstudio.core.edits.paired import (
+    PairedTarget,
+    build_swaps,
+    kept_labels,
+    layer_code,
+    not_a_class_head,
+    paired_problems,
+    paired_target,
+    plan_swaps,
+)
 from headstudio.core.errors import EditError
 from headstudio.core.model.heads import is_projection
-from headstudio.core.modules import feature_size, find_module, module_expr, swap_module
+from headstudio.core.modules import (
+    feature_size,
+    find_module,
+    float_dtype,
+    module_expr,
+    real_device,
+    swap_module,
+)
 
 if TYPE_CHECKING:
     from headstudio.core.model.document import Document
@@ -54,6 +71,7 @@ class ReplaceHead(Edit):
     labels: tuple[str, ...] | None = None
     _old_classes: int | None = state()  # the head's class count before the edit (for describe)
     _code: tuple | None = state()  # (expression, HeadSpec, changed attributes, config lines) for code()
+    _paired: tuple | None = state()  # (background added, paired layer count, unit) of a paired edit
 
     def __post_init__(self) -> None:
         self.hidden = tuple(self.hidden or ())
@@ -64,18 +82,46 @@ class ReplaceHead(Edit):
         return self.path
 
     def describe(self) -> str:
-        """E.g. 'Replace head fc: 1000 → 10 classes'."""
+        """E.g. 'Replace head fc: 1000 → 10 classes'; paired heads and a background are named."""
         old = self._old_classes
         mlp = f" (MLP {'-'.join(map(str, self.hidden))})" if self.hidden else ""
+        paired = self._paired
+        unit = "classes"
+        if paired is not None:
+            background, partners, unit = paired
+            mlp += " + background" if background else ""
+            mlp += f", {partners} paired layer{'s' if partners != 1 else ''} in step" if partners else ""
         if old:
-            return f"Replace head {self.path}: {old} → {self.num_classes} classes{mlp}"
+            return f"Replace head {self.path}: {old} → {self.num_classes} {unit}{mlp}"
         return f"Replace head {self.path} with {self.num_classes} classes{mlp}"
+
+    def class_counts(self) -> tuple[int, int] | None:
+        """(before, after) as the model's own class-count fields hold them (a detector's background
+        counted, a dense head's classes per anchor); None until applied."""
+        if self._undo is None or self._old_classes is None:
+            return None
+        background = int(self._paired[0]) if self._paired is not None else 0
+        return self._old_classes + background, self.num_classes + background
+
+    def changed_paths(self) -> list[str]:
+        """The layers this edit swapped (after apply): the head, or every paired layer."""
+        if self._undo is None:
+            return []
+        return [s.path for s in self._undo[0]] if isinstance(self._undo[0], list) else [self.path]
 
     def check(self, doc: Document) -> tuple[list[str], list[str]]:
         """Class count, path, sizes, activation, kept classes; a head block points to its classifier."""
         problems = _count_problems(self.num_classes, self.hidden, self.dropout)
         if self.activation not in ACTIVATIONS:
             problems.append(f"activation '{self.activation}' is unknown; use one of {', '.join(ACTIVATIONS)}")
+        if self.path:
+            wrong = not_a_class_head(doc, self.path)
+            if wrong:
+                return [*problems, wrong], []
+            target = paired_target(doc, self.path)
+            if target is not None:
+                shaped = bool(self.hidden or self.dropout)
+                return paired_problems(doc, target, problems, shaped, self.keep_classes)
         try:
             module, shape = _head_and_input(doc, self.path)
         except EditError as err:
@@ -111,6 +157,10 @@ class ReplaceHead(Edit):
 
     def _apply(self, doc: Document) -> None:
         self.notes.clear()
+        target = paired_target(doc, self.path)
+        if target is not None:
+            self._apply_paired(doc, target)
+            return
         old, shape = _head_and_input(doc, self.path)
         conv = isinstance(old, CONVS)
         layer_in = feature_size(shape, channels=conv)
@@ -125,7 +175,7 @@ class ReplaceHead(Edit):
             dropout=self.dropout,
         )
         new = spec.build(self.seed)
-        new.to(dtype=_float_dtype(old), device=_real_device(old))
+        new.to(dtype=float_dtype(old), device=real_device(old))
         if self.keep_classes is not None and not doc.shadow:
             self._copy_rows(old, new)
         self._old_classes = _out_features(old) or feature_size(doc.trace().outputs.get(self.path), conv)
@@ -140,6 +190,28 @@ class ReplaceHead(Edit):
         self._undo = (old, changed, config_undo)
         self._code = (expr, spec, changed, _config_code(doc.model) if config_undo else [])
 
+    def _apply_paired(self, doc: Document, target: PairedTarget) -> None:
+        """Resize the class head and every layer carrying its class count, counts kept in step."""
+        keep = kept_labels(self.keep_classes, target.background) if self.keep_classes is not None else None
+        swaps = plan_swaps(doc, target, self.num_classes, keep)
+        real = not doc.shadow
+        build_swaps(swaps, self.seed, copy_rows=real)
+        if keep and real and swaps[0].old.weight.is_meta:
+            self.notes.append("the old head has no real weights (meta), so no trained rows were kept")
+        exprs = [module_expr(doc.model, s.path) for s in swaps]
+        for swap in swaps:
+            swap_module(doc.model, swap.path, swap.new)
+        changed: list[tuple] = []
+        new_count = self.num_classes + int(target.background)
+        for swap in swaps:
+            found = sync_class_attrs(doc.model, swap.path, target.role.classes, new_count, target.count_attrs)
+            changed += [c for c in found if all(c[0] is not d[0] or c[1] != d[1] for d in changed)]
+        self._old_classes = target.user_classes
+        unit = "keypoints" if target.role.role == "keypoint logits" else "classes"
+        self._paired = (target.background, len(swaps) - 1, unit)
+        self._undo = (swaps, changed, None)
+        self._code = (exprs, changed)
+
     def _copy_rows(self, old: nn.Module, new: nn.Module) -> None:
         keep = class_indices(self.keep_classes)
         if old.weight.is_meta:
@@ -152,12 +224,22 @@ class ReplaceHead(Edit):
 
     def _revert(self, doc: Document) -> None:
         old, changed, config_undo = self._undo
-        swap_module(doc.model, self.path, old)
+        if isinstance(old, list):  # paired layers
+            for swap in reversed(old):
+                swap_module(doc.model, swap.path, swap.old)
+        else:
+            swap_module(doc.model, self.path, old)
         restore_attrs(changed)
         restore_config(doc.model, config_undo)
 
     def code(self) -> list[str]:
         """``model.fc = nn.Linear(512, 10)`` and friends (sizes as the trace saw them)."""
+        if isinstance(self._undo[0], list):
+            exprs, changed = self._code
+            lines = [f"torch.manual_seed({self.seed})"] if self.seed is not None else []
+            for swap, expr in zip(self._undo[0], exprs, strict=True):
+                lines += layer_code(swap, expr)
+            return lines + attr_code(changed)
         expr, spec, changed, config_lines = self._code
         lines = [f"torch.manual_seed({self.seed})"] if self.seed is not None else []
         built = spec.code()
@@ -252,8 +334,14 @@ def _index_code(keep: list[int]) -> str:
     return repr(keep)
 
 
-def sync_class_attrs(model: nn.Module, path: str, old: int | None, new: int) -> list[tuple]:
-    """Keep ``num_classes`` / wrapper ``out_features`` on the head's ancestors equal to the new count."""
+def sync_class_attrs(
+    model: nn.Module,
+    path: str,
+    old: int | None,
+    new: int,
+    attrs: tuple[str, ...] = ("num_classes", "out_features"),
+) -> list[tuple]:
+    """Keep ``num_classes`` / wrapper ``out_features`` (or ``attrs``) on the head's ancestors in step."""
     changed: list[tuple] = []  # (owner module, attribute, old value, owner path)
     if old is None:
         return changed
@@ -261,7 +349,7 @@ def sync_class_attrs(model: nn.Module, path: str, old: int | None, new: int) -> 
     for depth in range(len(parts)):
         owner_path = ".".join(parts[:depth])
         owner = model.get_submodule(owner_path)
-        for attr in ("num_classes", "out_features"):
+        for attr in attrs:
             if isinstance(owner, (nn.Linear, *CONVS)) or getattr(owner, attr, None) != old:
                 continue
             changed.append((owner, attr, old, owner_path))
@@ -344,15 +432,3 @@ def _block_warnings(path: str, module: nn.Module) -> list[str]:
 def _out_features(module: nn.Module) -> int | None:
     value = getattr(module, "out_features", None) or getattr(module, "out_channels", None)
     return int(value) if isinstance(value, int) else None
-
-
-def _float_dtype(module: nn.Module) -> torch.dtype:
-    for p in module.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return torch.get_default_dtype()
-
-
-def _real_device(module: nn.Module) -> torch.device:
-    p = next(module.parameters(), None)
-    return torch.device("cpu") if p is None or p.is_meta else p.device

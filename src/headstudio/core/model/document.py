@@ -59,10 +59,12 @@ class Document:
         model: nn.Module,
         origin: Origin,
         input_shape: tuple[int, ...] | None = None,
-        inputs: tuple[NamedInput, ...] | None = None,
+        trace: Trace | None = None,
         *,
+        inputs: tuple[NamedInput, ...] | None = None,
         shadow: bool = False,
     ) -> None:
+        """``trace`` may hand over a trace of an identical model (a structural copy), saving a forward."""
         self.model = model
         self.origin = origin
         self.inputs: tuple[NamedInput, ...] | None = tuple(inputs) if inputs else None  # named by the user
@@ -72,7 +74,7 @@ class Document:
         self.shadow = shadow  # a preview's meta copy: weights are not there, so edits skip copying them
         self.trace_before_edits: Trace | None = None  # the forward as opened (saving compares with it)
         self.version = 0  # counts changes; work computed for an older version is stale
-        self._trace: Trace | None = None
+        self._trace: Trace | None = trace
         self._tree: ModuleNode | None = None
 
     @property
@@ -169,14 +171,16 @@ class Document:
             model = structure_copy(self.model) if self.editable else self.model
             if version == self.version:
                 break
-        twin = Document(model, self.origin, self.input_shape, self.inputs, shadow=self.shadow)
+        twin = Document(model, self.origin, self.input_shape, inputs=self.inputs, shadow=self.shadow)
         twin.edits, twin._trace = edits, trace
         return twin
 
     def heads(self) -> list[HeadInfo]:
         """Detected heads, primary first; empty for a headless model (feature extractor)."""
         trace = self.trace()
-        heads = [describe_head(self.model, p, trace.inputs, trace.outputs) for p in trace.heads]
+        heads = [
+            describe_head(self.model, p, trace.inputs, trace.outputs, trace.roles.get(p)) for p in trace.heads
+        ]
         return hf_head_roles(self.model, heads, trace)
 
     @property

@@ -8,8 +8,9 @@ sets. Whatever the model returns then names its head(s) - whatever the attribute
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -17,10 +18,17 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import keystr, tree_flatten_with_path, tree_leaves
 from torch.utils.weak import WeakIdKeyDictionary
 
+if TYPE_CHECKING:
+    from headstudio.core.model.shapes import Trace
+
+# What a parametrised output is for; the primary head is the first by this rank (a class head).
+ROLES = ("class logits", "mask logits", "keypoint logits", "box regression", "objectness", "auxiliary")
+ROLE_RANK: dict[str | None, int] = {None: 0, **{role: rank for rank, role in enumerate(ROLES)}}
+
 
 @dataclass(frozen=True)
 class HeadInfo:
-    """A detected head: its path, type and the feature sizes it maps between."""
+    """A detected head: path, type, the feature sizes it maps between, its role and the rule that said so."""
 
     path: str
     type: str
@@ -38,6 +46,44 @@ class HeadInfo:
             "role": self.role,
             "rule": self.rule,
         }
+
+
+@dataclass(frozen=True)
+class HeadRole:
+    """What one head is for, which rule decided, and how its channels count classes.
+
+    ``anchors`` is the number of predictions per position (num_anchors for a dense detector, 1 for a
+    per-region or per-image classifier); ``classes`` the class count its channels hold (out / anchors,
+    or out / 4 for class-specific box regression).
+    """
+
+    role: str
+    rule: str
+    anchors: int | None = None
+    classes: int | None = None
+
+
+RoleRule = Callable[[nn.Module, "Trace"], dict[str, HeadRole]]
+
+
+def role_rules() -> list[RoleRule]:
+    """The rules naming heads' roles, in order; a later rule only fills heads the earlier left open."""
+    from headstudio.core.model import dense_heads
+
+    return [*dense_heads.RULES]
+
+
+def head_roles(model: nn.Module, trace: Trace) -> dict[str, HeadRole]:
+    """Every head's role by the first rule that decides it; a failing rule is skipped, never fatal."""
+    roles: dict[str, HeadRole] = {}
+    for rule in role_rules():
+        try:
+            found = rule(model, trace)
+        except Exception:  # a rule meeting a model it does not understand decides nothing
+            continue
+        for path, role in found.items():
+            roles.setdefault(path, role)
+    return roles
 
 
 def is_barrier(module: nn.Module) -> bool:
@@ -114,8 +160,10 @@ def as_plain_tree(value: Any) -> Any:
     return value
 
 
-def describe_head(model: nn.Module, path: str, inputs: dict, outputs: dict) -> HeadInfo:
-    """HeadInfo from the module (Linear/Conv sizes) or else from its traced shapes."""
+def describe_head(
+    model: nn.Module, path: str, inputs: dict, outputs: dict, role: HeadRole | None = None
+) -> HeadInfo:
+    """HeadInfo from the module (Linear/Conv sizes) or else from its traced shapes, with its role."""
     module = model.get_submodule(path)
     in_f = getattr(module, "in_features", None) or getattr(module, "in_channels", None)
     out_f = getattr(module, "out_features", None) or getattr(module, "out_channels", None)
@@ -123,7 +171,9 @@ def describe_head(model: nn.Module, path: str, inputs: dict, outputs: dict) -> H
         in_f = _feature_dim(inputs.get(path), conv=False)
     if out_f is None:
         out_f = _feature_dim(outputs.get(path), conv=False)
-    return HeadInfo(path, type(module).__name__, _int(in_f), _int(out_f))
+    if role is None:
+        return HeadInfo(path, type(module).__name__, _int(in_f), _int(out_f))
+    return HeadInfo(path, type(module).__name__, _int(in_f), _int(out_f), role.role, role.rule)
 
 
 def _feature_dim(shape: Any, conv: bool) -> int | None:

@@ -20,7 +20,7 @@ from torch._subclasses import fake_tensor
 from torch.func import functional_call
 
 from headstudio.core.errors import first_line
-from headstudio.core.model.heads import HeadTracker, is_barrier
+from headstudio.core.model.heads import ROLE_RANK, HeadRole, HeadTracker, head_roles, is_barrier
 from headstudio.core.model.inputs import (
     NamedInput,
     config_inputs,
@@ -54,6 +54,7 @@ class Trace:
     calls: dict[str, int] = field(default_factory=dict)
     output: Shape = None
     heads_by_output: dict[str, list[str]] = field(default_factory=dict)
+    roles: dict[str, HeadRole] = field(default_factory=dict)
     error: str | None = None
     failed_at: str | None = None
     mode: str = "fake"
@@ -61,11 +62,17 @@ class Trace:
 
     @property
     def heads(self) -> list[str]:
-        """All head paths, primary (first output's first head) first."""
+        """All head paths, primary first: by role (class logits first), then as they reach the output.
+
+        Heads a role rule knows but the output does not show (a keypoint head whose result leaves
+        through non-torch code) come after those the trace saw, in their role's place.
+        """
         seen: dict[str, None] = {}
         for paths in self.heads_by_output.values():
             seen.update(dict.fromkeys(paths))
-        return list(seen)
+        seen.update(dict.fromkeys(self.roles))
+        rank = {p: ROLE_RANK.get(self.roles[p].role, 0) if p in self.roles else 0 for p in seen}
+        return sorted(seen, key=rank.__getitem__)
 
 
 def shape_of(value: Any) -> Shape:
@@ -78,6 +85,8 @@ def shape_of(value: Any) -> Shape:
         return {f.name: shape_of(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, (tuple, list)):
         return [shape_of(v) for v in value]
+    if isinstance(getattr(value, "tensors", None), torch.Tensor):
+        return list(value.tensors.shape)  # torchvision's ImageList: the padded image batch
     return None
 
 
@@ -172,6 +181,7 @@ def _run(
                     out = functional_call(model, state, args, kwargs, strict=False)
         trace.output = shape_of(out)
         trace.heads_by_output = tracker.heads_of(out, model)
+        trace.roles = head_roles(model, trace)
     except Exception as err:
         if fake and _is_fake_limit(err):
             raise _FakeUnsupported from err

@@ -25,12 +25,14 @@ class ModuleNode:
     input_shape: Shape
     calls: int
     head_rank: int | None = None  # 0 for the primary head, 1.. for others, None if not a head
+    through_children: bool = False  # a container (ModuleList) never called itself, its children were
     children: list[ModuleNode] = field(default_factory=list)
     parent: ModuleNode | None = field(default=None, repr=False, compare=False)
 
     @property
     def called(self) -> bool:
-        return self.calls > 0
+        """The forward ran this module, or (for a ModuleList) the modules it holds."""
+        return self.calls > 0 or self.through_children
 
     @property
     def is_head(self) -> bool:
@@ -86,6 +88,10 @@ def build_tree(model: nn.Module, trace: Trace | None) -> ModuleNode:
         for child_name, child in module.named_children():
             child_path = f"{path}.{child_name}" if path else child_name
             me.children.append(node(child_path, child_name, child, me))
+        ran = [c for c in me.children if c.called]
+        if trace and not me.calls and ran:  # FPN's inner_blocks: shown by what its last member returned
+            me.through_children = True
+            me.output_shape = ran[-1].output_shape
         return me
 
     return node("", "", model, None)

@@ -265,8 +265,12 @@ def class_count_changes(doc: Document, change: WeightsChange) -> dict[int, int]:
     for edit in doc.edits:
         if not isinstance(edit, ReplaceHead):
             continue
+        counted = edit.class_counts()  # a detector counts its background; RetinaNet's head is A x K wide
         if edit.path in per_head:
-            per_head[edit.path][1] = edit.num_classes
+            per_head[edit.path][1] = counted[1] if counted else edit.num_classes
+            continue
+        if counted is not None and any(k.startswith(f"{edit.path}.") for k in change.before):
+            per_head[edit.path] = list(counted)
             continue
         weight = change.before.get(f"{edit.path}.weight")
         if isinstance(weight, torch.Tensor) and weight.ndim >= 1:
