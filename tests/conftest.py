@@ -200,3 +200,23 @@ def fingerprint_cache(tmp_path_factory: pytest.TempPathFactory):
     patch.setattr(fingerprint_index, "known_architectures", archs)
     yield cache
     patch.undo()
+
+
+@pytest.fixture(scope="session")
+def hf_folder(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Factory: the folder of a tiny transformers model of (family, model_type), saved by save_pretrained.
+
+    Each (family, type, overrides) is made once per session; tests must not write into it.
+    """
+    from hf_fixtures import make_folder
+
+    root = tmp_path_factory.mktemp("hf")
+    made: dict[str, Path] = {}
+
+    def get(family: str, model_type: str, **overrides: object) -> Path:
+        key = f"{family}-{model_type}-{sorted(overrides.items())}"
+        if key not in made:
+            made[key] = make_folder(root / str(len(made)), family, model_type, **overrides)
+        return made[key]
+
+    return get

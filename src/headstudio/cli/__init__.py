@@ -46,6 +46,13 @@ def _add_source_options(p: argparse.ArgumentParser) -> None:
         help="which weights of a training checkpoint with an EMA copy (default: main)",
     )
     p.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="NAME=SIZES[:DTYPE]",
+        help="a named input to trace with, e.g. --input input_ids=1,128:int64 (repeat for several)",
+    )
+    p.add_argument(
         "--trust",
         action="store_true",
         help="allow the code these files name to run (pickled classes, TorchScript, a recipe's own factory); "

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from headstudio.cli.inspect import use_named_inputs
 from headstudio.cli.report import stderr_progress
 from headstudio.core.errors import EditError, HeadStudioError, SourceError
 from headstudio.core.model.shape_text import sizes_argument
@@ -45,6 +46,9 @@ def add_edit_parsers(sub: Any, add_source_options: Any) -> None:
     )
     ops.add_argument("--dropout", type=float, default=0.0, metavar="P", help="dropout before the new layers")
     ops.add_argument("--keep-classes", metavar="SPEC", help="keep trained rows of these classes, e.g. 0-9")
+    ops.add_argument(
+        "--labels", metavar="A,B,C", help="class names for the new head (a transformers model's id2label)"
+    )
     ops.add_argument("--add-head", metavar="NAME:N", action="append", default=[], help="add another head")
     ops.add_argument(
         "--from",
@@ -84,9 +88,14 @@ def add_edit_parsers(sub: Any, add_source_options: Any) -> None:
 
 
 def _add_output_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="file to write (never the source)")
     p.add_argument(
-        "--format", metavar="F", help="safetensors, state_dict, checkpoint, full, torchscript, export"
+        "-o", "--output", required=True, metavar="OUT",
+        help="file to write, or a folder for a transformers model (never the source)",
+    )  # fmt: skip
+    p.add_argument(
+        "--format",
+        metavar="F",
+        help="safetensors, state_dict, checkpoint, full, torchscript, export, hf_folder",
     )
 
 
@@ -108,6 +117,7 @@ def _edit(args: argparse.Namespace) -> int:
         weights=args.weights,
         progress=stderr_progress,
     )
+    use_named_inputs(doc, args)
     out = Path(args.output)
     resolve_format(doc, out, args.format)
     check_target(doc, out)
@@ -155,11 +165,13 @@ def edits_from_args(args: argparse.Namespace, doc: Document) -> list[Edit]:
         out.append(
             E.ReplaceHead(
                 head, args.replace_head, hidden=args.mlp or (), dropout=args.dropout,
-                keep_classes=args.keep_classes, seed=args.seed,
+                keep_classes=args.keep_classes, seed=args.seed, labels=_labels(args.labels),
             )
         )  # fmt: skip
-    elif args.mlp or args.keep_classes or args.dropout:
-        raise EditError("--mlp, --dropout and --keep-classes shape a new head; add --replace-head N")
+    elif args.mlp or args.keep_classes or args.dropout or args.labels:
+        raise EditError(
+            "--mlp, --dropout, --keep-classes and --labels shape a new head; add --replace-head N"
+        )
     for spec in args.add_head:
         name, _, count = spec.partition(":")
         if not name or not count.strip().isdigit() or int(count) <= 0:
@@ -210,6 +222,13 @@ def _trainable_edits(args: argparse.Namespace, E: Any) -> list[Any]:
     return out
 
 
+def _labels(text: str | None) -> tuple[str, ...] | None:
+    """``--labels cat,dog,bird`` as names (spaces around commas ignored)."""
+    if text is None:
+        return None
+    return tuple(name.strip() for name in text.split(","))
+
+
 def _detected_head(doc: Document, args: argparse.Namespace) -> str | None:
     """The detected head's path; an error only when an edit needs a head and none was found."""
     needs = args.remove_head or args.replace_head is not None or args.add_head or args.from_file
@@ -241,6 +260,7 @@ def _apply(args: argparse.Namespace) -> int:
         weights=args.weights,
         progress=stderr_progress,
     )
+    use_named_inputs(doc, args)
     out = Path(args.output)
     resolve_format(doc, out, args.format)
     check_target(doc, out)

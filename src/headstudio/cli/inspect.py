@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from headstudio.cli import unexpected
 from headstudio.cli.report import render_report, stderr_progress
@@ -37,6 +38,7 @@ def run_inspect(args: argparse.Namespace) -> int:
                 weights=args.weights,
                 progress=stderr_progress,
             )
+            use_named_inputs(doc, args)
             report = doc.summary()
         except HeadStudioError as err:
             status = max(status, err.exit_code)
@@ -64,10 +66,19 @@ def run_inspect(args: argparse.Namespace) -> int:
     return status
 
 
+def use_named_inputs(doc: Any, args: argparse.Namespace) -> None:
+    """Trace with the ``--input NAME=SIZES[:DTYPE]`` inputs when given."""
+    if getattr(args, "input", None):
+        from headstudio.core.model.inputs import parse_inputs
+
+        doc.set_inputs(parse_inputs(args.input))
+
+
 def _print_error(args: argparse.Namespace, source: str, message: str) -> None:
     if args.json:
         empty = dict.fromkeys(_JSON_KEYS)
         fields = {"source": source, "modules": [], "head": None, "heads": [], "trace": None, "notes": []}
+        fields["inputs"] = []
         print(json.dumps({**empty, **fields, "error": message}), flush=True)
     else:
         from headstudio.core.errors import printable

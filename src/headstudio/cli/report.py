@@ -32,9 +32,10 @@ def render_report(doc: Any, report: dict[str, Any], depth: int) -> str:
         rows.append((label, node.type, shape, f"{node.params:,}", trainable))
     header = ("Module", "Type", "Output shape", "Params", "Trainable")
     widths = [min(max(len(r[i]) for r in [header, *rows]), 60) for i in range(5)]
+    named = report.get("inputs") or []
+    inputs = " ".join(_input_text(i) for i in named) if named else str(list(report["input_shape"]))
     lines = [
-        f"{report['source']}  [{report['format']}, {report['arch']}, "
-        f"input {list(report['input_shape'])}, {trace.mode} trace]"
+        f"{report['source']}  [{report['format']}, {report['arch']}, input {inputs}, {trace.mode} trace]"
     ]
     if doc.origin.architecture_line():
         lines.append(doc.origin.architecture_line())
@@ -50,6 +51,8 @@ def render_report(doc: Any, report: dict[str, Any], depth: int) -> str:
     lines.append(_heads_line(report))
     if hidden:
         lines.append(f"({hidden} deeper modules hidden; show them with --depth N)")
+    if report["trace"].get("fallback"):
+        lines.append(f"Note: {report['trace']['fallback']}")
     if trace.error:
         lines.append(f"Trace failed at '{trace.failed_at or 'the model'}': {trace.error}")
     elif trace.mode == "real" and report["format"] != "torchscript":
@@ -68,12 +71,23 @@ def _heads_line(report: dict[str, Any]) -> str:
         return "Head: not detected (TorchScript runs without hooks; open the original model to find its head)"
     if not report["heads"]:
         return "Head: none found (the model ends without a classifier: a feature extractor)"
-    parts = [
-        f"{h['path']} ({h['type']} {h['in_features']} → {h['out_features']}"
-        + (f", {h['role']})" if h.get("role") and len(report["heads"]) > 1 else ")")
-        for h in report["heads"]
-    ]
+    parts = [_head_text(h, report["heads"]) for h in report["heads"]]
     return ("Head: " if len(parts) == 1 else "Heads: ") + ", ".join(parts)
+
+
+def _head_text(head: dict[str, Any], heads: list) -> str:
+    text = f"{head['path']} ({head['type']} {head['in_features']} → {head['out_features']}"
+    rule = head.get("rule") or ""
+    named = head.get("role") and (len(heads) > 1 or rule.startswith("transformers"))
+    text += f", {head['role']})" if named else ")"
+    if "tied" in rule:
+        text += " [" + rule.rpartition("; ")[2] + "]"
+    return text
+
+
+def _input_text(item: dict[str, Any]) -> str:
+    sizes = ",".join(str(d) for d in item["shape"])
+    return f"{item['name']}={sizes}" + (f":{item['dtype']}" if item.get("dtype") else "")
 
 
 def _row(cells: Sequence[str], widths: list[int]) -> str:

@@ -6,14 +6,14 @@ checkpoint...), an *output format* says what a save writes, and a *suffix* is ho
 
 from __future__ import annotations
 
-SOURCE_KINDS = ("spec", "state_dict", "checkpoint", "module", "safetensors", "torchscript")
+SOURCE_KINDS = ("spec", "state_dict", "checkpoint", "module", "safetensors", "torchscript", "hf_folder")
 """What an opened source was: built from a spec, or a file holding one of the other kinds."""
 
-OUTPUT_FORMATS = ("safetensors", "state_dict", "checkpoint", "full", "torchscript", "export")
+OUTPUT_FORMATS = ("safetensors", "state_dict", "checkpoint", "full", "torchscript", "export", "hf_folder")
 """What ``save`` can write (``--format``)."""
 
 FORMAT_ALIASES = {"pt": "state_dict", "pth": "state_dict", "st": "safetensors", "script": "torchscript",
-                  "pt2": "export"}  # fmt: skip
+                  "pt2": "export", "hf": "hf_folder", "folder": "hf_folder"}  # fmt: skip
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 """torch.save files: a state_dict or a training checkpoint (the container kept when saving one)."""
@@ -28,6 +28,7 @@ FORMAT_WRITES = {
     "full": ("a torch.save file", TORCH_SUFFIXES),
     "torchscript": ("a TorchScript archive", (".pt", ".pth", ".ts", ".jit")),
     "export": ("a torch.export program", (".pt2",)),
+    "hf_folder": ("a Hugging Face model folder", ("",)),
 }
 """What each output format writes and the suffixes that may name it (other known suffixes contradict it)."""
 

@@ -33,6 +33,7 @@ from .workers import Task, WorkQueue, one_line
 if TYPE_CHECKING:
     from headstudio.core.edits.base import Edit, Preview
     from headstudio.core.model.document import Document, TracedModel
+    from headstudio.core.model.inputs import NamedInput
     from headstudio.core.model.probe import ProbeResult
     from headstudio.core.model.surgery_proof import SurgeryProof
     from headstudio.core.model.tree import ModuleNode
@@ -399,6 +400,18 @@ class DocumentController(QObject):
             self.cancelled.emit(str(err))
         else:
             self.errorRaised.emit(one_line(err))
+
+    def set_inputs(self, inputs: tuple[NamedInput, ...]) -> None:
+        """Trace with named, typed inputs (``input_ids=1,128:int64 ...``) in the background."""
+        if self.document is None:
+            return
+        try:
+            self.document.set_inputs(tuple(inputs))
+        except HeadStudioError as err:
+            self.errorRaised.emit(str(err))
+            return
+        self.inputShapeChanged.emit(self.document.input_shape)
+        self.retrace()
 
     # -- saving --------------------------------------------------------------------------------------
     def save(self, path: str | Path, fmt: str | None = None) -> None:

@@ -36,6 +36,7 @@ SAVE_FILTERS = {  # the first, the default, lets the name decide (.ckpt/.pt/.pth
     "Whole model, pickled (*.pt)": "full",
     "TorchScript (*.pt)": "torchscript",
     "torch.export program (*.pt2)": "export",
+    "Hugging Face model folder (config.json + model.safetensors)": "hf_folder",
 }
 _DEFAULT_SUFFIX = {"safetensors": ".safetensors", "export": ".pt2"}
 
@@ -195,6 +196,12 @@ def ask_open_path(parent: QWidget | None, directory: str = "") -> str | None:
     return path or None
 
 
+def ask_open_folder(parent: QWidget | None, directory: str = "") -> str | None:
+    """A model folder (config.json + weights, or a hub cache snapshot) chosen by the user, or None."""
+    path = QFileDialog.getExistingDirectory(parent, "Open model folder", directory)
+    return path or None
+
+
 def ask_save_path(parent: QWidget | None, suggested: str) -> tuple[str, str | None] | None:
     """(path, format) chosen by the user: the name's suffix decides unless a format filter was picked.
 
@@ -204,7 +211,7 @@ def ask_save_path(parent: QWidget | None, suggested: str) -> tuple[str, str | No
     if not path:
         return None
     fmt = SAVE_FILTERS.get(chosen)
-    if not Path(path).suffix:
+    if fmt != "hf_folder" and not Path(path).suffix:
         path += _DEFAULT_SUFFIX.get(fmt, ".pt") if fmt else Path(suggested).suffix
     return path, fmt
 

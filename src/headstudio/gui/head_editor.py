@@ -77,10 +77,12 @@ class HeadEditor(HeadEditorForm):
             self.activation.currentIndexChanged,
             self.dropout.valueChanged,
             self.keepClasses.toggled,
+            self.labels.textChanged,
             self.addHeadName.textChanged,
             self.addHeadClasses.valueChanged,
         ):
             signal.connect(self._on_input)
+        self.labels.textChanged.connect(self._on_labels)
         self.applyButton.clicked.connect(self.apply)
         self.freezeButton.clicked.connect(self.freeze_backbone)
         self.attachButton.clicked.connect(self.attach_from_file)
@@ -132,7 +134,19 @@ class HeadEditor(HeadEditorForm):
             activation=self.activation.currentText() or "relu",
             dropout=self.dropout.value(),
             keep_classes=keep,
+            labels=self._labels(),
         )
+
+    def _on_labels(self, *_: Any) -> None:
+        """Naming N classes sets the class count to N."""
+        names = self._labels()
+        if names:
+            self.numClasses.setValue(len(names))
+
+    def _labels(self) -> tuple[str, ...] | None:
+        """The class names typed in the labels field (comma separated), or None when it is empty."""
+        text = self.labels.text().strip()
+        return tuple(name.strip() for name in text.split(",")) if text else None
 
     def _hidden_sizes(self) -> tuple[int, ...]:
         try:

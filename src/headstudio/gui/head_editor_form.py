@@ -79,6 +79,9 @@ class HeadEditorForm(QWidget):
         form.addRow("Activation", self.activation)
         form.addRow("Dropout", self.dropout)
         form.addRow(self.keepClasses)
+        self.labels = QLineEdit(objectName="headLabels", placeholderText="e.g. cat,dog,bird (optional)")
+        self.labels.setToolTip("Class names of a transformers model (its config's id2label); one per class")
+        form.addRow("Labels", self.labels)
         return page
 
     def _remove_page(self) -> QWidget:

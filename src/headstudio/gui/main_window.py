@@ -147,6 +147,9 @@ class MainWindow(QMainWindow):
         keys = QKeySequence.StandardKey
         ctl = self.controller
         self.action_open = self._action("actionOpen", "&Open…", keys.Open, self.browse)
+        self.action_open_folder = self._action(
+            "actionOpenFolder", "Open &Folder…", "Ctrl+Shift+O", self.browse_folder
+        )
         self.action_save = self._action("actionSave", "&Save", keys.Save, self.save)
         self.action_save_as = self._action("actionSaveAs", "Save &As…", "Ctrl+Shift+S", self.save_as)
         self.action_quit = self._action("actionQuit", "&Quit", keys.Quit, self.close)
@@ -173,7 +176,7 @@ class MainWindow(QMainWindow):
     def _make_menus(self) -> None:
         bar = self.menuBar()
         file_menu = bar.addMenu("&File")
-        file_menu.addAction(self.action_open)
+        file_menu.addActions([self.action_open, self.action_open_folder])
         self.recent_menu = file_menu.addMenu("Open &recent")
         file_menu.addSeparator()
         file_menu.addActions([self.action_save, self.action_save_as])
@@ -240,6 +243,13 @@ class MainWindow(QMainWindow):
         """File ▸ Open: choose a checkpoint."""
         recent = self.recent_files()
         path = dialogs.ask_open_path(self, str(Path(recent[0]).parent) if recent else "")
+        if path:
+            self.open(path)
+
+    def browse_folder(self) -> None:
+        """File ▸ Open Folder: choose a Hugging Face model folder (config.json + weights)."""
+        recent = self.recent_files()
+        path = dialogs.ask_open_folder(self, str(Path(recent[0]).parent) if recent else "")
         if path:
             self.open(path)
 
@@ -465,12 +475,12 @@ class MainWindow(QMainWindow):
             dock.hide()  # the start page stands alone; the docks come back with a model
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
-        """Accept dropped local files."""
+        """Accept dropped local files and folders."""
         if any(url.isLocalFile() for url in event.mimeData().urls()):
             event.acceptProposedAction()
 
     def dropEvent(self, event: QDropEvent) -> None:
-        """Open the first dropped file."""
+        """Open the first dropped file or model folder."""
         files = [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]
         if files:
             event.acceptProposedAction()

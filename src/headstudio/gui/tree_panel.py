@@ -64,7 +64,10 @@ class ModuleTreePanel(QWidget):
         self.filter_box.setClearButtonEnabled(True)
         self.filter_box.textChanged.connect(self._on_filter)
         self.shape_box = QLineEdit(self, objectName="inputShape", placeholderText="1,3,224,224")
-        self.shape_box.setToolTip("Input shape to trace (press Enter to re-trace)")
+        self.shape_box.setToolTip(
+            "Input shape to trace (press Enter to re-trace), or named inputs: "
+            "input_ids=1,128:int64 attention_mask=1,128:int64"
+        )
         self.shape_box.setMaximumWidth(150)
         self.shape_box.returnPressed.connect(self._apply_shape)
         layout = QVBoxLayout(self)
@@ -188,6 +191,12 @@ class ModuleTreePanel(QWidget):
         return self.proxy.mapFromSource(self.model.index_for_path(path))
 
     def _show_shape(self, shape: Any) -> None:
+        doc = self.controller.document
+        if doc is not None and doc.inputs:  # named inputs the user typed stay as typed
+            from headstudio.core.model.inputs import describe_inputs
+
+            self.shape_box.setText(describe_inputs(doc.inputs))
+            return
         self.shape_box.setText(",".join(str(d) for d in shape) if shape else "")
 
     # -- user actions ----------------------------------------------------------------------------------
@@ -229,7 +238,17 @@ class ModuleTreePanel(QWidget):
             self.view.expandAll()
 
     def _apply_shape(self) -> None:
-        shape = parse_input_shape(self.shape_box.text())
+        from headstudio.core.errors import InputError
+        from headstudio.core.model.inputs import is_named_text, parse_inputs
+
+        text = self.shape_box.text()
+        if is_named_text(text):
+            try:
+                self.controller.set_inputs(parse_inputs(text))
+            except InputError as err:
+                self.controller.errorRaised.emit(str(err))
+            return
+        shape = parse_input_shape(text)
         if shape is None:
             self.controller.errorRaised.emit(
                 f"'{self.shape_box.text()}' is not an input shape; write sizes like 1,3,224,224"

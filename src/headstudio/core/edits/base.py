@@ -199,7 +199,9 @@ def shadow_document(doc: Document) -> Document:
     """A Document over a structural copy of ``doc.model`` whose tensors are on meta (no weight copies)."""
     from headstudio.core.model.document import Document
 
-    shadow = Document(meta_copy(doc.model), doc.origin, doc.input_shape, doc.trace(), shadow=True)
+    shadow = Document(
+        meta_copy(doc.model), doc.origin, doc.input_shape, doc.trace(), inputs=doc.inputs, shadow=True
+    )
     shadow.edits = list(doc.edits)
     return shadow
 

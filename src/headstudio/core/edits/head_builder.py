@@ -36,10 +36,15 @@ class HeadSpec:
     dropout: float = 0.0
     conv: str | None = None  # Conv1d / Conv2d / Conv3d: the first layer mirrors the old conv head
     conv_kwargs: dict[str, Any] = field(default_factory=dict)
+    bias: bool = (
+        True  # False mirrors a bias-free Linear head (LLM ``score``/``lm_head``), so its class loads it
+    )
 
     @classmethod
     def like(cls, old: nn.Module | None, in_features: int, num_classes: int, **kwargs: Any) -> HeadSpec:
         """A spec whose first layer is a conv of the old head's kind and geometry when ``old`` is a conv."""
+        if isinstance(old, nn.Linear):
+            return cls(in_features, num_classes, bias=old.bias is not None, **kwargs)
         if not isinstance(old, CONVS):
             return cls(in_features, num_classes, **kwargs)
         geometry = {
@@ -60,7 +65,8 @@ class HeadSpec:
             if self.dropout:
                 out.append(("Dropout", (self.dropout,), {}))
             if self.conv is None:
-                out.append(("Linear", (a, b), {}))
+                last = i == len(sizes) - 2
+                out.append(("Linear", (a, b), {} if self.bias or not last else {"bias": False}))
             elif i == 0:
                 out.append((self.conv, (a, b), dict(self.conv_kwargs)))
             else:

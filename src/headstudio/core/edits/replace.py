@@ -10,6 +10,13 @@ from torch import nn
 
 from headstudio.core.edits.base import Edit, state, traced_input
 from headstudio.core.edits.head_builder import ACTIVATIONS, CONVS, HeadSpec
+from headstudio.core.edits.hf_config import (
+    is_hf_model,
+    label_problems,
+    restore_config,
+    sync_removed,
+    sync_replaced,
+)
 from headstudio.core.edits.paired import (
     PairedTarget,
     build_swaps,
@@ -45,6 +52,7 @@ class ReplaceHead(Edit):
         hidden: hidden sizes for an MLP head, e.g. ``(512, 256)``; ``activation`` and ``dropout`` shape it.
         keep_classes: copy trained rows into the new head: N (the first N), a list, or "0-9,15".
         seed: makes the new weights reproducible (the global RNG is left as it was).
+        labels: class names of a transformers model (its config's id2label/label2id), one per class.
 
     Examples::
 
@@ -60,12 +68,14 @@ class ReplaceHead(Edit):
     dropout: float = 0.0
     keep_classes: Any = None
     seed: int | None = None
+    labels: tuple[str, ...] | None = None
     _old_classes: int | None = state()  # the head's class count before the edit (for describe)
-    _code: tuple | None = state()  # (expression, HeadSpec, changed attributes) for code()
+    _code: tuple | None = state()  # (expression, HeadSpec, changed attributes, config lines) for code()
     _paired: tuple | None = state()  # (background added, paired layer count, unit) of a paired edit
 
     def __post_init__(self) -> None:
         self.hidden = tuple(self.hidden or ())
+        self.labels = tuple(self.labels) if isinstance(self.labels, list) else self.labels
 
     def created_head(self) -> str | None:
         """The new head lives where the old one was."""
@@ -117,6 +127,9 @@ class ReplaceHead(Edit):
         except EditError as err:
             return [*problems, str(err)], []
         problems += _block_problems(doc, self.path, module, shape)
+        problems += label_problems(self.labels, self.num_classes)
+        if self.labels is not None and not is_hf_model(doc.model):
+            problems.append("labels name the classes in a transformers model's config; this model has none")
         if self.keep_classes is not None and not problems:
             problems += self._keep_problems(module, shape)
         warnings = _block_warnings(self.path, module)
@@ -169,8 +182,13 @@ class ReplaceHead(Edit):
         expr = module_expr(doc.model, self.path)
         swap_module(doc.model, self.path, new)
         changed = sync_class_attrs(doc.model, self.path, self._old_classes, self.num_classes)
-        self._undo = (old, changed)
-        self._code = (expr, spec, changed)
+        keep = class_indices(self.keep_classes) if self.keep_classes is not None else None
+        config_undo, notes = sync_replaced(
+            doc.model, self.path, self._old_classes, self.num_classes, self.labels, keep
+        )
+        self.notes.extend(notes)
+        self._undo = (old, changed, config_undo)
+        self._code = (expr, spec, changed, _config_code(doc.model) if config_undo else [])
 
     def _apply_paired(self, doc: Document, target: PairedTarget) -> None:
         """Resize the class head and every layer carrying its class count, counts kept in step."""
@@ -191,7 +209,7 @@ class ReplaceHead(Edit):
         self._old_classes = target.user_classes
         unit = "keypoints" if target.role.role == "keypoint logits" else "classes"
         self._paired = (target.background, len(swaps) - 1, unit)
-        self._undo = (swaps, changed)
+        self._undo = (swaps, changed, None)
         self._code = (exprs, changed)
 
     def _copy_rows(self, old: nn.Module, new: nn.Module) -> None:
@@ -205,13 +223,14 @@ class ReplaceHead(Edit):
                 new.bias[: len(keep)] = old.bias[keep].to(new.bias.dtype)
 
     def _revert(self, doc: Document) -> None:
-        old, changed = self._undo
+        old, changed, config_undo = self._undo
         if isinstance(old, list):  # paired layers
             for swap in reversed(old):
                 swap_module(doc.model, swap.path, swap.old)
         else:
             swap_module(doc.model, self.path, old)
         restore_attrs(changed)
+        restore_config(doc.model, config_undo)
 
     def code(self) -> list[str]:
         """``model.fc = nn.Linear(512, 10)`` and friends (sizes as the trace saw them)."""
@@ -221,17 +240,18 @@ class ReplaceHead(Edit):
             for swap, expr in zip(self._undo[0], exprs, strict=True):
                 lines += layer_code(swap, expr)
             return lines + attr_code(changed)
-        expr, spec, changed = self._code
+        expr, spec, changed, config_lines = self._code
         lines = [f"torch.manual_seed({self.seed})"] if self.seed is not None else []
         built = spec.code()
         if self.keep_classes is not None:
             keep = class_indices(self.keep_classes)
             lines += [f"old_head = {expr}", f"{expr} = {built}", "with torch.no_grad():"]
             lines += [f"    {expr}.weight[:{len(keep)}] = old_head.weight[{_index_code(keep)}]"]
-            lines += [f"    {expr}.bias[:{len(keep)}] = old_head.bias[{_index_code(keep)}]"]
+            if spec.bias:
+                lines += [f"    {expr}.bias[:{len(keep)}] = old_head.bias[{_index_code(keep)}]"]
         else:
             lines.append(f"{expr} = {built}")
-        return lines + attr_code(changed)
+        return lines + attr_code(changed) + config_lines
 
 
 @dataclass
@@ -268,13 +288,16 @@ class RemoveHead(Edit):
         classes = _out_features(old) or feature_size(doc.trace().outputs.get(self.path), False)
         swap_module(doc.model, self.path, nn.Identity())
         changed = sync_class_attrs(doc.model, self.path, classes, 0)
-        self._undo = (old, changed)
+        config_undo, notes = sync_removed(doc.model, self.path)
+        self.notes.extend(notes)
+        self._undo = (old, changed, config_undo)
         self._code = (expr, changed)
 
     def _revert(self, doc: Document) -> None:
-        old, changed = self._undo
+        old, changed, config_undo = self._undo
         swap_module(doc.model, self.path, old)
         restore_attrs(changed)
+        restore_config(doc.model, config_undo)
 
     def code(self) -> list[str]:
         """``model.fc = nn.Identity()``."""
@@ -346,6 +369,20 @@ def attr_code(changed: list[tuple]) -> list[str]:
     for owner, attr, _, owner_path in changed:
         value = getattr(owner, attr)
         lines.append(f"model{'.' + owner_path if owner_path else ''}.{attr} = {value!r}")
+    return lines
+
+
+def _config_code(model: nn.Module) -> list[str]:
+    """Lines keeping a transformers config's labels in step with the new head."""
+    config = model.config
+    lines = [
+        f"model.config.id2label = {dict(config.id2label)!r}",
+        f"model.config.label2id = {dict(config.label2id)!r}",
+    ]
+    if hasattr(model, "num_labels"):
+        lines.append(f"model.num_labels = {config.num_labels}")
+    if getattr(config, "tie_word_embeddings", None) is False:
+        lines.append("model.config.tie_word_embeddings = False")
     return lines
 
 

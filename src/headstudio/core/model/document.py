@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 from headstudio.core.errors import TraceError, first_line
 from headstudio.core.model.heads import HeadInfo, describe_head
+from headstudio.core.model.hf_heads import hf_head_roles
+from headstudio.core.model.inputs import NamedInput, config_inputs
 from headstudio.core.model.shapes import Trace, default_input_shape, trace_model
 from headstudio.core.model.tree import ModuleNode, build_tree
 from headstudio.core.modules import structure_copy
@@ -74,12 +76,15 @@ class Document:
         input_shape: tuple[int, ...] | None = None,
         trace: Trace | None = None,
         *,
+        inputs: tuple[NamedInput, ...] | None = None,
         shadow: bool = False,
     ) -> None:
         """``trace`` may hand over a trace of an identical model (a structural copy), saving a forward."""
         self.model = model
         self.origin = origin
-        self.input_shape: tuple[int, ...] = tuple(input_shape or default_input_shape(model))
+        self.inputs: tuple[NamedInput, ...] | None = tuple(inputs) if inputs else None  # named by the user
+        first = self.inputs[0].shape if self.inputs else None
+        self.input_shape: tuple[int, ...] = tuple(input_shape or first or default_input_shape(model))
         self.edits: list[Edit] = []
         self.shadow = shadow  # a preview's meta copy: weights are not there, so edits skip copying them
         self.trace_before_edits: Trace | None = None  # the forward as opened (saving compares with it)
@@ -98,7 +103,20 @@ class Document:
         if not shape or any(int(d) <= 0 for d in shape):
             raise TraceError(f"input shape {list(shape)} must be positive sizes, e.g. 1,3,224,224")
         self.input_shape = tuple(int(d) for d in shape)
+        self.inputs = None  # named inputs follow the new main shape (from the model's config)
         self.changed()
+
+    def set_inputs(self, inputs: tuple[NamedInput, ...]) -> None:
+        """Trace with these named, typed inputs (keyword arguments of the forward)."""
+        if not inputs:
+            raise TraceError("give at least one input, e.g. input_ids=1,128:int64")
+        self.inputs = tuple(inputs)
+        self.input_shape = self.inputs[0].shape
+        self.changed()
+
+    def named_inputs(self) -> tuple[NamedInput, ...] | None:
+        """The keyword inputs the trace uses: the user's, else the model config's; None for plain models."""
+        return self.inputs or config_inputs(self.model, self.input_shape)
 
     def changed(self) -> None:
         """Forget derived state after the model changed (edits call this)."""
@@ -152,7 +170,7 @@ class Document:
         if not self.editable:  # TorchScript: no copy, no hooks; a plain run that changes nothing
             return TracedModel(version, shape, _trace_script(self.model, shape))
         model = structure_copy(self.model)
-        trace = trace_model(model, shape)
+        trace = trace_model(model, shape, inputs=self.inputs or config_inputs(model, shape))
         return TracedModel(version, shape, trace, build_tree(model, trace) if with_tree else None)
 
     def adopt(self, traced: TracedModel) -> bool:
@@ -175,7 +193,7 @@ class Document:
             model = structure_copy(self.model) if self.editable else self.model
             if version == self.version:
                 break
-        twin = Document(model, self.origin, self.input_shape, shadow=self.shadow)
+        twin = Document(model, self.origin, self.input_shape, inputs=self.inputs, shadow=self.shadow)
         twin.edits, twin._trace, twin.baseline = edits, trace, self.baseline
         twin.trace_before_edits = self.trace_before_edits  # a save of the copy judges the edits the same way
         return twin
@@ -183,9 +201,10 @@ class Document:
     def heads(self) -> list[HeadInfo]:
         """Detected heads, primary first; empty for a headless model (feature extractor)."""
         trace = self.trace()
-        return [
+        heads = [
             describe_head(self.model, p, trace.inputs, trace.outputs, trace.roles.get(p)) for p in trace.heads
         ]
+        return hf_head_roles(self.model, heads, trace)
 
     @property
     def head(self) -> HeadInfo | None:
@@ -212,13 +231,19 @@ class Document:
             "arch": self.origin.arch,
             "arch_from": self.origin.arch_from,
             "input_shape": list(self.input_shape),
+            "inputs": [i.to_json() for i in self.named_inputs() or ()],
             "params": total,
             "trainable_params": trainable,
             "output_shape": trace.output,
             "modules": [n.to_json() for n in tree.walk()],
             "head": heads[0] if heads else None,
             "heads": heads,
-            "trace": {"mode": trace.mode, "error": trace.error, "failed_at": trace.failed_at},
+            "trace": {
+                "mode": trace.mode,
+                "error": trace.error,
+                "failed_at": trace.failed_at,
+                "fallback": trace.fallback,
+            },
             "notes": list(self.origin.notes),
             "error": None,
         }

@@ -21,6 +21,13 @@ from torch.func import functional_call
 
 from headstudio.core.errors import first_line
 from headstudio.core.model.heads import ROLE_RANK, HeadRole, HeadTracker, head_roles, is_barrier
+from headstudio.core.model.inputs import (
+    NamedInput,
+    config_inputs,
+    eager_implementations,
+    make_tensors,
+    without_cache,
+)
 
 Shape = Any  # list[int] for a tensor; nested lists / dicts for containers; None for no tensor
 
@@ -51,6 +58,7 @@ class Trace:
     error: str | None = None
     failed_at: str | None = None
     mode: str = "fake"
+    fallback: str | None = None  # why the shape-only trace gave way to a real forward
 
     @property
     def heads(self) -> list[str]:
@@ -71,10 +79,10 @@ def shape_of(value: Any) -> Shape:
     """JSON-ready shape of a module output: lists for tensors, nested lists/dicts, None otherwise."""
     if isinstance(value, torch.Tensor):
         return list(value.shape)
+    if isinstance(value, dict):  # before dataclasses: a ModelOutput holds only the fields it returned
+        return {str(k): shape_of(v) for k, v in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: shape_of(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): shape_of(v) for k, v in value.items()}
     if isinstance(value, (tuple, list)):
         return [shape_of(v) for v in value]
     if isinstance(getattr(value, "tensors", None), torch.Tensor):
@@ -82,13 +90,46 @@ def shape_of(value: Any) -> Shape:
     return None
 
 
-def trace_model(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype | None = None) -> Trace:
-    """Run one forward for ``input_shape`` recording shapes; never raises for a failing forward."""
+def trace_model(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    dtype: torch.dtype | None = None,
+    inputs: tuple[NamedInput, ...] | None = None,
+) -> Trace:
+    """One forward for ``input_shape`` (or named ``inputs``) recording shapes; never raises when it fails.
+
+    Shapes come from fake tensors; when they cannot run the model (or, for a model with named inputs,
+    fail for any reason, e.g. mixture-of-experts kernels), a real forward runs instead and says why.
+    """
     dtype = dtype or input_dtype(model)
+    result = _fake_run(model, input_shape, dtype, inputs)
+    if isinstance(result, Trace) and (result.error is None or not inputs):
+        return result  # plain models: an error on fake tensors is the model's own
+    reason = _fake_failure(result)
+    with eager_implementations(model) as switched:
+        eager = _fake_run(model, input_shape, dtype, inputs) if switched and inputs else None
+    if isinstance(eager, Trace) and eager.error is None:
+        eager.fallback = (
+            f"the shape-only trace failed ({reason}); traced with transformers' eager implementations"
+        )
+        return eager
+    trace = _run(model, input_shape, dtype, fake=False, inputs=inputs)
+    trace.fallback = f"the shape-only trace failed ({reason}); shapes come from a real forward"
+    return trace
+
+
+def _fake_run(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype, inputs: Any) -> Trace | str:
+    """The fake-tensor trace, or why fake tensors cannot run this model."""
     try:
-        return _run(model, input_shape, dtype, fake=True)
-    except _FakeUnsupported:
-        return _run(model, input_shape, dtype, fake=False)
+        return _run(model, input_shape, dtype, fake=True, inputs=inputs)
+    except _FakeUnsupported as err:
+        return first_line(err.__cause__ or err, with_type=True, limit=160)
+
+
+def _fake_failure(result: Trace | str) -> str | None:
+    if isinstance(result, str):
+        return result
+    return result.error
 
 
 def input_dtype(model: nn.Module) -> torch.dtype:
@@ -99,7 +140,13 @@ def input_dtype(model: nn.Module) -> torch.dtype:
     return torch.float32
 
 
-def _run(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype, fake: bool) -> Trace:
+def _run(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    dtype: torch.dtype,
+    fake: bool,
+    inputs: tuple[NamedInput, ...] | None = None,
+) -> Trace:
     trace = Trace(tuple(input_shape), mode="fake" if fake else "real")
     tracker = HeadTracker()
     stack: list[str] = []
@@ -114,24 +161,24 @@ def _run(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype, fak
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), without_cache(model):
             if fake:
                 with _quiet_fake_log(), fake_tensor.FakeTensorMode(allow_non_fake_inputs=True):
                     state = {name: _fake_like(t) for name, t in _named_tensors(model)}
-                    x = _input(input_shape, dtype, model)
+                    args, kwargs = _arguments(input_shape, dtype, model, inputs)
                     tracker.mark_weights(model, state)
                     with tracker:
-                        out = functional_call(model, state, (x,), strict=False)
+                        out = functional_call(model, state, args, kwargs, strict=False)
             else:
                 state = {
                     name: torch.zeros(t.shape, dtype=t.dtype)
                     for name, t in _named_tensors(model)
                     if t.is_meta
                 }
-                x = _input(input_shape, dtype, model)
+                args, kwargs = _arguments(input_shape, dtype, model, inputs)
                 tracker.mark_weights(model, state)
                 with tracker:
-                    out = functional_call(model, state, (x,), strict=False)
+                    out = functional_call(model, state, args, kwargs, strict=False)
         trace.output = shape_of(out)
         trace.heads_by_output = tracker.heads_of(out, model)
         trace.roles = head_roles(model, trace)
@@ -157,6 +204,14 @@ def _quiet_fake_log() -> Iterator[None]:
         yield
     finally:
         logger.disabled = was_disabled
+
+
+def _arguments(
+    shape: tuple[int, ...], dtype: torch.dtype, model: nn.Module, inputs: tuple[NamedInput, ...] | None
+) -> tuple[tuple, dict]:
+    if inputs:
+        return (), make_tensors(inputs, model, dtype)
+    return (_input(shape, dtype, model),), {}
 
 
 def _input(shape: tuple[int, ...], dtype: torch.dtype, model: nn.Module) -> torch.Tensor:
@@ -210,6 +265,9 @@ def _is_fake_limit(err: BaseException) -> bool:
 
 def default_input_shape(model: nn.Module) -> tuple[int, ...]:
     """What the model expects: timm's pretrained_cfg, torchvision's image_size, else from its first layer."""
+    named = config_inputs(model)
+    if named:
+        return named[0].shape
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
     if isinstance(cfg, dict) and isinstance(cfg.get("input_size"), (tuple, list)):
         return (1, *(int(d) for d in cfg["input_size"]))

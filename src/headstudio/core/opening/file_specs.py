@@ -155,3 +155,13 @@ register_file_builders(
     "timm",
     FileBuilders(_timm_is_known, _timm_names, {"pretrained": False}),
 )
+
+
+def _transformers_is_known(name: str) -> bool:
+    """A model class of the transformers package (built from a config folder; never remote code)."""
+    from headstudio.core.opening.hf import transformers_class
+
+    return transformers_class(name) is not None
+
+
+register_file_builders("transformers", FileBuilders(_transformers_is_known, list))

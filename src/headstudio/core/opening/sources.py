@@ -8,6 +8,7 @@ from torch import nn
 
 from headstudio.core.errors import Progress, SourceError, UnsupportedOperationError
 from headstudio.core.model.document import Document, Origin
+from headstudio.core.opening import hf
 from headstudio.core.opening.checkpoints import Checkpoint, check_path, read_checkpoint, sniff_format
 from headstudio.core.opening.file_specs import Trust
 from headstudio.core.opening.recognition import build_for_checkpoint
@@ -60,9 +61,18 @@ def open_source(
             raise SourceError(f"--arch applies to weight files; '{source}' is already an architecture")
         report(f"building {source}", 0.2)
         spec = parse_spec(source)
+        if hf.is_hf_spec(spec):
+            model, arch_name = hf.open_spec(spec, materialize)
+            return Document(model, Origin(source, "spec", arch_name), input_shape)
         model = build_model(spec, meta=not materialize)
         origin = Origin(source, "spec", str(spec), arch_from="spec")
         return Document(model, origin, input_shape or spec_input_shape(spec))
+    folder = hf.hf_folder_of(path) if not arch else None
+    if folder is not None:
+        model, origin = hf.open_folder(source, folder, report, materialize)
+        origin.arch_from = "the folder's config.json"
+        report("ready", 1.0)
+        return Document(model, origin, input_shape)
     report(f"reading {path.name}", 0.1)
     if arch:
         _refuse_arch_for_archives(path)
@@ -99,6 +109,10 @@ def _model_for(
 
         model, arch_name, arch_from = recognise(ckpt, trust=trust, progress=report)
         return model, arch_name, arch_from  # recognise attaches (and checks) the weights itself
+    elif hf.is_hf_spec(arch):
+        model, arch_name, notes = hf.load_into_spec(parse_spec(arch), ckpt.state_dict, str(ckpt.path))
+        ckpt.notes.extend(notes)
+        return model, arch_name, "--arch"
     else:
         model, arch_name = build_for_checkpoint(parse_spec(arch), ckpt)
         arch_from = "--arch"

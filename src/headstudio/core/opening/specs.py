@@ -47,7 +47,8 @@ def looks_like_spec(text: str) -> bool:
     text = text.strip()
     if is_file_name(text):
         return False
-    return bool(_SPEC_RE.match(text)) and "/" not in text and "\\" not in text
+    head = text.split("(", 1)[0]  # paths may appear inside arguments: (config='models/bert')
+    return bool(_SPEC_RE.match(text)) and "/" not in head and "\\" not in head
 
 
 def parse_spec(text: str) -> ArchSpec:
@@ -90,6 +91,10 @@ def resolve_factory(spec: ArchSpec) -> Callable[..., nn.Module]:
         if "weights_backbone" in inspect.signature(builder).parameters:
             offline["weights_backbone"] = None
         return lambda **kw: builder(**{**offline, **kw})
+    if spec.namespace == "transformers":
+        from headstudio.core.opening.hf import hf_factory
+
+        return hf_factory(spec)
     if spec.namespace == "timm":
         timm = import_timm()
         if not timm.is_model(spec.name):

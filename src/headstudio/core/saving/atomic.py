@@ -62,9 +62,15 @@ def resolve_format(doc: Document, path: Path, format: str | None = None) -> str:
             raise SaveError(f"unknown format '{format}'; choose one of {', '.join(OUTPUT_FORMATS)}")
         if name == "checkpoint" and doc.origin.format != "checkpoint":
             raise SaveError("--format checkpoint keeps a training checkpoint's keys; the source has none")
+        if name == "hf_folder" and not _is_hf(doc):
+            raise SaveError(
+                "--format hf_folder writes a Hugging Face model folder; this is not a transformers model"
+            )
         _check_name_fits(path, name)
         return name
     suffix = path.suffix.lower()
+    if _is_hf(doc) and (path.is_dir() or not suffix):
+        return "hf_folder"
     if suffix in FORMAT_BY_SUFFIX:
         return FORMAT_BY_SUFFIX[suffix]
     if suffix in TORCH_SUFFIXES:
@@ -77,7 +83,7 @@ def resolve_format(doc: Document, path: Path, format: str | None = None) -> str:
 def _check_name_fits(path: Path, fmt: str) -> None:
     """A name whose suffix says another format is refused: x.ckpt never holds safetensors bytes."""
     suffix = path.suffix.lower()
-    known = {s for _, suffixes in FORMAT_WRITES.values() for s in suffixes}
+    known = {s for _, suffixes in FORMAT_WRITES.values() for s in suffixes if s}
     what, suffixes = FORMAT_WRITES[fmt]
     if suffix in known and suffix not in suffixes:
         raise SaveError(
@@ -94,7 +100,8 @@ def save(
     Args:
         doc: the open (possibly edited) Document; its weights must be real (not on meta).
         path: the target; never the source. Its suffix picks the format unless ``format`` is given.
-        format: ``safetensors``, ``state_dict``, ``checkpoint``, ``full``, ``torchscript`` or ``export``.
+        format: ``safetensors``, ``state_dict``, ``checkpoint``, ``full``, ``torchscript``, ``export``
+            or ``hf_folder`` (a transformers model as a Hugging Face model folder).
         progress: ``progress(message, fraction)``; raising ``Cancelled`` leaves the target as it was.
 
     Examples::
@@ -112,6 +119,10 @@ def save(
     check_target(doc, target)
     check_saveable(doc, fmt)
     check_forward(doc)
+    if fmt == "hf_folder":
+        from headstudio.core.saving.hf_folder import save_folder
+
+        return save_folder(doc, target, report_progress)
     needed = bytes_needed(doc)
     check_free_space(target, needed)
 
@@ -156,7 +167,7 @@ def check_target(doc: Document, target: Path) -> None:
         raise SaveError(
             f"{target} is the source checkpoint; the source is never overwritten; choose another -o path"
         )
-    if target.is_dir():
+    if target.is_dir() and not _is_hf(doc):
         raise SaveError(f"{target} is a directory; give a file name such as {target / 'model.safetensors'}")
     parent = target.parent
     if not parent.exists():
@@ -168,7 +179,11 @@ def check_target(doc: Document, target: Path) -> None:
         raise SaveError(f"cannot write {target}: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise SaveError(f"cannot write {target}: no permission to write in {parent}")
-    if target.exists() or target.is_symlink():
+    if target.is_dir() and not target.is_symlink() and _is_hf(doc):
+        from headstudio.core.saving.hf_folder import check_folder_target
+
+        check_folder_target(doc, target)  # a model folder is replaced whole, another folder never
+    elif target.exists() or target.is_symlink():
         _check_replaceable(target)
 
 
@@ -259,6 +274,12 @@ def check_saveable(doc: Document, fmt: str) -> None:
             f"the model has no real weights yet ({len(meta)} tensors on the meta device, e.g. {meta[0]}); "
             "open the spec with materialize=True (the CLI does) or load a checkpoint with --arch"
         )
+
+
+def _is_hf(doc: Document) -> bool:
+    from headstudio.core.edits.hf_config import is_hf_model
+
+    return is_hf_model(doc.model)
 
 
 def check_forward(doc: Document) -> None:

@@ -36,6 +36,7 @@ from headstudio.core.saving.containers import (
     replace_at,
     splice,
 )
+from headstudio.core.saving.hf_folder import verify_hf_folder, write_hf_folder
 
 
 @contextmanager
@@ -320,6 +321,7 @@ WRITERS: dict[str, Callable[[Document, Path, list[str], Progress], None]] = {
     "full": write_full,
     "torchscript": write_torchscript,
     "export": write_export,
+    "hf_folder": write_hf_folder,
 }
 VERIFIERS: dict[str, Callable[[Document, Path, list[str]], int]] = {
     "safetensors": verify_safetensors,
@@ -328,4 +330,5 @@ VERIFIERS: dict[str, Callable[[Document, Path, list[str]], int]] = {
     "full": verify_full,
     "torchscript": verify_torchscript,
     "export": verify_export,
+    "hf_folder": verify_hf_folder,
 }

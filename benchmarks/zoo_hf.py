@@ -1,0 +1,106 @@
+"""Zoo: what share of transformers model types open as folders with the right head and role.
+
+For every model type of the task families' auto mappings (sequence/image/token classification,
+question answering, causal and masked LM), a tiny shrunken config is saved with ``save_pretrained``;
+Head Studio then opens the folder, traces it and must name the right head with the right role.
+Types whose tiny model transformers itself cannot build or save are counted apart (not ours to open).
+
+    PYTHONPATH=src python benchmarks/zoo_hf.py [--families sequence,qa] [--limit N] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "core"))
+
+import hf_fixtures as fx
+
+
+def run_one(root: Path, family: str, model_type: str) -> tuple[str, str]:
+    """('ok' | 'wrong' | 'failed' | 'skipped', detail) for one model type of one family."""
+    from headstudio.core.errors import HeadStudioError
+    from headstudio.core.opening.sources import open_source
+
+    try:
+        folder = fx.make_folder(root, family, model_type)
+    except Exception as err:  # transformers cannot build this tiny config: not a Head Studio result
+        return "skipped", f"tiny build: {type(err).__name__}: {str(err)[:100]}"
+    try:
+        doc = open_source(str(folder))
+        trace = doc.trace()
+        heads = doc.heads()
+    except HeadStudioError as err:
+        return "failed", f"open: {err}"[:160]
+    except Exception as err:
+        return "failed", f"crash: {type(err).__name__}: {str(err)[:120]}"
+    if trace.error:
+        return "failed", f"trace: {trace.error}"[:160]
+    expected = fx.expected_head(doc.model, family)
+    role = fx.FAMILIES[family][1]
+    if heads and heads[0].path in expected and heads[0].role == role:
+        return "ok", f"{heads[0].path} ({trace.mode})"
+    found = f"{heads[0].path}/{heads[0].role}" if heads else "none"
+    return "wrong", f"head {found}, expected {sorted(expected)[:2]}/{role}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--families", default=",".join(fx.FAMILIES))
+    parser.add_argument("--limit", type=int, default=0, help="at most N types per family (0: all)")
+    parser.add_argument("--timeout", type=int, default=60, help="seconds per model type")
+    parser.add_argument("--json", help="write every result to this file")
+    args = parser.parse_args()
+    from transformers.models.auto import modeling_auto
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.simplefilter("ignore")
+    signal.signal(signal.SIGALRM, lambda *a: (_ for _ in ()).throw(TimeoutError("timeout")))
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for family in args.families.split(","):
+            types = sorted(getattr(modeling_auto, fx.FAMILIES[family][0]))
+            for model_type in types[: args.limit or None]:
+                started = time.perf_counter()
+                signal.alarm(args.timeout)
+                try:
+                    status, detail = run_one(Path(tmp), family, model_type)
+                except TimeoutError:
+                    status, detail = "failed", "timeout"
+                finally:
+                    signal.alarm(0)
+                seconds = time.perf_counter() - started
+                results.append({"family": family, "type": model_type, "status": status, "detail": detail})
+                print(f"{family:9} {model_type:28} {status:8} {seconds:5.1f}s {detail}", flush=True)
+    summary(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+def summary(results: list[dict]) -> None:
+    """Per family and overall: ok / (ok + wrong + failed); skipped types are listed apart."""
+    print()
+    for family in [*dict.fromkeys(r["family"] for r in results), None]:
+        rows = [r for r in results if family is None or r["family"] == family]
+        tried = [r for r in rows if r["status"] != "skipped"]
+        ok = sum(r["status"] == "ok" for r in tried)
+        share = 100 * ok / len(tried) if tried else 0
+        label = family or "all"
+        print(f"{label:9} {ok}/{len(tried)} open with the right head ({share:.1f}%), "
+              f"{len(rows) - len(tried)} skipped (transformers cannot build the tiny config)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
