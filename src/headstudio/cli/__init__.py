@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_source_options(p: argparse.ArgumentParser) -> None:
+def _add_source_options(p: argparse.ArgumentParser, named_inputs: bool = True) -> None:
+    """--arch, --input-shape, --weights, --input NAME=SIZES (unless the command's --input is another thing),
+    --trust and --debug."""
     p.add_argument("--arch", metavar="SPEC", help="architecture for bare weights, e.g. torchvision:resnet50")
     p.add_argument("--input-shape", type=sizes_argument(), metavar="N,C,H,W", help="input shape to trace")
     p.add_argument(
@@ -45,13 +47,14 @@ def _add_source_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="which weights of a training checkpoint with an EMA copy (default: main)",
     )
-    p.add_argument(
-        "--input",
-        action="append",
-        default=[],
-        metavar="NAME=SIZES[:DTYPE]",
-        help="a named input to trace with, e.g. --input input_ids=1,128:int64 (repeat for several)",
-    )
+    if named_inputs:
+        p.add_argument(
+            "--input",
+            action="append",
+            default=[],
+            metavar="NAME=SIZES[:DTYPE]",
+            help="a named input to trace with, e.g. --input input_ids=1,128:int64 (repeat for several)",
+        )
     p.add_argument(
         "--trust",
         action="store_true",

@@ -14,7 +14,7 @@ def add_probe_parser(sub: Any, add_source_options: Any) -> None:
     """Register ``probe`` on the main parser's subparsers."""
     p = sub.add_parser("probe", help="run an image or a seeded random input; top-k per head, activations")
     p.add_argument("source", metavar="SOURCE", help="checkpoint file or spec")
-    add_source_options(p)
+    add_source_options(p, named_inputs=False)  # probe's --input is an image
     given = p.add_mutually_exclusive_group()
     given.add_argument("--input", metavar="IMAGE", help="image file, resized/normalised as the model expects")
     given.add_argument("--random", action="store_true", help="a seeded random input (the default)")
