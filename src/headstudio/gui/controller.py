@@ -386,8 +386,11 @@ class DocumentController(QObject):
             self._probe_task.cancel()
 
     def _on_probed(self, doc: Document, version: int, found: tuple[ProbeResult, SurgeryProof | None]) -> None:
-        self._probe_task = None
+        task, self._probe_task = self._probe_task, None
         if doc is not self.document:
+            return
+        if task is not None and task.cancelled:  # finished before it saw the cancel: still show nothing
+            self.cancelled.emit("Probing cancelled; nothing was changed")
             return
         if doc.version != version:  # edited while probing: the proof would colour a tree it is not about
             self.cancelled.emit("the model changed while probing; run the probe again")
