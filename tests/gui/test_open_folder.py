@@ -18,7 +18,7 @@ def test_file_open_folder_opens_a_model_folder(window, qtbot, monkeypatch, hf_fo
     with qtbot.waitSignal(window.controller.traceReady, timeout=OPEN_TIMEOUT_MS):
         window.action_open_folder.trigger()
     qtbot.waitUntil(lambda: not window.controller.busy, timeout=OPEN_TIMEOUT_MS)
-    assert window.controller.document.origin.format == "hf_folder"
+    assert window.controller.document.origin.kind == "hf_folder"
     assert window.controller.head_path == "classifier"
     assert window.tree_panel.shape_box.text() == "1,62"
 

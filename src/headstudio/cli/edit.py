@@ -319,7 +319,7 @@ def _figures(doc: Document) -> tuple[Any, int, int, dict]:
 
 def _before_after(doc: Document, edits: list[Edit], before: tuple, after: tuple) -> str:
     """The edits made and a before/after table of output shape, params and trainable params."""
-    lines = [f"{doc.origin.source}  [{doc.origin.format}, {doc.origin.arch}]"]
+    lines = [f"{doc.origin.source}  [{doc.origin.kind}, {doc.origin.arch}]"]
     if doc.origin.architecture_line():
         lines.append(doc.origin.architecture_line())
     for edit in edits:

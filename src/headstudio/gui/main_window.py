@@ -375,7 +375,7 @@ class MainWindow(QMainWindow):
         stem = name.split(".")[0] or "model"
         folder = ctl.document.origin.path.parent if ctl.document.origin.path else Path.home()
         origin = ctl.document.origin
-        suffix = origin.path.suffix if origin.format == "checkpoint" and origin.path else ".safetensors"
+        suffix = origin.path.suffix if origin.kind == "checkpoint" and origin.path else ".safetensors"
         choice = dialogs.ask_save_path(self, str(folder / f"{stem}-edited{suffix}"))
         if choice is None:
             return False

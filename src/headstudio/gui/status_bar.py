@@ -48,7 +48,7 @@ class DocumentStatusBar(QStatusBar):
         from headstudio.core.model.stats import memory_bytes  # torch is loaded once a model is open
 
         self.memory_label.setText(memory_text(memory_bytes(doc.model)))
-        self.format_label.setText(f"{doc.origin.format} · {doc.origin.arch}")
+        self.format_label.setText(f"{doc.origin.kind} · {doc.origin.arch}")
 
     def set_dirty(self, dirty: bool) -> None:
         """Show the unsaved-edits marker."""

@@ -39,7 +39,7 @@ def test_folder_opens_with_the_class_its_config_names_and_its_weights(hf_folder)
     folder = hf_folder("sequence", "bert")
     doc = open_source(str(folder))
     assert type(doc.model).__name__ == "BertForSequenceClassification"
-    assert doc.origin.format == "hf_folder"
+    assert doc.origin.kind == "hf_folder"
     assert doc.origin.arch == f"transformers:BertForSequenceClassification(config='{folder.resolve()}')"
     assert doc.head.path == "classifier" and doc.head.role == "class logits"
     _same_weights(doc.model, folder)
@@ -84,7 +84,7 @@ def test_pytorch_model_bin_folder_opens(hf_folder, tmp_path):
 def test_model_safetensors_beside_a_config_opens_as_its_folder(hf_folder):
     folder = hf_folder("image", "vit")
     doc = open_source(str(folder / "model.safetensors"))
-    assert doc.origin.format == "hf_folder" and type(doc.model).__name__ == "ViTForImageClassification"
+    assert doc.origin.kind == "hf_folder" and type(doc.model).__name__ == "ViTForImageClassification"
     assert doc.trace().output == {"logits": [1, 3]}
 
 
@@ -217,7 +217,7 @@ def test_our_own_save_beside_a_config_reopens_from_its_recipe(hf_folder, tmp_pat
     doc.apply(ReplaceHead("classifier", 4, labels=("a", "b", "c", "d")))
     save(doc, folder / "edited.safetensors")
     reopened = open_source(str(folder / "edited.safetensors"))
-    assert reopened.origin.format == "safetensors" and reopened.head.out_features == 4
+    assert reopened.origin.kind == "safetensors" and reopened.head.out_features == 4
     assert reopened.model.config.id2label == {0: "a", 1: "b", 2: "c", 3: "d"}
 
 

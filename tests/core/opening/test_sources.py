@@ -33,7 +33,7 @@ def weights_equal(doc, state: dict) -> bool:
 
 def test_torchvision_spec_builds_on_meta_without_memory():
     doc = open_source(R18)
-    assert doc.origin.format == "spec" and doc.origin.arch == R18
+    assert doc.origin.kind == "spec" and doc.origin.arch == R18
     assert all(p.is_meta for p in doc.model.parameters())
     assert doc.head.path == "fc" and doc.trace().output == [1, 1000]
 
@@ -122,7 +122,7 @@ def test_bare_state_dict_with_arch_opens_with_the_saved_weights(tmp_path, resnet
     path = tmp_path / f"weights{suffix}"
     torch.save(resnet18_state, path)
     doc = open_source(str(path), arch=R18)
-    assert doc.origin.format == "state_dict" and doc.origin.arch == R18
+    assert doc.origin.kind == "state_dict" and doc.origin.arch == R18
     assert weights_equal(doc, resnet18_state)
     assert doc.head.path == "fc" and doc.trace().mode == "fake"
 
@@ -151,7 +151,7 @@ def test_training_checkpoint_weights_are_found_under_any_common_key(tmp_path, re
     path = tmp_path / "train.ckpt"
     torch.save(container(resnet18_state), path)
     doc = open_source(str(path), arch=R18)
-    assert doc.origin.format == "checkpoint"
+    assert doc.origin.kind == "checkpoint"
     assert ".".join(doc.origin.checkpoint.key) == key
     assert weights_equal(doc, resnet18_state)
 
@@ -200,7 +200,7 @@ def test_safetensors_opens_with_the_saved_weights(tmp_path, resnet18_state):
     path = tmp_path / "r18.safetensors"
     save_file({k: v.contiguous() for k, v in resnet18_state.items()}, str(path))
     doc = open_source(str(path), arch=R18)
-    assert doc.origin.format == "safetensors"
+    assert doc.origin.kind == "safetensors"
     assert weights_equal(doc, resnet18_state)
 
 
@@ -229,7 +229,7 @@ def test_pickled_module_is_refused_without_trust_listing_its_globals(pickled_mod
 
 def test_pickled_module_opens_with_trust(pickled_model):
     doc = open_source(str(pickled_model), trust=True)
-    assert doc.origin.format == "module"
+    assert doc.origin.kind == "module"
     assert doc.origin.arch == "torchvision.models.squeezenet.SqueezeNet"
     assert doc.editable and doc.head.path == "classifier.1"
 
@@ -248,7 +248,7 @@ def test_torchscript_needs_consent_like_any_code(scripted_pt):
 
 def test_torchscript_with_trust_is_inspectable_but_not_editable(scripted_pt):
     doc = open_source(str(scripted_pt), trust=True)
-    assert doc.origin.format == "torchscript" and not doc.editable
+    assert doc.origin.kind == "torchscript" and not doc.editable
     assert doc.trace().output == [1, 1000]
     assert doc.tree().find("classifier.1").type == "Conv2d"
     assert any("inspect only" in n for n in doc.origin.notes)

@@ -170,7 +170,7 @@ def test_training_checkpoint_keeps_its_other_keys_and_prefix(training_ckpt, tmp_
     assert "optimizer" in saved  # nothing structural changed: the optimizer state still fits
     assert all(k.startswith("module.") for k in saved["model"])
     assert same_weights(doc.model, {k[len("module.") :]: v for k, v in saved["model"].items()})
-    assert open_source(str(out)).origin.format == "checkpoint"  # reopens without --arch
+    assert open_source(str(out)).origin.kind == "checkpoint"  # reopens without --arch
     assert sha(training_ckpt) == before
 
 

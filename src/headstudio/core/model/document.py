@@ -31,10 +31,10 @@ DETACH_ATTEMPTS = 3  # copies taken while an edit changed the model are retaken 
 
 @dataclass
 class Origin:
-    """Where a model came from: the SOURCE as given, its format, architecture and file container."""
+    """Where a model came from: the SOURCE as given, its source kind, architecture and file container."""
 
     source: str
-    format: str  # spec | state_dict | checkpoint | module | safetensors | torchscript
+    kind: str  # what was opened: one of kinds.SOURCE_KINDS (spec, state_dict, checkpoint, ...)
     arch: str
     path: Path | None = None
     checkpoint: Checkpoint | None = None
@@ -227,7 +227,7 @@ class Document:
         heads = [h.to_json() for h in self.heads()]
         return {
             "source": self.origin.source,
-            "format": self.origin.format,
+            "format": self.origin.kind,
             "arch": self.origin.arch,
             "arch_from": self.origin.arch_from,
             "input_shape": list(self.input_shape),

@@ -47,7 +47,7 @@ class Checkpoint:
     """What a file holds: weights (or a whole module) plus where they sat and any embedded recipe."""
 
     path: Path
-    format: str  # state_dict | checkpoint | module | safetensors | torchscript
+    kind: str  # state_dict | checkpoint | module | safetensors | torchscript (kinds.SOURCE_KINDS)
     state_dict: dict[str, torch.Tensor] | None = None
     module: nn.Module | None = None
     container: dict[str, Any] | None = None

@@ -79,8 +79,8 @@ def open_source(
     ckpt = read_checkpoint(path, trust=trust, weights=weights)
     report("building the model", 0.5)
     model, arch_name, arch_from = _model_for(ckpt, arch, trust, report)
-    origin = Origin(source, ckpt.format, arch_name, path, ckpt, list(ckpt.notes), arch_from)
-    if ckpt.format == "torchscript":
+    origin = Origin(source, ckpt.kind, arch_name, path, ckpt, list(ckpt.notes), arch_from)
+    if ckpt.kind == "torchscript":
         origin.notes.append("TorchScript archive: inspect only; edit the original model instead")
     report("ready", 1.0)
     return Document(model.eval(), origin, input_shape or _spec_shape(arch_name, arch_from))
@@ -93,7 +93,7 @@ def _model_for(
     if ckpt.module is not None:
         if arch:
             raise UnsupportedOperationError(
-                f"{ckpt.path} holds a whole {ckpt.format} model with its own architecture; drop --arch"
+                f"{ckpt.path} holds a whole {ckpt.kind} model with its own architecture; drop --arch"
             )
         module = ckpt.module
         return module, getattr(module, "original_name", None) or _qualname(module), "the file (whole model)"

@@ -60,7 +60,7 @@ def resolve_format(doc: Document, path: Path, format: str | None = None) -> str:
         name = FORMAT_ALIASES.get(format.lower(), format.lower())
         if name not in OUTPUT_FORMATS:
             raise SaveError(f"unknown format '{format}'; choose one of {', '.join(OUTPUT_FORMATS)}")
-        if name == "checkpoint" and doc.origin.format != "checkpoint":
+        if name == "checkpoint" and doc.origin.kind != "checkpoint":
             raise SaveError("--format checkpoint keeps a training checkpoint's keys; the source has none")
         if name == "hf_folder" and not _is_hf(doc):
             raise SaveError(
@@ -74,7 +74,7 @@ def resolve_format(doc: Document, path: Path, format: str | None = None) -> str:
     if suffix in FORMAT_BY_SUFFIX:
         return FORMAT_BY_SUFFIX[suffix]
     if suffix in TORCH_SUFFIXES:
-        return "checkpoint" if doc.origin.format == "checkpoint" else "state_dict"
+        return "checkpoint" if doc.origin.kind == "checkpoint" else "state_dict"
     raise SaveError(
         f"cannot tell the format from '{path.name}'; use .safetensors, .pt, .pth or .pt2, or pass --format"
     )

@@ -55,7 +55,7 @@ def write_hf_folder(doc: Document, temp: Path, notes: list[str], progress: Progr
 
 
 def _copy_source_files(doc: Document, temp: Path) -> int:
-    source = doc.origin.path if doc.origin.format == "hf_folder" else None
+    source = doc.origin.path if doc.origin.kind == "hf_folder" else None
     if source is None or not Path(source).is_dir():
         return 0
     copied = 0
