@@ -105,22 +105,9 @@ def run_edit_command(args: argparse.Namespace) -> int:
 
 
 def _edit(args: argparse.Namespace) -> int:
-    from headstudio.core.opening.sources import open_source
-    from headstudio.core.saving.atomic import check_target, resolve_format, save
+    from headstudio.core.saving.atomic import save
 
-    doc = open_source(
-        args.source,
-        arch=args.arch,
-        trust=args.trust,
-        input_shape=args.input_shape,
-        materialize=True,
-        weights=args.weights,
-        progress=stderr_progress,
-    )
-    use_named_inputs(doc, args)
-    out = Path(args.output)
-    resolve_format(doc, out, args.format)
-    check_target(doc, out)
+    doc, out = _open_to_save(args, args.arch)
     edits = edits_from_args(args, doc)
     before = _figures(doc)
     for edit in edits:
@@ -240,9 +227,8 @@ def _detected_head(doc: Document, args: argparse.Namespace) -> str | None:
 
 def _apply(args: argparse.Namespace) -> int:
     from headstudio.core.opening.file_specs import file_spec
-    from headstudio.core.opening.sources import open_source
     from headstudio.core.recipe import Recipe
-    from headstudio.core.saving.atomic import check_target, resolve_format, save
+    from headstudio.core.saving.atomic import save
 
     recipe = Recipe.from_json(_read_text(args.recipe), args.recipe)
     arch = args.arch
@@ -251,19 +237,7 @@ def _apply(args: argparse.Namespace) -> int:
         arch = recipe.arch = str(spec)  # bare weights: the recipe names their architecture
         for note in notes:
             print(f"Note: {note}")
-    doc = open_source(
-        args.source,
-        arch=arch,
-        trust=args.trust,
-        input_shape=args.input_shape,
-        materialize=True,
-        weights=args.weights,
-        progress=stderr_progress,
-    )
-    use_named_inputs(doc, args)
-    out = Path(args.output)
-    resolve_format(doc, out, args.format)
-    check_target(doc, out)
+    doc, out = _open_to_save(args, arch)
     before = _figures(doc)
     recipe.replay(doc)
     report = save(doc, out, args.format)
@@ -310,6 +284,27 @@ def _write_recipe(doc: Document, path: Path) -> None:
     except OSError as err:
         raise HeadStudioError(f"could not write the recipe to {path}: {err.strerror or err}") from None
     print(f"recipe written to {path}")
+
+
+def _open_to_save(args: argparse.Namespace, arch: str | None) -> tuple[Document, Path]:
+    """Open SOURCE with real weights and check the output (name, format, place) before any edit runs."""
+    from headstudio.core.opening.sources import open_source
+    from headstudio.core.saving.atomic import check_target, resolve_format
+
+    doc = open_source(
+        args.source,
+        arch=arch,
+        trust=args.trust,
+        input_shape=args.input_shape,
+        materialize=True,
+        weights=args.weights,
+        progress=stderr_progress,
+    )
+    use_named_inputs(doc, args)
+    out = Path(args.output)
+    resolve_format(doc, out, args.format)
+    check_target(doc, out)
+    return doc, out
 
 
 def _figures(doc: Document) -> tuple[Any, int, int, dict]:
