@@ -87,7 +87,7 @@ class AddHead(Edit):
             old, _features = self._features(doc)
         except EditError as err:
             return [*problems, str(err)], []
-        taken = list(old.heads) if isinstance(old, MultiHead) else [_old_key(self.at)]
+        taken = list(old.heads) if isinstance(old, MultiHead) else [old_key(self.at)]
         if self.name in taken:
             problems.append(f"a head named '{self.name}' already exists at '{self.at}'; choose another name")
         return problems, []
@@ -115,28 +115,39 @@ class AddHead(Edit):
         hidden = (self.adapter,) if self.adapter else ()
         spec = HeadSpec.like(_conv_of(old), size, self.num_classes, hidden=hidden)
         new = spec.build(self.seed)
-        expr = module_expr(doc.model, self.at)
-        built = spec.code()
-        if isinstance(old, MultiHead):
-            old.heads[self.name] = new
-            self._undo = ("added", old)
-            self._code = [f"{expr}.heads[{self.name!r}] = {built}"]
-        else:
-            swap_module(doc.model, self.at, MultiHead({_old_key(self.at): old, self.name: new}))
-            self._undo = ("wrapped", old)
-            self._code = [f"{expr} = MultiHead({{{_old_key(self.at)!r}: {expr}, {self.name!r}: {built}}})"]
+        self._undo, line = add_beside(doc, self.at, self.name, new, spec.code())
+        self._code = [line]
 
     def _revert(self, doc: Document) -> None:
-        how, old = self._undo
-        if how == "added":
-            del old.heads[self.name]
-        else:
-            swap_module(doc.model, self.at, old)
+        remove_beside(doc, self.at, self.name, self._undo)
 
     def code(self) -> list[str]:
         """Defines MultiHead (once per snippet) and wraps or extends the head."""
         seed = [f"torch.manual_seed({self.seed})"] if self.seed is not None else []
         return [*seed, *self._code]
+
+
+def add_beside(doc: Document, at: str, name: str, new: nn.Module, built: str) -> tuple[tuple, str]:
+    """Put head ``new`` beside the head at ``at`` (wrapping it in a MultiHead, or joining one).
+
+    Returns the undo state for ``remove_beside`` and the line of code doing the same with ``built``.
+    """
+    old = find_module(doc.model, at, "head")
+    expr = module_expr(doc.model, at)
+    if isinstance(old, MultiHead):
+        old.heads[name] = new
+        return ("added", old), f"{expr}.heads[{name!r}] = {built}"
+    swap_module(doc.model, at, MultiHead({old_key(at): old, name: new}))
+    return ("wrapped", old), f"{expr} = MultiHead({{{old_key(at)!r}: {expr}, {name!r}: {built}}})"
+
+
+def remove_beside(doc: Document, at: str, name: str, undo: tuple) -> None:
+    """Undo ``add_beside`` exactly."""
+    how, old = undo
+    if how == "added":
+        del old.heads[name]
+    else:
+        swap_module(doc.model, at, old)
 
 
 def multihead_source() -> list[str]:
@@ -153,7 +164,8 @@ def _explain(problem: str, at: str) -> str:
     )
 
 
-def _old_key(at: str) -> str:
+def old_key(at: str) -> str:
+    """The name the existing head keeps inside the MultiHead: its attribute name, or "main"."""
     last = at.rpartition(".")[2]
     return last if last.isidentifier() else "main"
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from headstudio.core.edits.add_head import MultiHead
+from headstudio.core.edits.add_head import MultiHead, add_beside, old_key, remove_beside
 from headstudio.core.edits.base import Edit, state, traced_input
 from headstudio.core.edits.replace import attr_code, restore_attrs, sync_class_attrs
 from headstudio.core.errors import EditError, HeadStudioError
@@ -229,7 +229,7 @@ class AddHeadFromFile(_FromHeadFile):
         problems = self._problems(doc, self.at)
         if not problems:
             old = find_module(doc.model, self.at, "head")
-            if self.name in (list(old.heads) if isinstance(old, MultiHead) else [_old_key(self.at)]):
+            if self.name in (list(old.heads) if isinstance(old, MultiHead) else [old_key(self.at)]):
                 problems.append(
                     f"a head named '{self.name}' already exists at '{self.at}'; choose another name"
                 )
@@ -240,25 +240,11 @@ class AddHeadFromFile(_FromHeadFile):
         old = find_module(doc.model, self.at, "head")
         like = next(iter(old.heads.values())) if isinstance(old, MultiHead) else old
         new, lines, self._adapted_from = self._build(doc, self.at, like)
-        expr = module_expr(doc.model, self.at)
-        if isinstance(old, MultiHead):
-            old.heads[self.name] = new
-            self._undo = ("added", old)
-            self._code = [*lines, f"{expr}.heads[{self.name!r}] = head"]
-        else:
-            swap_module(doc.model, self.at, MultiHead({_old_key(self.at): old, self.name: new}))
-            self._undo = ("wrapped", old)
-            self._code = [
-                *lines,
-                f"{expr} = MultiHead({{{_old_key(self.at)!r}: {expr}, {self.name!r}: head}})",
-            ]
+        self._undo, line = add_beside(doc, self.at, self.name, new, "head")
+        self._code = [*lines, line]
 
     def _revert(self, doc: Document) -> None:
-        how, old = self._undo
-        if how == "added":
-            del old.heads[self.name]
-        else:
-            swap_module(doc.model, self.at, old)
+        remove_beside(doc, self.at, self.name, self._undo)
 
     def code(self) -> list[str]:
         """Builds the head from the file and wraps or extends the MultiHead."""
@@ -279,11 +265,6 @@ def _needs_weights(doc: Document) -> bool:
     if doc.shadow:
         return False
     return any(not p.is_meta for p in doc.model.parameters())
-
-
-def _old_key(at: str) -> str:
-    last = at.rpartition(".")[2]
-    return last if last.isidentifier() else "main"
 
 
 def _out_features(module: nn.Module) -> int | None:
