@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 from headstudio.core.model.stats import Block, count_blocks
 
 from .controller import DocumentController
+from .palette import style_plot
 
 BAR_WIDTH = 0.7
 MAX_LABEL = 14
@@ -111,11 +112,7 @@ class ParamsChart(QWidget):
 
     def _style(self) -> None:
         palette = self.palette()
-        text = palette.color(QPalette.ColorRole.Text)
-        self.plot.setBackground(palette.color(QPalette.ColorRole.Base))
-        for axis in ("left", "bottom"):
-            self.plot.getAxis(axis).setTextPen(text)
-            self.plot.getAxis(axis).setPen(text)
+        text = style_plot(self.plot, palette)
         trainable, frozen = self._colors()
         self.trainableBars.setOpts(brush=pg.mkBrush(trainable), pen=pg.mkPen(None))
         self.frozenBars.setOpts(brush=pg.mkBrush(frozen), pen=pg.mkPen(None))

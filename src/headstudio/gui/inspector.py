@@ -32,6 +32,7 @@ from torch import nn
 from headstudio.core.model.stats import tensor_histogram, tensor_stats
 
 from .controller import DocumentController
+from .palette import style_plot
 
 COLUMNS = ("Name", "Shape", "Dtype", "Trainable", "Mean", "Std")
 MEAN, STD = 4, 5
@@ -316,12 +317,8 @@ class Inspector(QWidget):
     # ----- palette
     def _style_plot(self) -> None:
         palette = self.palette()
-        text = palette.color(QPalette.ColorRole.Text)
+        text = style_plot(self.plot, palette)
         accent = palette.color(QPalette.ColorRole.Highlight)
-        self.plot.setBackground(palette.color(QPalette.ColorRole.Base))
-        for axis in ("left", "bottom"):
-            self.plot.getAxis(axis).setTextPen(text)
-            self.plot.getAxis(axis).setPen(text)
         self.curve.setPen(pg.mkPen(accent, width=1))
         fill = accent.lighter(130) if palette.color(QPalette.ColorRole.Base).lightness() < 128 else accent
         fill.setAlpha(120)

@@ -1,6 +1,8 @@
-"""Colours for messages that stay readable in light and dark palettes."""
+"""Colours that stay readable in light and dark palettes: messages and charts."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from PySide6.QtGui import QColor, QPalette
 
@@ -17,3 +19,13 @@ def problem_color(palette: QPalette) -> QColor:
 def warning_color(palette: QPalette) -> QColor:
     """An amber readable on this palette's window colour."""
     return QColor("#ffb74d") if _dark(palette) else QColor("#a35a00")
+
+
+def style_plot(plot: Any, palette: QPalette) -> QColor:
+    """Give a pyqtgraph plot the palette's background and axis colours; returns the text colour."""
+    text = palette.color(QPalette.ColorRole.Text)
+    plot.setBackground(palette.color(QPalette.ColorRole.Base))
+    for axis in ("left", "bottom"):
+        plot.getAxis(axis).setTextPen(text)
+        plot.getAxis(axis).setPen(text)
+    return text

@@ -10,6 +10,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
+from .palette import style_plot
+
 BAR_HEIGHT = 0.7
 BAR_PIXELS = 22  # chart height per class shown
 MAX_NAME = 28
@@ -61,11 +63,7 @@ class HeadChart(QWidget):
 
     def _style(self) -> None:
         palette = self.palette()
-        text = palette.color(QPalette.ColorRole.Text)
-        self.plot.setBackground(palette.color(QPalette.ColorRole.Base))
-        for axis in ("left", "bottom"):
-            self.plot.getAxis(axis).setTextPen(text)
-            self.plot.getAxis(axis).setPen(text)
+        style_plot(self.plot, palette)
         self.bars.setOpts(brush=pg.mkBrush(palette.color(QPalette.ColorRole.Highlight)), pen=pg.mkPen(None))
 
 
