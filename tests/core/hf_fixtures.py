@@ -7,6 +7,7 @@ suite and ``benchmarks/zoo_hf.py`` share it.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,34 @@ _SIZES = {
     "pooler_hidden_size": 32, "qk_rope_head_dim": 16, "qk_nope_head_dim": 16, "v_head_dim": 16,
     "kv_lora_rank": 16, "q_lora_rank": 16, "n_group": 1, "topk_group": 1, "first_k_dense_replace": 1,
     "shared_expert_intermediate_size": 16, "num_channels": 3, "projection_dim": 32,
-    "window_size": 2,
+    "window_size": 2, "d_head": 16, "mamba_n_heads": 4, "mamba_d_head": 16, "num_experts_per_token": 2,
+    "linear_head_dim": 16, "linear_num_heads": 2, "num_expert_group": 1, "n_shared_experts": 1,
 }  # fmt: skip
 _LISTS = {"hidden_sizes": 8, "embed_dims": 8, "depths": 1, "num_heads": 2}
 _GROWING = ("hidden_sizes", "embed_dims")
 _SPECIAL_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "decoder_start_token_id")
+_NONE_SIZES = ("head_dim", "num_key_value_heads", "num_experts_per_tok", "vocab_size", "d_head", "n_routed_experts",
+               "n_shared_experts")
+_LAYER_COUNTS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers")
+_MAX_LAYERS = 4  # layers kept when a model mixes more than two kinds of layer
+# Per-type overrides after the generic shrink, where no general rule can work (reason on each line).
+_TYPE_OVERRIDES: dict[str, dict[str, Any]] = {
+    "gpt_neo": {"attention_types": [[["global", "local"], 1]]},  # attention_layers is derived from it
+    "reformer": {"axial_pos_embds_dim": [16, 16], "axial_pos_shape": [8, 8]},  # dims sum to hidden_size
+    "bit": {"num_groups": 2},  # group norm groups must divide the 8-wide first stage
+    "zaya": {"num_experts_per_tok": 1},  # ZAYA supports top-1 routing only
+    "gemma4_assistant": {"hidden_size_per_layer_input": 0},  # its own default fails its validator
+    "esm": {"pad_token_id": 1, "mask_token_id": 32},  # its default has no special tokens at all
+    "mamba2": {"num_heads": 4, "n_groups": 1},  # heads * head_dim must be expand * hidden_size
+    "lfm2_moe": {"layer_types": ["conv", "full_attention"]},  # its default leaves the layer kinds unset
+    "mimo_v2_flash": {"head_dim": 24},  # a partial rotary factor of 0.334 needs an even rotary width
+    "xlstm": {"embedding_dim": 32, "num_blocks": 2},  # its width and depth under other names
+}
+_FAMILY_OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
+    ("causal", "reformer"): {"is_decoder": True},  # ReformerModelWithLMHead requires it
+}
 NUM_LABELS = 3
+GENTLE_MAX_PARAMS = 8_000_000  # the fallback config's model stays small enough for the zoo's minutes
 
 
 def tiny_config(model_type: str, **overrides: Any) -> Any:
@@ -48,6 +71,37 @@ def tiny_config(model_type: str, **overrides: Any) -> Any:
 
     cls = CONFIG_MAPPING[model_type]
     data = _shrink(cls().to_dict())
+    data.update(_TYPE_OVERRIDES.get(model_type, {}))
+    return _rebuild(cls, data, overrides)
+
+
+def gentle_config(model_type: str, **overrides: Any) -> Any:
+    """The type's default sizes with only its depth cut (two layers, one block per stage), for types whose
+    sizes depend on each other in ways the generic shrink breaks; ``build`` refuses it above a few M params."""
+    from transformers import CONFIG_MAPPING
+
+    cls = CONFIG_MAPPING[model_type]
+    data = _fewer_layers(cls().to_dict())
+    data.update(_TYPE_OVERRIDES.get(model_type, {}))
+    return _rebuild(cls, data, overrides)
+
+
+def _fewer_layers(data: dict) -> dict:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and "model_type" in value:
+            value = _fewer_layers(value)
+        elif key in _LAYER_COUNTS and _is_int(value) and value > 2:
+            value = 2
+        elif key in ("depths", "num_layers", "block_repeats") and isinstance(value, list) and value:
+            value = [1 if _is_int(v) else v for v in value]
+        out[key] = value
+    _keep_layers(data, out)
+    _clamp_token_ids(out)
+    return out
+
+
+def _rebuild(cls: type, data: dict, overrides: dict) -> Any:
     if "num_labels" in overrides and "id2label" not in overrides:
         data.pop("id2label", None)
         data.pop("label2id", None)
@@ -62,22 +116,79 @@ def _shrink(data: dict) -> dict:
     for key, value in data.items():
         if isinstance(value, dict) and "model_type" in value:
             value = _shrink(value)
-        elif key in _SIZES and isinstance(value, int) and not isinstance(value, bool):
+        elif (key in _SIZES and _is_int(value)) or (key in _SIZES and value is None and key in _NONE_SIZES):
             value = _SIZES[key]
-        elif key in _LISTS and isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+        elif key in _LISTS and isinstance(value, list) and value and all(_is_int(v) for v in value):
             value = [_LISTS[key] * (2**i if key in _GROWING else 1) for i in range(len(value))]
         out[key] = value
-    layers = out.get("num_hidden_layers")
-    kinds = out.get("layer_types")
-    if isinstance(kinds, list) and isinstance(layers, int):
-        out["layer_types"] = kinds[:layers]
-        if "full_attention" in kinds and "full_attention" not in out["layer_types"]:
-            out["layer_types"][-1] = "full_attention"  # hybrid models need one attention layer
-    vocab = out.get("vocab_size")
-    for key in _SPECIAL_IDS:
-        if isinstance(out.get(key), int) and isinstance(vocab, int) and out[key] >= vocab:
-            out[key] = vocab - 1
+    _derive_sizes(data, out)
+    _keep_layers(data, out)
+    _clamp_token_ids(out)
     return out
+
+
+def _derive_sizes(data: dict, out: dict) -> None:
+    """Sizes defined by others keep their relation: MLA query widths (nope + rope), extra vocabularies."""
+    nope, rope = data.get("qk_nope_head_dim"), data.get("qk_rope_head_dim")
+    if _is_int(nope) and _is_int(rope):
+        for key in ("head_dim", "qk_head_dim"):
+            if data.get(key) == nope + rope:
+                out[key] = out["qk_nope_head_dim"] + out["qk_rope_head_dim"]
+            elif data.get(key) == rope:
+                out[key] = out["qk_rope_head_dim"]
+    for key, value in data.items():
+        if key.endswith("vocab_size") and key != "vocab_size" and _is_int(value) and _is_int(out.get("vocab_size")):
+            out[key] = out["vocab_size"]  # e.g. the unpadded or per-layer-input vocabulary
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _keep_layers(data: dict, out: dict) -> None:
+    """Cut per-layer lists and tables to the kept layers: one of each kind of layer, at least the new count."""
+    key = next((k for k in _LAYER_COUNTS if _is_int(data.get(k)) and _is_int(out.get(k))), None)
+    if key is None or data[key] <= out[key]:
+        return
+    old, new = data[key], out[key]
+    lists = {k: v for k, v in out.items() if isinstance(v, list) and len(v) == old and k not in _LISTS}
+    table = out.get("per_layer_config")
+    table = {int(k): v for k, v in table.items()} if isinstance(table, dict) else None
+    kinds = [repr([v[i] for v in lists.values()] + [(table or {}).get(i)]) for i in range(old)]
+    keep = sorted({kinds.index(k) for k in kinds})[: max(new, _MAX_LAYERS)]
+    keep = sorted(keep + [i for i in range(old) if i not in keep][: max(0, new - len(keep))])
+    for name, values in lists.items():
+        picked = [values[i] for i in keep]
+        if name in _SIZES and all(_is_int(v) for v in picked):  # per-layer sizes (Gemma 3n's widths)
+            picked = [_SIZES[name]] * len(picked)
+        elif "heads" in name and all(_is_int(v) for v in picked):  # per-layer head counts
+            picked = [_SIZES["num_attention_heads"]] * len(picked)
+        out[name] = picked
+    if table is not None:
+        out["per_layer_config"] = {n: table[i] for n, i in enumerate(keep) if i in table}
+    for name in _LAYER_COUNTS:
+        if _is_int(out.get(name)) and out[name] == new:
+            out[name] = len(keep)
+    if _is_int(out.get("num_kv_shared_layers")):  # layers reusing others' cache: all of them, or none
+        out["num_kv_shared_layers"] = len(keep) if data["num_kv_shared_layers"] == old else 0
+
+
+def _clamp_token_ids(out: dict) -> None:
+    """Special token ids (``*_token_id``, ``*_token_index``) move inside the shrunken vocabulary, kept distinct."""
+    text = out.get("text_config")
+    vocab = out.get("vocab_size", text.get("vocab_size") if isinstance(text, dict) else None)
+    if not _is_int(vocab):
+        return
+    special = [k for k in out if k in _SPECIAL_IDS or k.endswith(("_token_id", "_token_index"))]
+    values = [v for k in special for v in (out[k] if isinstance(out[k], list) else [out[k]])]
+    high = sorted({v for v in values if _is_int(v) and v >= vocab})
+    moved = {v: vocab - 1 - n for n, v in enumerate(high)}
+    for key in special:
+        value = out[key]
+        if isinstance(value, list):
+            out[key] = [moved.get(v, v) if _is_int(v) else v for v in value]
+        elif _is_int(value):
+            out[key] = moved.get(value, value)
 
 
 def model_class(family: str, model_type: str) -> type | None:
@@ -91,20 +202,58 @@ def model_class(family: str, model_type: str) -> type | None:
     return getattr(transformers, name, None) if name else None
 
 
-def make_folder(root: Path, family: str, model_type: str, **overrides: Any) -> Path:
-    """Save a random tiny model of this type and family with save_pretrained; return the folder."""
-    import torch
+def make_folder(
+    root: Path, family: str, model_type: str, check: Callable[[Any], None] | None = None, **overrides: Any
+) -> Path:
+    """Save a random tiny model of this type and family with save_pretrained; return the folder.
 
+    The generic tiny config comes first; a gentler one (default sizes, fewer layers) is the fallback when
+    transformers cannot build the tiny one or ``check(model)`` (e.g. the model's own forward) rejects it.
+    """
     cls = model_class(family, model_type)
     if cls is None:
         raise ValueError(f"{model_type} has no {family} model")
     extra = {"num_labels": NUM_LABELS} if family in ("sequence", "image", "token") else {}
-    config = tiny_config(model_type, **{**extra, **overrides})
+    extra.update(_FAMILY_OVERRIDES.get((family, model_type), {}))
+    errors = []
+    for make, limit in ((tiny_config, None), (gentle_config, GENTLE_MAX_PARAMS)):
+        try:
+            model = build(cls, make(model_type, **{**extra, **overrides}), limit)
+            if check is not None:
+                check(model)
+        except Exception as err:
+            errors.append(err)
+            continue
+        folder = root / f"{family}-{model_type}"
+        model.save_pretrained(str(folder))
+        return folder
+    for err in errors[1:]:
+        errors[0].add_note(f"fallback: {type(err).__name__}: {first_line(str(err))}")
+    raise errors[0]
+
+
+def first_line(text: str) -> str:
+    """The first non-empty line of an error text, at most 200 characters."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")[:200]
+
+
+def build(cls: type, config: Any, max_params: int | None = None) -> Any:
+    """``cls(config)`` seeded, with the sub-config the class takes (as transformers' auto classes pick it).
+
+    ValueError when the model has more than ``max_params`` parameters (counted on the meta device first).
+    """
+    import torch
+
+    if not isinstance(config, cls.config_class):
+        subs = [getattr(config, k, None) for k in getattr(config, "sub_configs", {})]
+        config = next((c for c in subs if isinstance(c, cls.config_class)), config)
+    if max_params is not None:
+        with torch.device("meta"):
+            count = sum(p.numel() for p in cls(config).parameters())
+        if count > max_params:
+            raise ValueError(f"{count / 1e6:.1f}M parameters is more than a tiny model may have")
     torch.manual_seed(0)
-    model = cls(config)
-    folder = root / f"{family}-{model_type}"
-    model.save_pretrained(str(folder))
-    return folder
+    return cls(config).eval()
 
 
 def expected_head(model: Any, family: str) -> set[str]:
