@@ -45,18 +45,36 @@ _NONE_SIZES = ("head_dim", "num_key_value_heads", "num_experts_per_tok", "vocab_
                "n_shared_experts")
 _LAYER_COUNTS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers")
 _MAX_LAYERS = 4  # layers kept when a model mixes more than two kinds of layer
-# Per-type overrides after the generic shrink, where no general rule can work (reason on each line).
+# Per-type overrides after the generic shrink (of the config or sub-config of that type), where no
+# general rule can work; the reason is on each line.
 _TYPE_OVERRIDES: dict[str, dict[str, Any]] = {
     "gpt_neo": {"attention_types": [[["global", "local"], 1]]},  # attention_layers is derived from it
     "reformer": {"axial_pos_embds_dim": [16, 16], "axial_pos_shape": [8, 8]},  # dims sum to hidden_size
     "bit": {"num_groups": 2},  # group norm groups must divide the 8-wide first stage
     "zaya": {"num_experts_per_tok": 1},  # ZAYA supports top-1 routing only
-    "gemma4_assistant": {"hidden_size_per_layer_input": 0},  # its own default fails its validator
     "esm": {"pad_token_id": 1, "mask_token_id": 32},  # its default has no special tokens at all
     "mamba2": {"num_heads": 4, "n_groups": 1},  # heads * head_dim must be expand * hidden_size
     "lfm2_moe": {"layer_types": ["conv", "full_attention"]},  # its default leaves the layer kinds unset
     "mimo_v2_flash": {"head_dim": 24},  # a partial rotary factor of 0.334 needs an even rotary width
     "xlstm": {"embedding_dim": 32, "num_blocks": 2},  # its width and depth under other names
+    "shieldgemma2": {"yes_token_index": 90, "no_token_index": 91},  # class attributes, not in to_dict()
+    "layoutlmv3": {"hidden_size": 36, "coordinate_size": 6, "shape_size": 6},  # 4 * coord + 2 * shape
+    "lilt": {"hidden_size": 48},  # six box embeddings of hidden/6 each, layout width hidden/4
+    "bros": {"dim_bbox_projection": 16},  # the box projection is one attention head wide
+    "bamba": {"attn_layer_indices": [1]},  # its default is all Mamba, which its own forward cannot run
+    "granitemoehybrid": {"layers_block_type": ["linear_attention", "full_attention"]},  # as bamba
+    "dots3_note_text": {"head_dim": 32},  # the sliding-window head must be qk_nope + qk_rope wide
+    "dots3_note_vision_encoder": {"adapter_out_dim": 32},  # the vision adapter writes the text width
+    "qwen4_exp_text": {"indexer_n_heads": 2, "indexer_kv_heads": 1, "indexer_head_dim": 16,
+                       "indexer_budget": 8, "indexer_compress_ratio": 2},  # its default leaves them unset
+    "dory": {  # its dict form counts an attention and an mlp block per layer; the three parts sum to them
+        "num_hidden_layers": 6, "n_input_layers": 2, "n_recurrent_layers": 2, "n_output_layers": 2,
+        "layer_types": ["sliding_attention", "mlp", "full_attention", "mlp", "sliding_attention", "mlp"],
+    },
+    "cohere_compass_text": {"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e4}}},
+}
+_DEFAULT_ARGS = {  # types whose default config fails transformers' own validation
+    "gemma4_assistant": {"text_config": {"hidden_size_per_layer_input": 0, "vocab_size_per_layer_input": 0}},
 }
 _FAMILY_OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
     ("causal", "reformer"): {"is_decoder": True},  # ReformerModelWithLMHead requires it
@@ -70,9 +88,7 @@ def tiny_config(model_type: str, **overrides: Any) -> Any:
     from transformers import CONFIG_MAPPING
 
     cls = CONFIG_MAPPING[model_type]
-    data = _shrink(cls().to_dict())
-    data.update(_TYPE_OVERRIDES.get(model_type, {}))
-    return _rebuild(cls, data, overrides)
+    return _rebuild(cls, _shrink(cls(**_DEFAULT_ARGS.get(model_type, {})).to_dict()), overrides)
 
 
 def gentle_config(model_type: str, **overrides: Any) -> Any:
@@ -81,8 +97,7 @@ def gentle_config(model_type: str, **overrides: Any) -> Any:
     from transformers import CONFIG_MAPPING
 
     cls = CONFIG_MAPPING[model_type]
-    data = _fewer_layers(cls().to_dict())
-    data.update(_TYPE_OVERRIDES.get(model_type, {}))
+    data = _fewer_layers(cls(**_DEFAULT_ARGS.get(model_type, {})).to_dict())
     return _rebuild(cls, data, overrides)
 
 
@@ -123,6 +138,7 @@ def _shrink(data: dict) -> dict:
         out[key] = value
     _derive_sizes(data, out)
     _keep_layers(data, out)
+    out.update(_TYPE_OVERRIDES.get(data.get("model_type"), {}))
     _clamp_token_ids(out)
     return out
 
@@ -136,9 +152,14 @@ def _derive_sizes(data: dict, out: dict) -> None:
                 out[key] = out["qk_nope_head_dim"] + out["qk_rope_head_dim"]
             elif data.get(key) == rope:
                 out[key] = out["qk_rope_head_dim"]
+    width = data.get("hidden_size")
     for key, value in data.items():
-        if key.endswith("vocab_size") and key != "vocab_size" and _is_int(value) and _is_int(out.get("vocab_size")):
+        if key in _SIZES or not _is_int(value) or value <= 0:
+            continue
+        if key.endswith("vocab_size") and _is_int(out.get("vocab_size")):
             out[key] = out["vocab_size"]  # e.g. the unpadded or per-layer-input vocabulary
+        elif key.endswith(("_dim", "_size")) and value == width and _is_int(out.get("hidden_size")):
+            out[key] = out["hidden_size"]  # e.g. an adapter's input width
 
 
 def _is_int(value: Any) -> bool:
@@ -153,7 +174,7 @@ def _keep_layers(data: dict, out: dict) -> None:
     old, new = data[key], out[key]
     lists = {k: v for k, v in out.items() if isinstance(v, list) and len(v) == old and k not in _LISTS}
     table = out.get("per_layer_config")
-    table = {int(k): v for k, v in table.items()} if isinstance(table, dict) else None
+    table = {int(k): _shrink(v) for k, v in table.items()} if _layer_table(table) else None
     kinds = [repr([v[i] for v in lists.values()] + [(table or {}).get(i)]) for i in range(old)]
     keep = sorted({kinds.index(k) for k in kinds})[: max(new, _MAX_LAYERS)]
     keep = sorted(keep + [i for i in range(old) if i not in keep][: max(0, new - len(keep))])
@@ -171,6 +192,11 @@ def _keep_layers(data: dict, out: dict) -> None:
             out[name] = len(keep)
     if _is_int(out.get("num_kv_shared_layers")):  # layers reusing others' cache: all of them, or none
         out["num_kv_shared_layers"] = len(keep) if data["num_kv_shared_layers"] == old else 0
+
+
+def _layer_table(table: Any) -> bool:
+    """True for a per-layer table keyed by layer index (``{"05": {...}}``)."""
+    return isinstance(table, dict) and all(str(k).isdigit() for k in table)
 
 
 def _clamp_token_ids(out: dict) -> None:
