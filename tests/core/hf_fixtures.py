@@ -41,8 +41,15 @@ _SIZES = {
 _LISTS = {"hidden_sizes": 8, "embed_dims": 8, "depths": 1, "num_heads": 2}
 _GROWING = ("hidden_sizes", "embed_dims")
 _SPECIAL_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "decoder_start_token_id")
-_NONE_SIZES = ("head_dim", "num_key_value_heads", "num_experts_per_tok", "vocab_size", "d_head", "n_routed_experts",
-               "n_shared_experts")
+_NONE_SIZES = (
+    "head_dim",
+    "num_key_value_heads",
+    "num_experts_per_tok",
+    "vocab_size",
+    "d_head",
+    "n_routed_experts",
+    "n_shared_experts",
+)
 _LAYER_COUNTS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers")
 _MAX_LAYERS = 4  # layers kept when a model mixes more than two kinds of layer
 # Per-type overrides after the generic shrink (of the config or sub-config of that type), where no
@@ -65,14 +72,33 @@ _TYPE_OVERRIDES: dict[str, dict[str, Any]] = {
     "granitemoehybrid": {"layers_block_type": ["linear_attention", "full_attention"]},  # as bamba
     "dots3_note_text": {"head_dim": 32},  # the sliding-window head must be qk_nope + qk_rope wide
     "dots3_note_vision_encoder": {"adapter_out_dim": 32},  # the vision adapter writes the text width
-    "qwen4_exp_text": {"indexer_n_heads": 2, "indexer_kv_heads": 1, "indexer_head_dim": 16,
-                       "indexer_budget": 8, "indexer_compress_ratio": 2},  # its default leaves them unset
+    "dots3_note_audio_encoder": {"adapter_out_dim": 32},  # so does the audio one
+    "qwen4_exp_text": {
+        "indexer_n_heads": 2,
+        "indexer_kv_heads": 1,
+        "indexer_head_dim": 16,
+        "indexer_budget": 8,
+        "indexer_compress_ratio": 2,
+    },  # its default leaves them unset
     "dory": {  # its dict form counts an attention and an mlp block per layer; the three parts sum to them
-        "num_hidden_layers": 6, "n_input_layers": 2, "n_recurrent_layers": 2, "n_output_layers": 2,
+        "num_hidden_layers": 6,
+        "n_input_layers": 2,
+        "n_recurrent_layers": 2,
+        "n_output_layers": 2,
         "layer_types": ["sliding_attention", "mlp", "full_attention", "mlp", "sliding_attention", "mlp"],
     },
-    "cohere_compass_text": {"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e4}}},
+    "cohere_compass_text": {
+        "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e4}}
+    },
 }
+_TYPE_OVERRIDES.update({  # hierarchical vision models whose stage widths are spelt out more than once
+    "efficientnet": {"width_coefficient": 0.25, "depth_coefficient": 0.1, "hidden_dim": 320},  # round(1280 w)
+    "hgnet_v2": {  # the stem feeds stage 1 and the last stage's width is the classifier's input
+        "stem_channels": [3, 8, 8], "stage_in_channels": [8, 8, 16, 32], "stage_mid_channels": [8, 8, 8, 8],
+        "stage_out_channels": [8, 16, 32, 64], "stage_numb_of_layers": [2, 2, 2, 2],
+    },
+    "textnet": {"stem_out_channels": 8, "image_size": [64, 64]},  # the stem feeds hidden_sizes[0] = 8
+})  # fmt: skip
 _DEFAULT_ARGS = {  # types whose default config fails transformers' own validation
     "gemma4_assistant": {"text_config": {"hidden_size_per_layer_input": 0, "vocab_size_per_layer_input": 0}},
 }
@@ -92,8 +118,8 @@ def tiny_config(model_type: str, **overrides: Any) -> Any:
 
 
 def gentle_config(model_type: str, **overrides: Any) -> Any:
-    """The type's default sizes with only its depth cut (two layers, one block per stage), for types whose
-    sizes depend on each other in ways the generic shrink breaks; ``build`` refuses it above a few M params."""
+    """The type's default sizes with only its depth cut (two layers, one block per stage), for types
+    whose sizes depend on each other in ways the generic shrink breaks (``build`` caps its size)."""
     from transformers import CONFIG_MAPPING
 
     cls = CONFIG_MAPPING[model_type]
@@ -167,7 +193,7 @@ def _is_int(value: Any) -> bool:
 
 
 def _keep_layers(data: dict, out: dict) -> None:
-    """Cut per-layer lists and tables to the kept layers: one of each kind of layer, at least the new count."""
+    """Cut per-layer lists and tables to the kept layers: one of each kind, at least the new count."""
     key = next((k for k in _LAYER_COUNTS if _is_int(data.get(k)) and _is_int(out.get(k))), None)
     if key is None or data[key] <= out[key]:
         return
@@ -200,7 +226,7 @@ def _layer_table(table: Any) -> bool:
 
 
 def _clamp_token_ids(out: dict) -> None:
-    """Special token ids (``*_token_id``, ``*_token_index``) move inside the shrunken vocabulary, kept distinct."""
+    """Special token ids (``*_token_id``, ``*_token_index``) move inside the shrunken vocabulary, distinct."""
     text = out.get("text_config")
     vocab = out.get("vocab_size", text.get("vocab_size") if isinstance(text, dict) else None)
     if not _is_int(vocab):
@@ -241,21 +267,27 @@ def make_folder(
         raise ValueError(f"{model_type} has no {family} model")
     extra = {"num_labels": NUM_LABELS} if family in ("sequence", "image", "token") else {}
     extra.update(_FAMILY_OVERRIDES.get((family, model_type), {}))
-    errors = []
+    errors: list[Exception] = []
     for make, limit in ((tiny_config, None), (gentle_config, GENTLE_MAX_PARAMS)):
         try:
             model = build(cls, make(model_type, **{**extra, **overrides}), limit)
+        except Exception as err:
+            errors.append(err)
+            continue
+        try:
             if check is not None:
                 check(model)
         except Exception as err:
-            errors.append(err)
+            errors.append(CheckFailed(f"{type(err).__name__}: {first_line(str(err))}"))
             continue
         folder = root / f"{family}-{model_type}"
         model.save_pretrained(str(folder))
         return folder
-    for err in errors[1:]:
-        errors[0].add_note(f"fallback: {type(err).__name__}: {first_line(str(err))}")
-    raise errors[0]
+    raise next((e for e in errors if isinstance(e, CheckFailed)), errors[0])
+
+
+class CheckFailed(Exception):
+    """A tiny model was built, but ``make_folder``'s ``check`` rejected every config tried."""
 
 
 def first_line(text: str) -> str:
@@ -284,12 +316,18 @@ def build(cls: type, config: Any, max_params: int | None = None) -> Any:
 
 def expected_head(model: Any, family: str) -> set[str]:
     """Paths a correct head finder may name: the output embeddings of an LM, else the classifier layer."""
+    out = model.get_output_embeddings()
+    lm_head = {p for p, m in model.named_modules() if out is not None and m is out}
     if family in ("causal", "masked"):
-        out = model.get_output_embeddings()
-        return {p for p, m in model.named_modules() if m is out}
+        return lm_head
+    if family == "qa" and model.config.model_type == "splinter":
+        # Splinter's QA head is its question-aware span selection layer (QASS): start and end scores
+        # come from bilinear products with the question token, so no Linear has width 2.
+        return {p for p, _ in model.named_modules() if p.startswith("splinter_qass")}
     width = 2 if family == "qa" else model.config.num_labels
     found = set()
     for path, module in model.named_modules():
         if getattr(module, "out_features", None) == width or getattr(module, "out_channels", None) == width:
             found.add(path)
-    return found
+    # ShieldGemma 2 classifies images by reading its yes/no token logits off the language model head
+    return found or (lm_head if family == "image" else found)
