@@ -32,12 +32,12 @@ def own_forward(model: object) -> None:
     """The model's own forward on the inputs Head Studio builds from its config; raises when it fails."""
     import torch
 
-    from headstudio.core.model.inputs import config_inputs, make_tensors
+    from headstudio.core.model.inputs import config_inputs, make_tensors, without_cache
 
     inputs = config_inputs(model)
     if inputs is None:
         raise ValueError("Head Studio builds no inputs from this config")
-    with torch.no_grad():
+    with torch.no_grad(), without_cache(model):  # as Head Studio traces it
         model(**make_tensors(inputs, model, torch.float32))
 
 

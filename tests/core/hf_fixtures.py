@@ -37,6 +37,7 @@ _SIZES = {
     "shared_expert_intermediate_size": 16, "num_channels": 3, "projection_dim": 32,
     "window_size": 2, "d_head": 16, "mamba_n_heads": 4, "mamba_d_head": 16, "num_experts_per_token": 2,
     "linear_head_dim": 16, "linear_num_heads": 2, "num_expert_group": 1, "n_shared_experts": 1,
+    "hidden_size_global": 32, "encoder_hash_byte_group_vocab": 99,
 }  # fmt: skip
 _LISTS = {"hidden_sizes": 8, "embed_dims": 8, "depths": 1, "num_heads": 2}
 _GROWING = ("hidden_sizes", "embed_dims")
@@ -62,13 +63,16 @@ _TYPE_OVERRIDES: dict[str, dict[str, Any]] = {
     "esm": {"pad_token_id": 1, "mask_token_id": 32},  # its default has no special tokens at all
     "mamba2": {"num_heads": 4, "n_groups": 1},  # heads * head_dim must be expand * hidden_size
     "lfm2_moe": {"layer_types": ["conv", "full_attention"]},  # its default leaves the layer kinds unset
-    "mimo_v2_flash": {"head_dim": 24},  # a partial rotary factor of 0.334 needs an even rotary width
+    "mimo_v2_flash": {  # a partial rotary factor of 0.334 needs an even rotary width; its sliding-window
+        "head_dim": 24, "num_key_value_heads": 1,  # layers have twice the key/value heads, at most all heads
+    },
     "xlstm": {"embedding_dim": 32, "num_blocks": 2},  # its width and depth under other names
+    "dbrx": {"attn_config": {"kv_n_heads": 1, "rope_theta": 1e4, "clip_qkv": 8.0}},  # default lacks both
     "shieldgemma2": {"yes_token_index": 90, "no_token_index": 91},  # class attributes, not in to_dict()
     "layoutlmv3": {"hidden_size": 36, "coordinate_size": 6, "shape_size": 6},  # 4 * coord + 2 * shape
     "lilt": {"hidden_size": 48},  # six box embeddings of hidden/6 each, layout width hidden/4
     "bros": {"dim_bbox_projection": 16},  # the box projection is one attention head wide
-    "bamba": {"attn_layer_indices": [1]},  # its default is all Mamba, which its own forward cannot run
+    "bamba": {"attn_layer_indices": [1]},  # all Mamba by default; hybrid as released checkpoints are
     "granitemoehybrid": {"layers_block_type": ["linear_attention", "full_attention"]},  # as bamba
     "dots3_note_text": {"head_dim": 32},  # the sliding-window head must be qk_nope + qk_rope wide
     "dots3_note_vision_encoder": {"adapter_out_dim": 32},  # the vision adapter writes the text width
@@ -98,6 +102,16 @@ _TYPE_OVERRIDES.update({  # hierarchical vision models whose stage widths are sp
         "stage_out_channels": [8, 16, 32, 64], "stage_numb_of_layers": [2, 2, 2, 2],
     },
     "textnet": {"stem_out_channels": 8, "image_size": [64, 64]},  # the stem feeds hidden_sizes[0] = 8
+})  # fmt: skip
+_TYPE_OVERRIDES.update({  # Zamba: attention widths serialised beside the sizes they derive from
+    "zamba": {  # 2 * hidden, its per-head share, hidden / 16; the shared block needs two hybrid layers
+        "attention_hidden_size": 64, "attention_head_dim": 32, "mamba_dt_rank": 2, "num_hidden_layers": 3,
+        "layers_block_type": ["linear_attention", "hybrid", "hybrid"],
+    },
+    "zamba2": {  # 2 * hidden, its per-head share, expand * hidden / mamba heads, hidden / heads
+        "attention_hidden_size": 64, "attention_head_dim": 32, "mamba_headdim": 8, "kv_channels": 16,
+        "num_query_groups": 2, "hybrid_layer_ids": [1], "adapter_rank": 8,
+    },
 })  # fmt: skip
 _DEFAULT_ARGS = {  # types whose default config fails transformers' own validation
     "gemma4_assistant": {"text_config": {"hidden_size_per_layer_input": 0, "vocab_size_per_layer_input": 0}},
