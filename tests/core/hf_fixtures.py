@@ -64,9 +64,11 @@ _TYPE_OVERRIDES: dict[str, dict[str, Any]] = {
     "mamba2": {"num_heads": 4, "n_groups": 1},  # heads * head_dim must be expand * hidden_size
     "lfm2_moe": {"layer_types": ["conv", "full_attention"]},  # its default leaves the layer kinds unset
     "mimo_v2_flash": {  # a partial rotary factor of 0.334 needs an even rotary width; its sliding-window
-        "head_dim": 24, "num_key_value_heads": 1,  # layers have twice the key/value heads, at most all heads
+        "head_dim": 24,
+        "num_key_value_heads": 1,  # layers have twice the key/value heads, at most all heads
     },
     "xlstm": {"embedding_dim": 32, "num_blocks": 2},  # its width and depth under other names
+    "falcon_h1": {"mamba_d_ssm": 64},  # mamba heads * head width
     "dbrx": {"attn_config": {"kv_n_heads": 1, "rope_theta": 1e4, "clip_qkv": 8.0}},  # default lacks both
     "shieldgemma2": {"yes_token_index": 90, "no_token_index": 91},  # class attributes, not in to_dict()
     "layoutlmv3": {"hidden_size": 36, "coordinate_size": 6, "shape_size": 6},  # 4 * coord + 2 * shape
@@ -209,8 +211,8 @@ def _is_int(value: Any) -> bool:
 def _keep_layers(data: dict, out: dict) -> None:
     """Cut per-layer lists and tables to the kept layers: one of each kind, at least the new count."""
     key = next((k for k in _LAYER_COUNTS if _is_int(data.get(k)) and _is_int(out.get(k))), None)
-    if key is None or data[key] <= out[key]:
-        return
+    if key is None or data[key] <= out[key] or isinstance(data.get("depths"), list):
+        return  # (with ``depths``, the count is of stages, which the shrink keeps)
     old, new = data[key], out[key]
     lists = {k: v for k, v in out.items() if isinstance(v, list) and len(v) == old and k not in _LISTS}
     table = out.get("per_layer_config")
@@ -330,10 +332,8 @@ def build(cls: type, config: Any, max_params: int | None = None) -> Any:
 
 def expected_head(model: Any, family: str) -> set[str]:
     """Paths a correct head finder may name: the output embeddings of an LM, else the classifier layer."""
-    out = model.get_output_embeddings()
-    lm_head = {p for p, m in model.named_modules() if out is not None and m is out}
     if family in ("causal", "masked"):
-        return lm_head
+        return _output_embeddings(model)
     if family == "qa" and model.config.model_type == "splinter":
         # Splinter's QA head is its question-aware span selection layer (QASS): start and end scores
         # come from bilinear products with the question token, so no Linear has width 2.
@@ -343,5 +343,13 @@ def expected_head(model: Any, family: str) -> set[str]:
     for path, module in model.named_modules():
         if getattr(module, "out_features", None) == width or getattr(module, "out_channels", None) == width:
             found.add(path)
-    # ShieldGemma 2 classifies images by reading its yes/no token logits off the language model head
-    return found or (lm_head if family == "image" else found)
+    if not found and family == "image":
+        # ShieldGemma 2 classifies images by reading its yes/no token logits off its language model's head
+        found = _output_embeddings(model)
+    return found
+
+
+def _output_embeddings(model: Any) -> set[str]:
+    heads = [m.get_output_embeddings() for m in model.modules() if hasattr(m, "get_output_embeddings")]
+    heads = [h for h in heads if h is not None]
+    return {p for p, m in model.named_modules() if any(m is h for h in heads)}
