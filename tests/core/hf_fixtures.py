@@ -198,8 +198,8 @@ def _derive_sizes(data: dict, out: dict) -> None:
     for key, value in data.items():
         if key in _SIZES or not _is_int(value) or value <= 0:
             continue
-        if key.endswith("vocab_size") and _is_int(out.get("vocab_size")):
-            out[key] = out["vocab_size"]  # e.g. the unpadded or per-layer-input vocabulary
+        if key.endswith("vocab_size") and _is_int(out.get("vocab_size")) and value > out["vocab_size"]:
+            out[key] = out["vocab_size"]  # e.g. the unpadded or per-layer-input vocabulary, not token types
         elif key.endswith(("_dim", "_size")) and value == width and _is_int(out.get("hidden_size")):
             out[key] = out["hidden_size"]  # e.g. an adapter's input width
 
