@@ -4,6 +4,7 @@ Generates the folder once in /tmp (random bf16 weights written shard by shard, s
 is ever in memory), then runs each contender in fresh processes (median of --repeat runs):
 
   import           ``import torch, transformers`` alone (the target's reference)
+  config class     the same plus ``from transformers import LlamaConfig`` (reading the config at all)
   model code       the same plus ``from transformers import LlamaConfig, LlamaForCausalLM`` (transformers'
                    lazy import of the model's code: what any tool building the model pays on top)
   headstudio       open the folder + tree with every module's shapes and the head
@@ -32,6 +33,10 @@ SHARD_BYTES = 500 * 2**20
 LENGTH = 128
 
 IMPORT = "import torch, transformers"
+# Reading a Llama config with transformers' own class already pulls in torchvision and torch._dynamo
+# (configuration_llama -> utils.type_validators -> video_utils -> image_utils -> torchvision): the floor of
+# any tool that reads the config through transformers.
+CONFIG_CLASS = "import torch, transformers\nfrom transformers import LlamaConfig"
 # transformers imports a model's code lazily; Llama's config module pulls in image utilities, torchvision
 # and torch._dynamo. Every contender that builds the model pays this; the bare import above does not.
 MODEL_CODE = "import torch, transformers\nfrom transformers import LlamaConfig, LlamaForCausalLM"
@@ -106,6 +111,7 @@ def main() -> int:
     print(f"{folder}: {params / 1e9:.2f}B parameters, bf16, {shards} shards")
     contenders = [
         ("import torch, transformers", python_cmd(IMPORT)),
+        ("+ import LlamaConfig", python_cmd(CONFIG_CLASS)),
         ("+ import Llama model code", python_cmd(MODEL_CODE)),
         ("headstudio open + tree", [*python_cmd(HEADSTUDIO), str(folder)]),
         ("from_pretrained + torchinfo", [*python_cmd(TRANSFORMERS), str(folder)]),

@@ -74,9 +74,19 @@ def test_drop_the_lm_head_saves_the_base_model(cli, hf_folder, tmp_path):
     assert record["output_shape"]["last_hidden_state"] == [1, 62, 32] and record["heads"] == []
 
 
-def test_labels_without_a_new_head_is_refused(cli, hf_folder, tmp_path):
-    result = cli("edit", hf_folder("sequence", "bert"), "--labels", "a,b", "-o", tmp_path / "x")
-    assert result.status == 2 and "--replace-head" in result.err and not (tmp_path / "x").exists()
+def test_labels_alone_give_one_class_per_name(cli, hf_folder, tmp_path):
+    out = tmp_path / "three"
+    assert cli("edit", hf_folder("sequence", "bert"), "--labels", "neg,neu,pos", "-o", out).status == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["id2label"] == {"0": "neg", "1": "neu", "2": "pos"} and config["label2id"]["pos"] == 2
+
+
+def test_labels_that_disagree_or_come_with_a_removed_head_are_refused(cli, hf_folder, tmp_path):
+    folder = hf_folder("sequence", "bert")
+    result = cli("edit", folder, "--replace-head", "4", "--labels", "a,b", "-o", tmp_path / "x")
+    assert result.status == 2 and result.err.count("\n") == 1 and not (tmp_path / "x").exists()
+    result = cli("edit", folder, "--remove-head", "--labels", "a,b", "-o", tmp_path / "y")
+    assert result.status == 2 and "--replace-head" in result.err and not (tmp_path / "y").exists()
 
 
 def test_output_folder_that_is_not_a_model_folder_is_left_alone(cli, hf_folder, tmp_path):

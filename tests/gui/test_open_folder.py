@@ -20,7 +20,13 @@ def test_file_open_folder_opens_a_model_folder(window, qtbot, monkeypatch, hf_fo
     qtbot.waitUntil(lambda: not window.controller.busy, timeout=OPEN_TIMEOUT_MS)
     assert window.controller.document.origin.kind == "hf_folder"
     assert window.controller.head_path == "classifier"
-    assert window.tree_panel.shape_box.text() == "1,62"
+    # the field shows the inputs the config implies, in the form it accepts back
+    assert window.tree_panel.shape_box.text() == "input_ids=1,62:int64 attention_mask=1,62:int64"
+    from headstudio.gui.tree_model import SHAPE
+
+    model = window.tree_panel.model
+    root = model.index(0, SHAPE)
+    assert "logits: [1, 3]" in model.data(root, Qt.ItemDataRole.ToolTipRole).splitlines()  # one line a field
 
 
 def test_dropping_a_model_folder_opens_it(window, qtbot, hf_folder):

@@ -47,7 +47,10 @@ def add_edit_parsers(sub: Any, add_source_options: Any) -> None:
     ops.add_argument("--dropout", type=float, default=0.0, metavar="P", help="dropout before the new layers")
     ops.add_argument("--keep-classes", metavar="SPEC", help="keep trained rows of these classes, e.g. 0-9")
     ops.add_argument(
-        "--labels", metavar="A,B,C", help="class names for the new head (a transformers model's id2label)"
+        "--labels",
+        metavar="A,B,C",
+        help="class names for the new head (a transformers model's id2label); alone, "
+        "a new head with one class per name",
     )
     ops.add_argument("--add-head", metavar="NAME:N", action="append", default=[], help="add another head")
     ops.add_argument(
@@ -146,13 +149,17 @@ def edits_from_args(args: argparse.Namespace, doc: Document) -> list[Edit]:
     adapter = _adapter_size(args.adapter)
     if args.remove_head:
         out.append(E.RemoveHead(head))
-    if args.replace_head is not None:
-        if args.replace_head <= 0:
-            raise EditError(f"--replace-head {args.replace_head}: the number of classes must be 1 or more")
+    labels = _labels(args.labels)
+    count = args.replace_head
+    if count is None and labels and not args.remove_head:
+        count = len(labels)  # --labels alone: one class per name
+    if count is not None:
+        if count <= 0:
+            raise EditError(f"--replace-head {count}: the number of classes must be 1 or more")
         out.append(
             E.ReplaceHead(
-                head, args.replace_head, hidden=args.mlp or (), dropout=args.dropout,
-                keep_classes=args.keep_classes, seed=args.seed, labels=_labels(args.labels),
+                head, count, hidden=args.mlp or (), dropout=args.dropout,
+                keep_classes=args.keep_classes, seed=args.seed, labels=labels,
             )
         )  # fmt: skip
     elif args.mlp or args.keep_classes or args.dropout or args.labels:
@@ -218,7 +225,9 @@ def _labels(text: str | None) -> tuple[str, ...] | None:
 
 def _detected_head(doc: Document, args: argparse.Namespace) -> str | None:
     """The detected head's path; an error only when an edit needs a head and none was found."""
-    needs = args.remove_head or args.replace_head is not None or args.add_head or args.from_file
+    needs = (
+        args.remove_head or args.replace_head is not None or args.add_head or args.from_file or args.labels
+    )
     head = doc.head
     if head is None and needs:
         raise EditError("no head was detected in this model; name the module to edit with --head PATH")

@@ -129,3 +129,8 @@ class TorchScriptConsentError(UnsafeCheckpointError):
             f"{path} is a TorchScript archive: loading it runs the code compiled into it; nothing was run. "
             "If you trust this file, pass --trust to inspect it (TorchScript can be inspected, not edited).",
         )
+
+
+def size_text(nbytes: int) -> str:
+    """Bytes for people: ``1.25 GB`` from 100 MB up, else ``12.3 MB``."""
+    return f"{nbytes / 1e9:,.2f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:,.1f} MB"

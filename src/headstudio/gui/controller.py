@@ -7,6 +7,7 @@ Nothing waits: background work never changes the live model. Traces and previews
 (``Document.compute_trace``/``detached``), saves on a detached copy, and weight statistics only read
 tensors (edits swap modules, they never write a tensor in place). A result computed for a model that was
 edited meanwhile is dropped (generation and ``Document.version`` checks) and the newer work follows.
+Probes (``probing.py``) and previews (``previews.py``) are parts it composes, run on queues it owns.
 """
 
 from __future__ import annotations
@@ -14,28 +15,23 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeGuard, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoStack
 
-from headstudio.core.errors import (
-    ArchitectureRequiredError,
-    Cancelled,
-    HeadStudioError,
-    Progress,
-    UnsafeCheckpointError,
-)
+from headstudio.core.errors import Cancelled, HeadStudioError, Progress
 
 from .imports import settle_imports
-from .workers import Task, WorkQueue, one_line
+from .opening import detected_head, load_document, needs_user_choice
+from .previews import PreviewRuns
+from .probing import ProbeRuns
+from .workers import WorkQueue, one_line
 
 if TYPE_CHECKING:
-    from headstudio.core.edits.base import Edit, Preview
+    from headstudio.core.edits.base import Edit
     from headstudio.core.model.document import Document, TracedModel
     from headstudio.core.model.inputs import NamedInput
-    from headstudio.core.model.probe import ProbeResult
-    from headstudio.core.model.surgery_proof import SurgeryProof
     from headstudio.core.model.tree import ModuleNode
     from headstudio.core.saving.atomic import SaveReport
 
@@ -80,14 +76,19 @@ class DocumentController(QObject):
         self.asks_user = False  # the window handles openFailed for consent/architecture with dialogs
         self._user_head = False
         self._generation = 0  # results of work started for an older document/state are dropped
-        self._preview_generation = 0  # only the newest preview request is delivered
         self._traced_version = -1  # the Document.version that ``tree`` shows
         self._resetting_history = False  # clearing the undo stack for a new document is not an edit
         self._queue = WorkQueue(self)  # opening, tracing, saving: one at a time, shown as busy
-        self._previews = WorkQueue(self)  # edit previews while the user types
+        self._preview_queue = WorkQueue(self)  # edit previews while the user types
         self._reads = WorkQueue(self)  # statistics over weights for the inspector
-        self._probe_task: Task | None = None  # the running probe (Cancel stops it at its next module)
+        self._probes = ProbeRuns(self._queue, lambda: self.document, self)  # on the model queue
+        self._previews = PreviewRuns(self._preview_queue, self)
         self._queue.activeChanged.connect(self.busyChanged)
+        self._previews.ready.connect(self.previewReady)
+        self._probes.progress.connect(self.progressChanged)
+        self._probes.finished.connect(self.probeFinished)
+        self._probes.cancelled.connect(self.cancelled)
+        self._probes.failed.connect(self.errorRaised)
         self.undo_stack.indexChanged.connect(self._on_history_moved)
 
     # -- state ---------------------------------------------------------------------------------------
@@ -109,7 +110,7 @@ class DocumentController(QObject):
 
     def wait_idle(self, timeout_ms: int = -1) -> bool:
         """Block until all background work has finished: for closing and tests, never before an edit."""
-        return all(queue.wait(timeout_ms) for queue in (self._queue, self._previews, self._reads))
+        return all(queue.wait(timeout_ms) for queue in (self._queue, self._preview_queue, self._reads))
 
     def cancel(self) -> None:
         """Cancel the running load/save; it stops at its next progress report and changes nothing."""
@@ -135,7 +136,7 @@ class DocumentController(QObject):
 
         def job(progress: Progress) -> Document:
             import_core()
-            return _load(source, arch, trust, input_shape, progress, weights)
+            return load_document(source, arch, trust, input_shape, progress, weights)
 
         self._queue.submit(
             job,
@@ -181,7 +182,7 @@ class DocumentController(QObject):
         self._traced_version = doc.version
         self.selected_path = None
         self._user_head = False
-        self.head_path = _detected_head(doc)
+        self.head_path = detected_head(doc)
         self.documentChanged.emit()
         self.traceReady.emit()
         self.headMarked.emit(self.head_path or "")
@@ -201,7 +202,7 @@ class DocumentController(QObject):
             self.cancelled.emit(str(err))
             return
         self.openFailed.emit(source, err)
-        if not (self.asks_user and _needs_user_choice(err)):
+        if not (self.asks_user and needs_user_choice(err)):
             self.errorRaised.emit(one_line(err))
 
     # -- editing -------------------------------------------------------------------------------------
@@ -259,7 +260,7 @@ class DocumentController(QObject):
             return
         tree = self.tree = doc.tree()
         self._traced_version = doc.version
-        detected = _detected_head(doc)
+        detected = detected_head(doc)
         if not self._user_head or self.head_path is None or tree.find(self.head_path) is None:
             self._user_head = False
             changed = detected != self.head_path
@@ -282,31 +283,11 @@ class DocumentController(QObject):
 
         Only the newest request is delivered: older ones are skipped or their results dropped.
         """
-        doc = self.document
-        self._preview_generation += 1
-        generation = self._preview_generation
-        if doc is None:
-            return
-
-        def job(progress: Progress) -> Preview | None:
-            if generation != self._preview_generation:
-                return None  # a newer request is queued behind this one
-            return edit.preview(doc.detached())
-
-        self._previews.submit(
-            job,
-            "Previewing…",
-            lambda preview: self._on_previewed(generation, preview, ""),
-            lambda err: self._on_previewed(generation, None, one_line(err)),
-        )
+        self._previews.request(self.document, edit)
 
     def discard_previews(self) -> None:
         """Drop previews that are running or queued (the model or the inputs changed)."""
-        self._preview_generation += 1
-
-    def _on_previewed(self, generation: int, preview: Preview | None, problem: str) -> None:
-        if generation == self._preview_generation and (preview is not None or problem):
-            self.previewReady.emit(preview, problem)
+        self._previews.discard()
 
     def read_weights(self, work: Callable[[], T], on_done: Callable[[T | None], None]) -> None:
         """Run ``work`` (statistics over weight tensors) in the background; ``on_done(result or None)``.
@@ -334,10 +315,18 @@ class DocumentController(QObject):
 
     def set_input_shape(self, shape: tuple[int, ...]) -> None:
         """Trace with another input shape (in the background); errors are reported, nothing changes."""
-        if self.document is None:
-            return
+        if self.document is not None:
+            self._change_inputs(self.document.set_input_shape, tuple(shape))
+
+    def set_inputs(self, inputs: tuple[NamedInput, ...]) -> None:
+        """Trace with named, typed inputs (``input_ids=1,128:int64 ...``) in the background."""
+        if self.document is not None:
+            self._change_inputs(self.document.set_inputs, tuple(inputs))
+
+    def _change_inputs(self, change: Callable[[T], object], value: T) -> None:
+        """``change(value)`` on the document's inputs, then tell and re-trace; a refusal is reported."""
         try:
-            self.document.set_input_shape(tuple(shape))
+            change(value)
         except HeadStudioError as err:
             self.errorRaised.emit(str(err))
             return
@@ -352,69 +341,14 @@ class DocumentController(QObject):
         output is summarised, and for an edited model the same input also runs through the model as
         opened (surgery proof). probeFinished(result, proof), or errorRaised/cancelled, follows.
         """
-        doc = self.document
-        if doc is None:
+        if self.document is None:
             self.errorRaised.emit("open a model first (File ▸ Open)")
             return
-        self.cancel_probe()
-        version = doc.version
-
-        def job(progress: Progress) -> tuple[ProbeResult, SurgeryProof | None]:
-            from headstudio.core.model.probe import make_input, probe
-            from headstudio.core.model.surgery_proof import prove_surgery
-
-            progress("preparing the input", 0.0)
-            twin = doc.detached()
-            given = make_input(twin, image, seed)
-            result = probe(twin, given, top_k=top_k, all_modules=True, progress=progress)
-            proof = None
-            if twin.edits and twin.baseline is not None:
-                proof = prove_surgery(twin, given.tensor, lambda m, f: progress(f"proof: {m}", f))
-            return result, proof
-
-        self._probe_task = self._queue.submit(
-            job,
-            "Probing…",
-            lambda found: self._on_probed(doc, version, found),
-            self._on_probe_failed,
-            self.progressChanged.emit,
-        )
+        self._probes.start(self.document, image, seed, top_k)
 
     def cancel_probe(self) -> None:
         """Stop a running probe at its next module; nothing changes."""
-        if self._probe_task is not None:
-            self._probe_task.cancel()
-
-    def _on_probed(self, doc: Document, version: int, found: tuple[ProbeResult, SurgeryProof | None]) -> None:
-        task, self._probe_task = self._probe_task, None
-        if doc is not self.document:
-            return
-        if task is not None and task.cancelled:  # finished before it saw the cancel: still show nothing
-            self.cancelled.emit("Probing cancelled; nothing was changed")
-            return
-        if doc.version != version:  # edited while probing: the proof would colour a tree it is not about
-            self.cancelled.emit("the model changed while probing; run the probe again")
-            return
-        self.probeFinished.emit(*found)
-
-    def _on_probe_failed(self, err: BaseException) -> None:
-        self._probe_task = None
-        if isinstance(err, Cancelled):
-            self.cancelled.emit(str(err))
-        else:
-            self.errorRaised.emit(one_line(err))
-
-    def set_inputs(self, inputs: tuple[NamedInput, ...]) -> None:
-        """Trace with named, typed inputs (``input_ids=1,128:int64 ...``) in the background."""
-        if self.document is None:
-            return
-        try:
-            self.document.set_inputs(tuple(inputs))
-        except HeadStudioError as err:
-            self.errorRaised.emit(str(err))
-            return
-        self.inputShapeChanged.emit(self.document.input_shape)
-        self.retrace()
+        self._probes.cancel()
 
     # -- saving --------------------------------------------------------------------------------------
     def save(self, path: str | Path, fmt: str | None = None) -> None:
@@ -453,51 +387,5 @@ class DocumentController(QObject):
         self.saveFinished.emit(report)
 
 
-def _load(
-    source: str,
-    arch: str | None,
-    trust: bool,
-    input_shape: tuple[int, ...] | None,
-    progress: Progress,
-    weights: str | None = None,
-) -> Document:
-    """Runs on the worker thread: open (spec models with real weights, so they can be saved) and trace."""
-    from headstudio.core.opening.sources import open_source
-    from headstudio.core.opening.specs import looks_like_spec
-
-    is_spec = not Path(source).expanduser().exists() and looks_like_spec(source)
-    doc = open_source(
-        source,
-        arch=arch,
-        trust=trust,
-        input_shape=input_shape,
-        materialize=is_spec,
-        progress=progress,
-        weights=weights,
-    )
-    progress("tracing shapes", 0.9)
-    doc.tree()
-    return doc
-
-
 def _ignore(_value: object) -> None:
     """Warm-up results need no handling (a failing import shows up again, with a message, on open)."""
-
-
-def _detected_head(doc: Document) -> str | None:
-    heads = doc.trace().heads
-    return heads[0] if heads else None
-
-
-def needs_architecture(err: BaseException) -> TypeGuard[ArchitectureRequiredError]:
-    """The file holds only weights: the user must say which architecture they belong to."""
-    return isinstance(err, ArchitectureRequiredError)
-
-
-def needs_consent(err: BaseException) -> TypeGuard[UnsafeCheckpointError]:
-    """The file would run code to load: the user must allow it (for this file only)."""
-    return isinstance(err, UnsafeCheckpointError)
-
-
-def _needs_user_choice(err: BaseException) -> bool:
-    return needs_architecture(err) or needs_consent(err)

@@ -1,4 +1,8 @@
-"""The main window: menus, actions, toolbar, status bar, and the panels laid out around the module tree."""
+"""The main window: actions, status bar, and the panels around the module tree, wired to the controller.
+
+Its docks, panel creation and menus are laid out in ``window_layout.py``; the questions a failed open asks
+(consent, architecture) are in ``open_requests.py``.
+"""
 
 from __future__ import annotations
 
@@ -8,35 +12,19 @@ from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
-from PySide6.QtWidgets import (
-    QDockWidget,
-    QMainWindow,
-    QSplitter,
-    QStackedWidget,
-    QWidget,
-)
+from PySide6.QtWidgets import QMainWindow, QSplitter, QStackedWidget, QWidget
 
 from . import dialogs
-from .controller import DocumentController, needs_architecture, needs_consent
+from .controller import DocumentController
+from .open_requests import OpenRequests
 from .recent_files import RecentFiles, recent_key
 from .start_page import StartPage
 from .status_bar import DocumentStatusBar
 from .tree_panel import ModuleTreePanel
+from .window_layout import PANEL_MODULES, DockLayout, add_dock, add_menus, create_panel
 
 DEFAULT_SIZE = (1280, 800)
-INSPECTOR_WIDTH = 340  # first run: the tree keeps room for all five columns at the default size
 STAGGER_MS = 5  # between steps of UI work split up so input and painting get their turn in between
-PANEL_MODULES = (
-    "head_editor",
-    "inspector",
-    "charts",
-    "commands",
-    "code_view",
-    "probe_panel",
-    "headstudio.core.edits",
-    "headstudio.core.model.surgery_proof",  # the probe's first run then imports nothing on its worker
-    "PIL.Image",
-)
 
 
 class MainWindow(QMainWindow):
@@ -54,8 +42,7 @@ class MainWindow(QMainWindow):
         self.settings = settings or QSettings()
         self.recent = RecentFiles(self.settings)
         self.quiet = False  # --screenshot: errors go to stderr, no dialogs
-        self._pending: dict[str, Any] = {}
-        self._docks_wanted: list[QDockWidget] | None = None  # None: no saved layout (first run)
+        self.open_requests = OpenRequests(self, self.controller, self.recent)
         self.setAcceptDrops(True)
         self.start_page = StartPage(self)
         self.start_page.openRequested.connect(self.open)
@@ -66,7 +53,7 @@ class MainWindow(QMainWindow):
         self.pages.addWidget(self._workspace())
         self.setCentralWidget(self.pages)
         self._make_actions()
-        self._make_menus()
+        self.recent_menu = add_menus(self)
         self.status = DocumentStatusBar(self.controller, self)
         self.setStatusBar(self.status)
         self._connect()
@@ -84,12 +71,14 @@ class MainWindow(QMainWindow):
         self.head_editor = self.inspector = self.chart = self.history = self.probe = None
         right, bottom = Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.BottomDockWidgetArea
         self.setCorner(Qt.Corner.BottomRightCorner, right)
-        self.inspector_dock = self._dock("Inspector", "inspectorDock", right)
-        self.probe_dock = self._dock("Probe", "probeDock", right)
+        self.inspector_dock = add_dock(self, "Inspector", "inspectorDock", right)
+        self.probe_dock = add_dock(self, "Probe", "probeDock", right)
         self.tabifyDockWidget(self.inspector_dock, self.probe_dock)
-        self.chart_dock = self._dock("Parameters per block", "chartDock", bottom)
-        self.history_dock = self._dock("History", "historyDock", bottom)
+        self.chart_dock = add_dock(self, "Parameters per block", "chartDock", bottom)
+        self.history_dock = add_dock(self, "History", "historyDock", bottom)
         self.tabifyDockWidget(self.chart_dock, self.history_dock)
+        docks = (self.inspector_dock, self.probe_dock, self.chart_dock, self.history_dock)
+        self.dock_layout = DockLayout(self, *docks)
         return split
 
     def build_panels(self) -> None:
@@ -106,33 +95,27 @@ class MainWindow(QMainWindow):
         """Create the next missing panel; False when all exist."""
         ctl = self.controller
         if self.head_editor is None:
-            self.head_editor = _panel("head_editor", "HeadEditor", ctl, self.workspace)
+            self.head_editor = create_panel("head_editor", "HeadEditor", ctl, self.workspace)
             self.workspace.addWidget(self.head_editor)
             self.workspace.setStretchFactor(0, 1)  # a wider window widens the tree: its columns need it
             self.workspace.setStretchFactor(1, 0)
             self.workspace.setSizes([800, self.head_editor.minimumSizeHint().width()])
         elif self.inspector is None:
-            self.inspector = _panel("inspector", "Inspector", ctl, self.inspector_dock)
+            self.inspector = create_panel("inspector", "Inspector", ctl, self.inspector_dock)
             self.inspector_dock.setWidget(self.inspector)
         elif self.chart is None:
-            self.chart = _panel("charts", "ParamsChart", ctl, self.chart_dock)
+            self.chart = create_panel("charts", "ParamsChart", ctl, self.chart_dock)
             self.chart_dock.setWidget(self.chart)
         elif self.history is None:
-            self.history = _panel("commands", "HistoryView", ctl, self.history_dock)
+            self.history = create_panel("commands", "HistoryView", ctl, self.history_dock)
             self.history_dock.setWidget(self.history)
         elif self.probe is None:
-            self.probe = _panel("probe_panel", "ProbePanel", ctl, self.probe_dock)
+            self.probe = create_panel("probe_panel", "ProbePanel", ctl, self.probe_dock)
             self.probe_dock.setWidget(self.probe)
         else:
             self.controller.panels_built.set()  # a first load waiting for them goes on
             return False
         return True
-
-    def _dock(self, title: str, name: str, area: Qt.DockWidgetArea) -> QDockWidget:
-        dock = QDockWidget(title, self, objectName=name)
-        self.addDockWidget(area, dock)
-        dock.hide()  # shown once a model is open
-        return dock
 
     def _action(self, name: str, text: str, keys: Any = None, slot: Any = None) -> QAction:
         action = QAction(text, self, objectName=name)
@@ -173,37 +156,6 @@ class MainWindow(QMainWindow):
         ctl.undo_stack.undoTextChanged.connect(lambda t: self.action_undo.setText(f"&Undo {t}".strip()))
         ctl.undo_stack.redoTextChanged.connect(lambda t: self.action_redo.setText(f"&Redo {t}".strip()))
 
-    def _make_menus(self) -> None:
-        bar = self.menuBar()
-        file_menu = bar.addMenu("&File")
-        file_menu.addActions([self.action_open, self.action_open_folder])
-        self.recent_menu = file_menu.addMenu("Open &recent")
-        file_menu.addSeparator()
-        file_menu.addActions([self.action_save, self.action_save_as])
-        file_menu.addSeparator()
-        file_menu.addAction(self.action_quit)
-        bar.addMenu("&Edit").addActions([self.action_undo, self.action_redo])
-        model_menu = bar.addMenu("&Model")
-        panel = self.tree_panel
-        model_menu.addActions([self.action_mark_head, panel.action_go_to_head, self.action_freeze])
-        model_menu.addActions([self.action_attach, panel.action_remove])
-        model_menu.addSeparator()
-        model_menu.addAction(self.action_ema)
-        model_menu.addSeparator()
-        model_menu.addAction(self.action_code)
-        view_menu = bar.addMenu("&View")
-        view_menu.addActions([panel.action_expand, panel.action_collapse])
-        view_menu.addSeparator()
-        docks = (self.inspector_dock, self.probe_dock, self.chart_dock, self.history_dock)
-        view_menu.addActions([dock.toggleViewAction() for dock in docks])
-        tools = self.addToolBar("Main")
-        tools.setObjectName("mainToolBar")
-        tools.addActions([self.action_open, self.action_save, self.action_undo, self.action_redo])
-        tools.addSeparator()
-        tools.addActions(
-            [self.action_mark_head, panel.action_go_to_head, self.action_freeze, self.action_code]
-        )
-
     def _connect(self) -> None:
         ctl = self.controller
         ctl.coreReady.connect(self.build_panels_gradually)  # before the model arrives: showing it is quick
@@ -228,16 +180,7 @@ class MainWindow(QMainWindow):
         A file opened before with a chosen or recognised architecture reopens with it, without asking."""
         if not self.maybe_keep_edits():
             return
-        remembered = self.recent.arch_for(source) if arch is None else None
-        arch = arch or remembered
-        self._pending = {
-            "source": str(source),
-            "arch": arch,
-            "input_shape": input_shape,
-            "weights": weights,
-            "remembered": bool(remembered),
-        }
-        self.controller.open(str(source), arch=arch, trust=trust, input_shape=input_shape, weights=weights)
+        self.open_requests.open(source, arch, trust, input_shape, weights)
 
     def browse(self) -> None:
         """File ▸ Open: choose a checkpoint."""
@@ -254,33 +197,9 @@ class MainWindow(QMainWindow):
             self.open(path)
 
     def _on_open_failed(self, source: str, err: BaseException) -> None:
-        pending = self._pending if self._pending.get("source") == source else {"source": source}
-        if pending.get("remembered"):
-            self.recent.forget_arch(source)  # the file changed since: recognise it (or ask) next time
-        if needs_consent(err) and not self.quiet:
-            listed = list(err.globals)
-            if dialogs.ask_consent(self, source, listed):
-                # exactly what the dialog listed (plus what was allowed before for this file) may run
-                allowed = frozenset({*pending.get("allowed", ()), *listed})
-                self._pending = {**pending, "allowed": allowed}
-                self.controller.open(
-                    source, pending.get("arch"), allowed, pending.get("input_shape"), pending.get("weights")
-                )
-        elif needs_architecture(err) and not self.quiet:
-            arch = dialogs.ask_architecture(self, source, list(err.candidates))
-            if arch:
-                self._pending = {**pending, "arch": arch, "remembered": False}
-                self.controller.open(
-                    source,
-                    arch,
-                    pending.get("allowed", False),
-                    pending.get("input_shape"),
-                    pending.get("weights"),
-                )
-        elif self.quiet and (needs_consent(err) or needs_architecture(err)):
-            from .workers import one_line
-
-            self.show_error(one_line(err))  # other failures arrive through errorRaised
+        message = self.open_requests.on_failed(source, err, self.quiet)  # asks for consent or an architecture
+        if message:
+            self.show_error(message)  # other failures arrive through errorRaised
 
     def _model_actions(self) -> list[QAction]:
         """The actions that act on an open model (disabled on the start page)."""
@@ -301,7 +220,7 @@ class MainWindow(QMainWindow):
         self.action_freeze.setEnabled(opened and ctl.document.editable)
         self.pages.setCurrentIndex(1 if opened else 0)
         if opened:
-            self._show_docks()
+            self.dock_layout.show_with_model(DEFAULT_SIZE[0])
         if opened and ctl.source and ctl.document.origin.path is not None:
             self.add_recent(recent_key(ctl.source), ctl.document.origin.remembered_arch())
         if opened:
@@ -310,21 +229,6 @@ class MainWindow(QMainWindow):
             if said:
                 self.statusBar().showMessage(said, 20000)
         self._update_title()
-
-    def _show_docks(self) -> None:
-        """With the first model: the docks the user had last time, or the default layout on a first run."""
-        first_run = self._docks_wanted is None
-        everything = [self.inspector_dock, self.probe_dock, self.chart_dock, self.history_dock]
-        docks = everything if first_run else self._docks_wanted
-        for dock in docks:
-            dock.show()
-        self._docks_wanted = []  # from now on the user's own showing and hiding stands
-        if first_run:
-            self.chart_dock.raise_()
-            self.inspector_dock.raise_()
-            wider = max(self.width() - DEFAULT_SIZE[0], 0) // 2  # a larger window: half to the inspector
-            self.resizeDocks([self.inspector_dock], [INSPECTOR_WIDTH + wider], Qt.Orientation.Horizontal)
-            self.resizeDocks([self.chart_dock], [190], Qt.Orientation.Vertical)
 
     # -- editing ---------------------------------------------------------------------------------------
     def mark_head(self) -> None:
@@ -467,12 +371,7 @@ class MainWindow(QMainWindow):
         geometry, state = self.settings.value("window/geometry"), self.settings.value("window/state")
         if isinstance(geometry, QByteArray):
             self.restoreGeometry(geometry)
-        docks = (self.inspector_dock, self.probe_dock, self.chart_dock, self.history_dock)
-        if isinstance(state, QByteArray):
-            self.restoreState(state)
-            self._docks_wanted = [dock for dock in docks if not dock.isHidden()]
-        for dock in docks:
-            dock.hide()  # the start page stands alone; the docks come back with a model
+        self.dock_layout.restore(state)  # the start page stands alone; the docks come back with a model
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         """Accept dropped local files and folders."""
@@ -485,16 +384,6 @@ class MainWindow(QMainWindow):
         if files:
             event.acceptProposedAction()
             self.open(files[0])
-
-
-def _panel(module: str, name: str, controller: DocumentController, parent: QWidget) -> Any:
-    """The panel class ``name`` of ``headstudio.gui.<module>`` as ``cls(controller, parent)``.
-
-    Imported here, not at the top: panels import torch, and the window appears before torch has loaded.
-    """
-    import importlib
-
-    return getattr(importlib.import_module(f"headstudio.gui.{module}"), name)(controller, parent)
 
 
 def _deliver_pending_events() -> None:

@@ -245,6 +245,8 @@ class ModuleTreeModel(QAbstractItemModel):
             lines.append(f"probe: output {self.proof[node.path][1]}")
         if column == TRAINABLE and node.params:
             lines.append(f"{node.trainable_params:,} of {node.params:,} parameters trainable")
+        if column == SHAPE and isinstance(node.output_shape, dict):  # a ModelOutput: one line per field
+            lines += [f"{name}: {format_shape(shape, '')}" for name, shape in node.output_shape.items()]
         return "\n".join(lines)
 
     def setData(self, index: Index, value: Any, role: int = Qt.ItemDataRole.EditRole) -> bool:

@@ -36,6 +36,9 @@ from .tree_model import (
 
 CELL_PADDING_PX = 18  # a cell's margins on both sides, and room for the sort/resize handle
 CHECKBOX_PX = 22  # the Trainable check box in front of its text
+MODULE_MIN_PX = 170  # what the Module column keeps before Output shape, then Type, give way
+SHAPE_MIN_PX, TYPE_MIN_PX = 140, 120  # the narrowest they give way to (ModelOutput fields: see tooltip)
+NAMED_INPUTS_PX = 380  # the input field's width when it holds named inputs (input_ids=1,128:int64 ...)
 
 
 def parse_input_shape(text: str) -> tuple[int, ...] | None:
@@ -145,10 +148,19 @@ class ModuleTreePanel(QWidget):
                 if len(text) > len(longest[column]):
                     longest[column] = text
         cells, titles = self.view.fontMetrics(), self.view.header().fontMetrics()
+        widths = {}
         for column, text in longest.items():
             extra = CHECKBOX_PX if column == TRAINABLE else 0
             width = max(cells.horizontalAdvance(text) + extra, titles.horizontalAdvance(COLUMNS[column]))
-            self.view.header().resizeSection(column, width + CELL_PADDING_PX)
+            widths[column] = width + CELL_PADDING_PX
+        # long ModelOutput shapes and class names give way (elided, full text in the tooltip) so names stay
+        overflow = sum(widths.values()) - (self.view.viewport().width() - MODULE_MIN_PX)
+        for column, floor in ((SHAPE, SHAPE_MIN_PX), (TYPE, TYPE_MIN_PX)):
+            cut = min(max(overflow, 0), max(widths[column] - floor, 0))
+            widths[column] -= cut
+            overflow -= cut
+        for column, width in widths.items():
+            self.view.header().resizeSection(column, width)
 
     def _on_document(self) -> None:
         ctl = self.controller
@@ -192,11 +204,17 @@ class ModuleTreePanel(QWidget):
 
     def _show_shape(self, shape: Any) -> None:
         doc = self.controller.document
-        if doc is not None and doc.inputs:  # named inputs the user typed stay as typed
+        named = doc.named_inputs() if doc is not None else None
+        if named:  # a transformers model: the user's named inputs, else those its config implies
             from headstudio.core.model.inputs import describe_inputs
 
-            self.shape_box.setText(describe_inputs(doc.inputs))
+            self.shape_box.setMaximumWidth(NAMED_INPUTS_PX)
+            self.shape_box.setMinimumWidth(NAMED_INPUTS_PX // 2)
+            self.shape_box.setText(describe_inputs(named))
+            self.shape_box.setCursorPosition(0)
             return
+        self.shape_box.setMaximumWidth(150)
+        self.shape_box.setMinimumWidth(0)
         self.shape_box.setText(",".join(str(d) for d in shape) if shape else "")
 
     # -- user actions ----------------------------------------------------------------------------------

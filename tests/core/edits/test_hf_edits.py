@@ -190,3 +190,14 @@ def test_removing_a_decoder_layer_saves_a_folder_with_fewer_layers(hf_folder, tm
     )
     assert reloaded.config.num_hidden_layers == 1 and len(reloaded.model.layers) == 1
     assert not (info["missing_keys"] or info["unexpected_keys"] or info["mismatched_keys"])
+
+
+def test_cutting_a_transformers_model_names_the_edit_that_keeps_it_loadable(hf_folder):
+    from headstudio.core.edits import CutAfter, RemoveLayers
+
+    doc = open_source(str(hf_folder("sequence", "bert")))  # two encoder layers
+    with pytest.raises(EditError, match=r"--remove bert\.encoder\.layer\.1; num_hidden") as info:
+        doc.apply(CutAfter("bert.encoder.layer.0"))
+    assert "\n" not in str(info.value) and type(doc.model).__name__ == "BertForSequenceClassification"
+    doc.apply(RemoveLayers(["bert.encoder.layer.1"]))  # what it suggests works and keeps the class
+    assert doc.model.config.num_hidden_layers == 1 and doc.trace().output["logits"] == [1, 3]

@@ -80,3 +80,35 @@ def test_plain_models_keep_their_single_positional_input():
     from torch import nn
 
     assert config_inputs(nn.Linear(3, 4)) is None
+
+
+def test_question_answering_ids_hold_the_separators_longformer_counts(hf_folder):
+    doc = open_source(str(hf_folder("qa", "longformer")))  # its forward asserts three </s> per sample
+    ids = make_tensors(doc.named_inputs(), doc.model, torch.float32)["input_ids"]
+    assert int((ids == doc.model.config.sep_token_id).sum()) == 3
+    assert doc.trace().error is None and doc.head.path == "qa_outputs" and doc.head.role == "span logits"
+
+
+def test_region_feature_model_gets_visual_features_from_its_config(hf_folder):
+    doc = open_source(str(hf_folder("qa", "lxmert")))  # visual question answering over detector regions
+    shapes = {i.name: i.shape for i in doc.named_inputs()}
+    assert shapes["visual_feats"][-1] == doc.model.config.visual_feat_dim and shapes["visual_pos"][-1] == 4
+    assert doc.trace().error is None
+    assert doc.head.path == "answer_head.logit_fc.3" and doc.head.role == "class logits"  # VQA answers
+
+
+@pytest.mark.parametrize(
+    ("family", "dtype", "head"),
+    [("sequence", "int64", "perceiver.decoder.decoder.final_layer"),
+     ("image", None, "perceiver.decoder.decoder.final_layer")],
+)  # fmt: skip
+def test_perceiver_inputs_follow_its_preprocessor(hf_folder, family, dtype, head):
+    doc = open_source(str(hf_folder(family, "perceiver")))
+    main = doc.named_inputs()[0]
+    assert main.name == "inputs" and main.dtype == dtype
+    assert doc.trace().error is None and doc.head.path == head
+
+
+def test_lm_logits_from_a_borrowed_embedding_matrix_name_that_matrix(hf_folder):
+    doc = open_source(str(hf_folder("masked", "perceiver")))  # logits = x @ embeddings.weight.T + bias
+    assert doc.head.path == "perceiver.input_preprocessor.embeddings" and doc.head.role == "vocabulary logits"

@@ -190,3 +190,20 @@ def test_a_files_recipe_asking_for_a_huge_new_head_is_refused_before_building_it
     with pytest.raises(SourceError, match=r"step 1 \(replace_head\) asks for size 1,000,000,000") as info:
         open_source(str(path))  # building it would allocate a 2 TB head
     assert "\n" not in str(info.value)
+
+
+def test_a_files_recipe_head_bigger_than_free_memory_is_refused_before_it_is_built(tmp_path, monkeypatch):
+    from torchvision.models import squeezenet1_1
+
+    from headstudio.core.edits import head_builder
+
+    # sizes within the file's own dimensions, but a head of ~6 MB on a machine with 1 MB free: sized on meta
+    monkeypatch.setattr(head_builder, "free_memory", lambda: 2**20)
+    wide = {"kind": "replace_head", "path": "classifier.1", "num_classes": 1000, "hidden": [1000]}
+    arch = "torchvision:squeezenet1_1"
+    recipe = {"format": "headstudio.recipe", "version": 1, "arch": arch, "edits": [wide]}
+    path = tmp_path / "wide.safetensors"
+    save_file(squeezenet1_1().state_dict(), str(path), metadata={RECIPE_KEY: json.dumps(recipe)})
+    with pytest.raises(SourceError, match=r"new head needs 6.1 MB .* but 1.0 MB of memory is free") as info:
+        open_source(str(path))
+    assert "\n" not in str(info.value)

@@ -133,6 +133,13 @@ def test_gpt2_lm_head_left_out_of_the_file_is_tied_and_reported(hf_folder):
     assert doc.head.path == "lm_head" and "tied to the input embeddings (transformer.wte)" in doc.head.rule
 
 
+def test_a_tied_head_never_called_as_a_module_is_still_the_head(hf_folder):
+    doc = open_source(str(hf_folder("masked", "mobilebert")))  # x @ cat(decoder.weight.T, ...)
+    assert doc.model.cls.predictions.decoder.weight is doc.model.mobilebert.embeddings.word_embeddings.weight
+    assert doc.head.path == "cls.predictions.decoder" and doc.head.role == "vocabulary logits"
+    assert "tied to the input embeddings (mobilebert.embeddings.word_embeddings)" in doc.head.rule
+
+
 def test_spec_builds_the_class_from_a_config_folder_on_meta(hf_folder):
     folder = hf_folder("sequence", "roberta")
     doc = open_source(f"transformers:RobertaForSequenceClassification(config='{folder}', num_labels=5)")

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from headstudio.core.edits.base import Edit, traced_input
+from headstudio.core.edits.hf_config import is_hf_model
 from headstudio.core.errors import EditError, first_line
 from headstudio.core.modules import find_module
 
@@ -60,6 +61,8 @@ class CutAfter(Edit):
             traced_input(doc, self.path)
         except EditError as err:
             return [str(err)], []
+        if is_hf_model(doc.model):
+            return [_hf_alternative(doc.model, self.path)], []
         return [], []
 
     def _apply(self, doc: Document) -> None:
@@ -80,3 +83,18 @@ class CutAfter(Edit):
     def code(self) -> list[str]:
         """The same fx cut, as a small function the snippet defines."""
         return [*inspect.getsource(cut_after).splitlines(), "", f"model = cut_after(model, {self.path!r})"]
+
+
+def _hf_alternative(model: nn.Module, path: str) -> str:
+    """Why a transformers model is not cut by a graph, and the edit that keeps its class and config."""
+    parent, _, index = path.rpartition(".")
+    siblings = model.get_submodule(parent) if parent else None
+    if isinstance(siblings, nn.ModuleList) and index.isdigit() and int(index) + 1 < len(siblings):
+        rest = ",".join(f"{parent}.{i}" for i in range(int(index) + 1, len(siblings)))
+        instead = f"remove the layers after it (--remove {rest}; num_hidden_layers follows)"
+    else:
+        instead = "remove the head for the hidden states (--remove-head), or remove layers (--remove PATHS)"
+    return (
+        f"a transformers model is not cut by a graph (it would stop being a {type(model).__name__} and its "
+        f"folder would no longer load): to end at '{path}', {instead}"
+    )

@@ -8,11 +8,14 @@ cannot drift apart.
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+
+from headstudio.core.errors import EditError, size_text
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -78,7 +81,22 @@ class HeadSpec:
         return out
 
     def build(self, seed: int | None = None) -> nn.Module:
-        """The head as CPU modules with default init (reproducible with ``seed``; global RNG untouched)."""
+        """The head as CPU modules with default init (reproducible with ``seed``; global RNG untouched).
+
+        Sized on the meta device first: a head larger than the memory free now is refused, not allocated.
+        """
+        with torch.device("meta"):
+            size = sum(
+                p.numel() * p.element_size()
+                for name, a, k in self.layers()
+                for p in getattr(nn, name)(*a, **k).parameters()
+            )
+        free = free_memory()
+        if free is not None and size > free:
+            raise EditError(
+                f"the new head needs {size_text(size)} ({self.in_features} -> {self.num_classes} classes) "
+                f"but {size_text(free)} of memory is free; ask for fewer classes or hidden units"
+            )
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
@@ -89,6 +107,21 @@ class HeadSpec:
         """The constructor expression ``build`` corresponds to, e.g. ``nn.Linear(512, 10)``."""
         parts = [f"nn.{name}({_arguments(args, kwargs)})" for name, args, kwargs in self.layers()]
         return parts[0] if len(parts) == 1 else "nn.Sequential(" + ", ".join(parts) + ")"
+
+
+def free_memory() -> int | None:
+    """Bytes of memory the system could give this process now (Linux MemAvailable), None when unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _arguments(args: tuple, kwargs: dict[str, Any]) -> str:

@@ -99,29 +99,46 @@ def is_projection(module: nn.Module) -> bool:
 
 
 class HeadTracker(TorchFunctionMode):
-    """Propagates module provenance through every torch function call during a forward."""
+    """Propagates module provenance through every torch function call during a forward.
 
-    def __init__(self) -> None:
+    ``running`` is the stack of module paths being called (kept by the trace's hooks). A projection's
+    weight used while its own module is not running (a tied LM head computing ``x @ embedding.weight.T``)
+    is "borrowed": it survives the reset at a bias-only module that wraps that product (Perceiver).
+    """
+
+    def __init__(self, running: list[str] | None = None) -> None:
         super().__init__()
         self.sources: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self.borrowed: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self.weights: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self.first_call: dict[str, int] = {}
+        self.running = running if running is not None else []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         merged: frozenset[str] = frozenset()
+        borrowed: frozenset[str] = frozenset()
         for t in _tensors((args, kwargs)):
             merged |= self.sources.get(t, frozenset())
-        if merged:
+            borrowed |= self.borrowed.get(t, frozenset())
+            owners = self.weights.get(t)
+            if owners and not any(p in self.running for p in owners):
+                borrowed |= {owners[0]}
+        if merged or borrowed:
             for t in _tensors(out):
                 self.sources[t] = merged | self.sources.get(t, frozenset())
+                if borrowed:
+                    self.borrowed[t] = borrowed | self.borrowed.get(t, frozenset())
         return out
 
-    def mark(self, path: str, output: Any) -> None:
+    def mark(self, path: str, output: Any, projection: bool = True) -> None:
         """Record that ``output`` was produced by the parametrised module at ``path``."""
         self.first_call.setdefault(path, len(self.first_call))
         for t in _tensors(output):
-            self.sources[t] = frozenset({path})
+            kept = frozenset() if projection else self.borrowed.get(t, frozenset())
+            self.sources[t] = frozenset({path}) | kept
+            self.borrowed[t] = kept
 
     def mark_weights(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         """Let a projection's weight carry its module too, for weights used outside their module.
@@ -130,11 +147,18 @@ class HeadTracker(TorchFunctionMode):
         ``state`` holds the tensors the forward will actually see (fake or real), by name.
         """
         modules = dict(model.named_modules())
-        for name, param in model.named_parameters():
+        owners: dict[int, tuple[torch.Tensor, list[str]]] = {}
+        for name, param in model.named_parameters(remove_duplicate=False):
             path = name.rpartition(".")[0]
             module = modules.get(path)
             if path and param.ndim >= 2 and module is not None and is_barrier(module):
-                self.sources[state.get(name, param)] = frozenset({path})
+                # the first name of a shared weight is the one ``state`` holds (functional_call ties the rest)
+                owners.setdefault(id(param), (state.get(name, param), []))[1].append(path)
+        for tensor, paths in owners.values():
+            # a weight tied between the input embedding and a Linear LM head belongs to the head
+            heads = [p for p in paths if not isinstance(modules[p], nn.Embedding)]
+            self.sources[tensor] = frozenset(heads[:1] or paths[:1])
+            self.weights[tensor] = tuple(dict.fromkeys([*heads, *paths]))
 
     def heads_of(self, output: Any, model: nn.Module) -> dict[str, list[str]]:
         """For each tensor the model returned (keyed by its place in the output), its head paths."""

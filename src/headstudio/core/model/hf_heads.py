@@ -21,7 +21,9 @@ def hf_head_roles(model: nn.Module, heads: list[HeadInfo], trace: Any) -> list[H
     config = getattr(model, "config", None)
     if config is None or not hasattr(model, "get_input_embeddings"):
         return heads
-    return [_with_role(model, config, head, trace) for head in heads]
+    described = [_with_role(model, config, head, trace) for head in heads]
+    # what transformers itself calls the output embeddings leads (MobileBERT's logits also use a side matrix)
+    return sorted(described, key=lambda head: not _is_output_embedding(model, head.path))
 
 
 def _with_role(model: nn.Module, config: Any, head: HeadInfo, trace: Any) -> HeadInfo:

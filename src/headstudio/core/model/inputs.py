@@ -27,6 +27,7 @@ DTYPES: dict[str, torch.dtype] = {
 }  # fmt: skip
 _TEXT_LENGTH = 128
 _AUDIO_SAMPLES = 16000
+_REGIONS = 36  # image regions fed to region-feature models (LXMERT); the usual detector count
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ def config_inputs(model: nn.Module, shape: tuple[int, ...] | None = None) -> tup
             found.append(NamedInput("decoder_input_ids", ids.shape, "int64"))
         if "bbox" in accepts:  # layout models (LayoutLM, LiLT, BROS): one box per token
             found.append(NamedInput("bbox", (*ids.shape, 4), "int64"))
+        if "visual_feats" in accepts and isinstance(getattr(config, "visual_feat_dim", None), int):
+            found += _region_features(config, ids.shape[0])  # LXMERT: detector features of image regions
         if "lang_ids" in accepts and getattr(config, "languages", None):  # X-MOD: the first language
             found.append(NamedInput("lang_ids", ids.shape[:1], "int64"))
         return tuple(found)
@@ -105,7 +108,32 @@ def config_inputs(model: nn.Module, shape: tuple[int, ...] | None = None) -> tup
         bins = int(getattr(config, "num_mel_bins", 80) or 80)
         frames = 2 * int(getattr(config, "max_source_positions", 1500) or 1500)
         return (NamedInput(main, tuple(shape) if shape else (1, bins, frames)),)
+    if main == "inputs":
+        return _perceiver_inputs(model, config, shape)
     return (NamedInput(main, tuple(shape)),) if shape else None
+
+
+def _perceiver_inputs(
+    model: nn.Module, config: Any, shape: tuple[int, ...] | None
+) -> tuple[NamedInput, ...] | None:
+    """Perceiver's one ``inputs`` argument takes what its preprocessor embeds: token ids or an image."""
+    kind = type(getattr(getattr(model, "perceiver", None), "input_preprocessor", None)).__name__
+    if kind == "PerceiverTextPreprocessor":
+        ids = NamedInput("inputs", tuple(shape) if shape else (1, _text_length(config)), "int64")
+        return (ids, NamedInput("attention_mask", ids.shape, "int64"))
+    if kind == "PerceiverImagePreprocessor":
+        channels, size = _image_size(config)
+        return (NamedInput("inputs", tuple(shape) if shape else (1, channels, *size)),)
+    return (NamedInput("inputs", tuple(shape)),) if shape else None
+
+
+def _region_features(config: Any, batch: int) -> list[NamedInput]:
+    boxes = (batch, _REGIONS)
+    position = int(getattr(config, "visual_pos_dim", 4) or 4)
+    return [
+        NamedInput("visual_feats", (*boxes, config.visual_feat_dim)),
+        NamedInput("visual_pos", (*boxes, position)),
+    ]
 
 
 def _forward_names(model: nn.Module) -> set[str]:
@@ -138,8 +166,8 @@ def make_tensors(inputs: tuple[NamedInput, ...], model: nn.Module, float_dtype: 
     tensors = {}
     for item in inputs:
         dtype = DTYPES[item.dtype] if item.dtype else float_dtype
-        if item.name.endswith("input_ids") and not dtype.is_floating_point:
-            tensors[item.name] = _token_ids(item.shape, dtype, config)
+        if item.name.endswith(("input_ids", "inputs")) and not dtype.is_floating_point:
+            tensors[item.name] = _token_ids(item.shape, dtype, config, _answers_questions(model))
         elif item.name.endswith("mask") and not dtype.is_floating_point:
             tensors[item.name] = torch.ones(item.shape, dtype=dtype)
         else:
@@ -185,7 +213,13 @@ def without_cache(model: nn.Module) -> Iterator[None]:
         config.use_cache = True
 
 
-def _token_ids(shape: tuple[int, ...], dtype: torch.dtype, config: Any) -> torch.Tensor:
+def _answers_questions(model: nn.Module) -> bool:
+    return type(model).__name__.endswith("ForQuestionAnswering")
+
+
+def _token_ids(
+    shape: tuple[int, ...], dtype: torch.dtype, config: Any, question: bool = False
+) -> torch.Tensor:
     vocab = int(getattr(config, "vocab_size", 0) or 0) or 2
     special: set[Any] = set()
     for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
@@ -197,6 +231,10 @@ def _token_ids(shape: tuple[int, ...], dtype: torch.dtype, config: Any) -> torch
     eos = eos[0] if isinstance(eos, (list, tuple)) and eos else eos
     if getattr(config, "is_encoder_decoder", False) and isinstance(eos, int) and 0 <= eos < vocab and shape:
         ids[..., -1] = eos  # BART/T5 classifiers pool at the end-of-sequence token
+    sep = getattr(config, "sep_token_id", None)
+    if question and isinstance(sep, int) and 0 <= sep < vocab and shape and shape[-1] >= 4:
+        half = shape[-1] // 2  # "question </s></s> context </s>": Longformer counts three separators
+        ids[..., [half - 1, half, -1]] = sep
     return ids
 
 

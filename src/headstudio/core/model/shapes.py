@@ -20,7 +20,14 @@ from torch._subclasses import fake_tensor
 from torch.func import functional_call
 
 from headstudio.core.errors import first_line
-from headstudio.core.model.heads import ROLE_RANK, HeadRole, HeadTracker, head_roles, is_barrier
+from headstudio.core.model.heads import (
+    ROLE_RANK,
+    HeadRole,
+    HeadTracker,
+    head_roles,
+    is_barrier,
+    is_projection,
+)
 from headstudio.core.model.inputs import (
     NamedInput,
     config_inputs,
@@ -148,14 +155,20 @@ def _run(
     inputs: tuple[NamedInput, ...] | None = None,
 ) -> Trace:
     trace = Trace(tuple(input_shape), mode="fake" if fake else "real")
-    tracker = HeadTracker()
     stack: list[str] = []
+    tracker = HeadTracker(stack)
     handles = []
     for path, module in model.named_modules():
         handles.append(module.register_forward_pre_hook(_pre_hook(path, trace, stack)))
         handles.append(
             module.register_forward_hook(
-                _post_hook(path, trace, stack, tracker if path and is_barrier(module) else None)
+                _post_hook(
+                    path,
+                    trace,
+                    stack,
+                    tracker if path and is_barrier(module) else None,
+                    is_projection(module),
+                )
             )
         )
     was_training = model.training
@@ -244,14 +257,14 @@ def _pre_hook(path: str, trace: Trace, stack: list[str]):
     return hook
 
 
-def _post_hook(path: str, trace: Trace, stack: list[str], tracker: HeadTracker | None):
+def _post_hook(path: str, trace: Trace, stack: list[str], tracker: HeadTracker | None, projection: bool):
     def hook(module: nn.Module, args: tuple, output: Any) -> None:
         if stack and stack[-1] == path:
             stack.pop()
         trace.calls[path] = trace.calls.get(path, 0) + 1
         trace.outputs.setdefault(path, shape_of(output))
         if tracker is not None:
-            tracker.mark(path, output)
+            tracker.mark(path, output, projection)
 
     return hook
 

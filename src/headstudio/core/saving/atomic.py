@@ -24,7 +24,14 @@ try:
 except ImportError:  # Windows: no advisory locks, so stale partial files are never guessed at
     fcntl = None  # type: ignore[assignment]
 
-from headstudio.core.errors import HeadStudioError, Progress, SaveError, UnsupportedOperationError, first_line
+from headstudio.core.errors import (
+    HeadStudioError,
+    Progress,
+    SaveError,
+    UnsupportedOperationError,
+    first_line,
+    size_text,
+)
 from headstudio.core.kinds import (
     FORMAT_ALIASES,
     FORMAT_BY_SUFFIX,
@@ -243,10 +250,10 @@ def is_disk_full(err: BaseException, target: Path, needed: int) -> bool:
 def disk_full_error(target: Path, needed: int, free: int | None = None) -> SaveError:
     """One line naming the cause and the space needed and free."""
     free = _free_bytes(target.parent) if free is None else free
-    have = f", {_size(free)} free" if free is not None else ""
+    have = f", {size_text(free)} free" if free is not None else ""
     return SaveError(
         f"could not write {target}: No space left on device "
-        f"(needs {_size(needed)}{have} in {target.parent}); "
+        f"(needs {size_text(needed)}{have} in {target.parent}); "
         "free some space or save elsewhere; nothing was changed"
     )
 
@@ -256,10 +263,6 @@ def _free_bytes(directory: Path) -> int | None:
         return shutil.disk_usage(directory).free
     except OSError:
         return None
-
-
-def _size(nbytes: int) -> str:
-    return f"{nbytes / 1e9:,.2f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:,.1f} MB"
 
 
 def check_saveable(doc: Document, fmt: str) -> None:
