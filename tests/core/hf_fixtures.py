@@ -1,7 +1,9 @@
 """Tiny Hugging Face model folders written by transformers' own ``save_pretrained`` (random init, no network).
 
-``make_folder`` builds one model type for one task family from a generic shrunken config; the test
-suite and ``benchmarks/zoo_hf.py`` share it.
+``make_folder`` builds one model type for one task family from a generic shrunken config (sizes
+shrunk, per-layer lists and tables cut to the kept layers, derived sizes and special token ids kept
+consistent, ``hf_overrides`` where no general rule works), falling back to a gentler config (default
+sizes, fewer layers, a few M parameters at most); the test suite and ``benchmarks/zoo_hf.py`` share it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from hf_overrides import DEFAULT_ARGS, FAMILY_OVERRIDES, TYPE_OVERRIDES
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -42,85 +46,12 @@ _SIZES = {
 _LISTS = {"hidden_sizes": 8, "embed_dims": 8, "depths": 1, "num_heads": 2}
 _GROWING = ("hidden_sizes", "embed_dims")
 _SPECIAL_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "decoder_start_token_id")
-_NONE_SIZES = (
-    "head_dim",
-    "num_key_value_heads",
-    "num_experts_per_tok",
-    "vocab_size",
-    "d_head",
-    "n_routed_experts",
+_NONE_SIZES = (  # sizes a default may leave None although the model needs them
+    "head_dim", "num_key_value_heads", "num_experts_per_tok", "vocab_size", "d_head", "n_routed_experts",
     "n_shared_experts",
-)
+)  # fmt: skip
 _LAYER_COUNTS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers")
 _MAX_LAYERS = 4  # layers kept when a model mixes more than two kinds of layer
-# Per-type overrides after the generic shrink (of the config or sub-config of that type), where no
-# general rule can work; the reason is on each line.
-_TYPE_OVERRIDES: dict[str, dict[str, Any]] = {
-    "gpt_neo": {"attention_types": [[["global", "local"], 1]]},  # attention_layers is derived from it
-    "reformer": {"axial_pos_embds_dim": [16, 16], "axial_pos_shape": [8, 8]},  # dims sum to hidden_size
-    "bit": {"num_groups": 2},  # group norm groups must divide the 8-wide first stage
-    "zaya": {"num_experts_per_tok": 1},  # ZAYA supports top-1 routing only
-    "esm": {"pad_token_id": 1, "mask_token_id": 32},  # its default has no special tokens at all
-    "mamba2": {"num_heads": 4, "n_groups": 1},  # heads * head_dim must be expand * hidden_size
-    "lfm2_moe": {"layer_types": ["conv", "full_attention"]},  # its default leaves the layer kinds unset
-    "mimo_v2_flash": {  # a partial rotary factor of 0.334 needs an even rotary width; its sliding-window
-        "head_dim": 24,
-        "num_key_value_heads": 1,  # layers have twice the key/value heads, at most all heads
-    },
-    "xlstm": {"embedding_dim": 32, "num_blocks": 2},  # its width and depth under other names
-    "falcon_h1": {"mamba_d_ssm": 64},  # mamba heads * head width
-    "dbrx": {"attn_config": {"kv_n_heads": 1, "rope_theta": 1e4, "clip_qkv": 8.0}},  # default lacks both
-    "shieldgemma2": {"yes_token_index": 90, "no_token_index": 91},  # class attributes, not in to_dict()
-    "layoutlmv3": {"hidden_size": 36, "coordinate_size": 6, "shape_size": 6},  # 4 * coord + 2 * shape
-    "lilt": {"hidden_size": 48},  # six box embeddings of hidden/6 each, layout width hidden/4
-    "bros": {"dim_bbox_projection": 16},  # the box projection is one attention head wide
-    "bamba": {"attn_layer_indices": [1]},  # all Mamba by default; hybrid as released checkpoints are
-    "granitemoehybrid": {"layers_block_type": ["linear_attention", "full_attention"]},  # as bamba
-    "dots3_note_text": {"head_dim": 32},  # the sliding-window head must be qk_nope + qk_rope wide
-    "dots3_note_vision_encoder": {"adapter_out_dim": 32},  # the vision adapter writes the text width
-    "dots3_note_audio_encoder": {"adapter_out_dim": 32},  # so does the audio one
-    "qwen4_exp_text": {
-        "indexer_n_heads": 2,
-        "indexer_kv_heads": 1,
-        "indexer_head_dim": 16,
-        "indexer_budget": 8,
-        "indexer_compress_ratio": 2,
-    },  # its default leaves them unset
-    "dory": {  # its dict form counts an attention and an mlp block per layer; the three parts sum to them
-        "num_hidden_layers": 6,
-        "n_input_layers": 2,
-        "n_recurrent_layers": 2,
-        "n_output_layers": 2,
-        "layer_types": ["sliding_attention", "mlp", "full_attention", "mlp", "sliding_attention", "mlp"],
-    },
-    "cohere_compass_text": {
-        "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e4}}
-    },
-}
-_TYPE_OVERRIDES.update({  # hierarchical vision models whose stage widths are spelt out more than once
-    "efficientnet": {"width_coefficient": 0.25, "depth_coefficient": 0.1, "hidden_dim": 320},  # round(1280 w)
-    "hgnet_v2": {  # the stem feeds stage 1 and the last stage's width is the classifier's input
-        "stem_channels": [3, 8, 8], "stage_in_channels": [8, 8, 16, 32], "stage_mid_channels": [8, 8, 8, 8],
-        "stage_out_channels": [8, 16, 32, 64], "stage_numb_of_layers": [2, 2, 2, 2],
-    },
-    "textnet": {"stem_out_channels": 8, "image_size": [64, 64]},  # the stem feeds hidden_sizes[0] = 8
-})  # fmt: skip
-_TYPE_OVERRIDES.update({  # Zamba: attention widths serialised beside the sizes they derive from
-    "zamba": {  # 2 * hidden, its per-head share, hidden / 16; the shared block needs two hybrid layers
-        "attention_hidden_size": 64, "attention_head_dim": 32, "mamba_dt_rank": 2, "num_hidden_layers": 3,
-        "layers_block_type": ["linear_attention", "hybrid", "hybrid"],
-    },
-    "zamba2": {  # 2 * hidden, its per-head share, expand * hidden / mamba heads, hidden / heads
-        "attention_hidden_size": 64, "attention_head_dim": 32, "mamba_headdim": 8, "kv_channels": 16,
-        "num_query_groups": 2, "hybrid_layer_ids": [1], "adapter_rank": 8,
-    },
-})  # fmt: skip
-_DEFAULT_ARGS = {  # types whose default config fails transformers' own validation
-    "gemma4_assistant": {"text_config": {"hidden_size_per_layer_input": 0, "vocab_size_per_layer_input": 0}},
-}
-_FAMILY_OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
-    ("causal", "reformer"): {"is_decoder": True},  # ReformerModelWithLMHead requires it
-}
 NUM_LABELS = 3
 GENTLE_MAX_PARAMS = 8_000_000  # the fallback config's model stays small enough for the zoo's minutes
 
@@ -130,7 +61,7 @@ def tiny_config(model_type: str, **overrides: Any) -> Any:
     from transformers import CONFIG_MAPPING
 
     cls = CONFIG_MAPPING[model_type]
-    return _rebuild(cls, _shrink(cls(**_DEFAULT_ARGS.get(model_type, {})).to_dict()), overrides)
+    return _rebuild(cls, _shrink(cls(**DEFAULT_ARGS.get(model_type, {})).to_dict()), overrides)
 
 
 def gentle_config(model_type: str, **overrides: Any) -> Any:
@@ -139,7 +70,7 @@ def gentle_config(model_type: str, **overrides: Any) -> Any:
     from transformers import CONFIG_MAPPING
 
     cls = CONFIG_MAPPING[model_type]
-    data = _fewer_layers(cls(**_DEFAULT_ARGS.get(model_type, {})).to_dict())
+    data = _fewer_layers(cls(**DEFAULT_ARGS.get(model_type, {})).to_dict())
     return _rebuild(cls, data, overrides)
 
 
@@ -173,14 +104,14 @@ def _shrink(data: dict) -> dict:
     for key, value in data.items():
         if isinstance(value, dict) and "model_type" in value:
             value = _shrink(value)
-        elif (key in _SIZES and _is_int(value)) or (key in _SIZES and value is None and key in _NONE_SIZES):
+        elif key in _SIZES and (_is_int(value) or (value is None and key in _NONE_SIZES)):
             value = _SIZES[key]
         elif key in _LISTS and isinstance(value, list) and value and all(_is_int(v) for v in value):
             value = [_LISTS[key] * (2**i if key in _GROWING else 1) for i in range(len(value))]
         out[key] = value
     _derive_sizes(data, out)
     _keep_layers(data, out)
-    out.update(_TYPE_OVERRIDES.get(data.get("model_type"), {}))
+    out.update(TYPE_OVERRIDES.get(data.get("model_type"), {}))
     _clamp_token_ids(out)
     return out
 
@@ -282,7 +213,7 @@ def make_folder(
     if cls is None:
         raise ValueError(f"{model_type} has no {family} model")
     extra = {"num_labels": NUM_LABELS} if family in ("sequence", "image", "token") else {}
-    extra.update(_FAMILY_OVERRIDES.get((family, model_type), {}))
+    extra.update(FAMILY_OVERRIDES.get((family, model_type), {}))
     errors: list[Exception] = []
     for make, limit in ((tiny_config, None), (gentle_config, GENTLE_MAX_PARAMS)):
         try:
