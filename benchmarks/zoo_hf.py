@@ -63,7 +63,7 @@ def run_one(root: Path, family: str, model_type: str) -> tuple[str, str]:
     if trace.error:
         return "failed", f"trace: {trace.error}"[:160]
     expected = fx.expected_head(doc.model, family)
-    role = fx.FAMILIES[family][1]
+    role = fx.expected_role(doc.model, family)
     size = sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 1e6
     if heads and heads[0].path in expected and heads[0].role == role:
         return "ok", f"{heads[0].path} ({trace.mode}, {size:.1f} MB)"

@@ -41,10 +41,14 @@ _SIZES = {
     "shared_expert_intermediate_size": 16, "num_channels": 3, "projection_dim": 32,
     "window_size": 2, "d_head": 16, "mamba_n_heads": 4, "mamba_d_head": 16, "num_experts_per_token": 2,
     "linear_head_dim": 16, "linear_num_heads": 2, "num_expert_group": 1, "n_shared_experts": 1,
-    "hidden_size_global": 32, "encoder_hash_byte_group_vocab": 99,
+    "hidden_size_global": 32, "encoder_hash_byte_group_vocab": 99, "expert_ffn_hidden_size": 16,
+    "zero_expert_num": 2, "moe_topk": 2, "ffn_hidden_size": 48, "lru_width": 32, "d_latents": 32, "num_latents": 16,
 }  # fmt: skip
-_LISTS = {"hidden_sizes": 8, "embed_dims": 8, "depths": 1, "num_heads": 2}
-_GROWING = ("hidden_sizes", "embed_dims")
+_LISTS = {  # per-stage lists of hierarchical models
+    "hidden_sizes": 8, "embed_dims": 8, "embed_dim": 8, "depths": 1, "num_heads": 2,
+    "num_attention_heads": 1,
+}  # fmt: skip
+_GROWING = ("hidden_sizes", "embed_dims", "embed_dim")
 _SPECIAL_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "decoder_start_token_id")
 _NONE_SIZES = (  # sizes a default may leave None although the model needs them
     "head_dim", "num_key_value_heads", "num_experts_per_tok", "vocab_size", "d_head", "n_routed_experts",
@@ -129,7 +133,7 @@ def _derive_sizes(data: dict, out: dict) -> None:
     for key, value in data.items():
         if key in _SIZES or not _is_int(value) or value <= 0:
             continue
-        if key.endswith("vocab_size") and _is_int(out.get("vocab_size")) and value > out["vocab_size"]:
+        if "vocab_size" in key and _is_int(out.get("vocab_size")) and value > out["vocab_size"]:
             out[key] = out["vocab_size"]  # e.g. the unpadded or per-layer-input vocabulary, not token types
         elif key.endswith(("_dim", "_size")) and value == width and _is_int(out.get("hidden_size")):
             out[key] = out["hidden_size"]  # e.g. an adapter's input width
@@ -263,9 +267,17 @@ def build(cls: type, config: Any, max_params: int | None = None) -> Any:
 
 def expected_head(model: Any, family: str) -> set[str]:
     """Paths a correct head finder may name: the output embeddings of an LM, else the classifier layer."""
+    kind = model.config.model_type
+    if family in ("causal", "masked") and kind == "perceiver":
+        # Perceiver's MLM logits are its decoder's product with the input embeddings (no output layer)
+        return {"embedding_decoder", "perceiver.input_preprocessor.embeddings"}
     if family in ("causal", "masked"):
         return _output_embeddings(model)
-    if family == "qa" and model.config.model_type == "splinter":
+    if family == "qa" and kind == "lxmert":
+        # LXMERT's "question answering" is visual QA: it scores num_qa_labels answers, not spans
+        answers = model.config.num_qa_labels
+        return {p for p, m in model.named_modules() if getattr(m, "out_features", None) == answers}
+    if family == "qa" and kind == "splinter":
         # Splinter's QA head is its question-aware span selection layer (QASS): start and end scores
         # come from bilinear products with the question token, so no Linear has width 2.
         return {p for p, _ in model.named_modules() if p.startswith("splinter_qass")}
@@ -278,6 +290,13 @@ def expected_head(model: Any, family: str) -> set[str]:
         # ShieldGemma 2 classifies images by reading its yes/no token logits off its language model's head
         found = _output_embeddings(model)
     return found
+
+
+def expected_role(model: Any, family: str) -> str:
+    """The role a correct head finder gives that head: the family's, but class logits for LXMERT's answers."""
+    if family == "qa" and model.config.model_type == "lxmert":
+        return "class logits"
+    return FAMILIES[family][1]
 
 
 def _output_embeddings(model: Any) -> set[str]:
