@@ -42,7 +42,8 @@ _SIZES = {
     "window_size": 2, "d_head": 16, "mamba_n_heads": 4, "mamba_d_head": 16, "num_experts_per_token": 2,
     "linear_head_dim": 16, "linear_num_heads": 2, "num_expert_group": 1, "n_shared_experts": 1,
     "hidden_size_global": 32, "encoder_hash_byte_group_vocab": 99, "expert_ffn_hidden_size": 16,
-    "zero_expert_num": 2, "moe_topk": 2, "ffn_hidden_size": 48, "lru_width": 32, "d_latents": 32, "num_latents": 16,
+    "zero_expert_num": 2, "moe_topk": 2, "ffn_hidden_size": 48, "lru_width": 32, "d_latents": 32,
+    "num_latents": 16,
 }  # fmt: skip
 _LISTS = {  # per-stage lists of hierarchical models
     "hidden_sizes": 8, "embed_dims": 8, "embed_dim": 8, "depths": 1, "num_heads": 2,
