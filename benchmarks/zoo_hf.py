@@ -3,7 +3,11 @@
 For every model type of the task families' auto mappings (sequence/image/token classification,
 question answering, causal and masked LM), a tiny shrunken config is saved with ``save_pretrained``;
 Head Studio then opens the folder, traces it and must name the right head with the right role.
-Types whose tiny model transformers itself cannot build or save are counted apart (not ours to open).
+The tiny model must also run its own forward on the inputs Head Studio builds from its config; a
+gentler config (default sizes, fewer layers) is tried when the tiny one cannot be built or run.
+Statuses: ok, wrong (other head or role), failed (Head Studio cannot open or trace it), forward (the
+model's own forward fails on Head Studio's inputs with every config tried: a possible Head Studio input
+gap, counted as a failure), skipped (transformers cannot build any config tried: not ours to open).
 
     PYTHONPATH=src python benchmarks/zoo_hf.py [--families sequence,qa] [--limit N] [--json out.json]
 """
@@ -24,15 +28,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "core"))
 import hf_fixtures as fx
 
 
+def own_forward(model: object) -> None:
+    """The model's own forward on the inputs Head Studio builds from its config; raises when it fails."""
+    import torch
+
+    from headstudio.core.model.inputs import config_inputs, make_tensors, without_cache
+
+    inputs = config_inputs(model)
+    if inputs is None:
+        raise ValueError("Head Studio builds no inputs from this config")
+    with torch.no_grad(), without_cache(model):  # as Head Studio traces it
+        model(**make_tensors(inputs, model, torch.float32))
+
+
 def run_one(root: Path, family: str, model_type: str) -> tuple[str, str]:
-    """('ok' | 'wrong' | 'failed' | 'skipped', detail) for one model type of one family."""
+    """('ok' | 'wrong' | 'failed' | 'forward' | 'skipped', detail) for one model type of one family."""
     from headstudio.core.errors import HeadStudioError
     from headstudio.core.opening.sources import open_source
 
     try:
-        folder = fx.make_folder(root, family, model_type)
-    except Exception as err:  # transformers cannot build this tiny config: not a Head Studio result
-        return "skipped", f"tiny build: {type(err).__name__}: {str(err)[:100]}"
+        folder = fx.make_folder(root, family, model_type, check=own_forward)
+    except fx.CheckFailed as err:  # built, but its own forward fails on Head Studio's inputs
+        return "forward", f"own forward: {str(err)[:140]}"
+    except Exception as err:  # transformers cannot build any config tried: not a Head Studio result
+        return "skipped", f"build: {type(err).__name__}: {fx.first_line(str(err))[:120]}"
     try:
         doc = open_source(str(folder))
         trace = doc.trace()
@@ -44,9 +63,10 @@ def run_one(root: Path, family: str, model_type: str) -> tuple[str, str]:
     if trace.error:
         return "failed", f"trace: {trace.error}"[:160]
     expected = fx.expected_head(doc.model, family)
-    role = fx.FAMILIES[family][1]
+    role = fx.expected_role(doc.model, family)
+    size = sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 1e6
     if heads and heads[0].path in expected and heads[0].role == role:
-        return "ok", f"{heads[0].path} ({trace.mode})"
+        return "ok", f"{heads[0].path} ({trace.mode}, {size:.1f} MB)"
     found = f"{heads[0].path}/{heads[0].role}" if heads else "none"
     return "wrong", f"head {found}, expected {sorted(expected)[:2]}/{role}"
 
@@ -90,16 +110,18 @@ def main() -> int:
 
 
 def summary(results: list[dict]) -> None:
-    """Per family and overall: ok / (ok + wrong + failed); skipped types are listed apart."""
+    """Per family and overall: ok / (ok + wrong + failed + forward); skipped types are counted apart."""
     print()
     for family in [*dict.fromkeys(r["family"] for r in results), None]:
         rows = [r for r in results if family is None or r["family"] == family]
         tried = [r for r in rows if r["status"] != "skipped"]
         ok = sum(r["status"] == "ok" for r in tried)
+        forward = sum(r["status"] == "forward" for r in tried)
         share = 100 * ok / len(tried) if tried else 0
         label = family or "all"
-        print(f"{label:9} {ok}/{len(tried)} open with the right head ({share:.1f}%), "
-              f"{len(rows) - len(tried)} skipped (transformers cannot build the tiny config)")  # fmt: skip
+        print(f"{label:9} {ok}/{len(tried)} open with the right head ({share:.1f}%), {forward} of the "
+              f"misses are own-forward failures on Head Studio's inputs, "
+              f"{len(rows) - len(tried)} skipped (transformers cannot build the config)")  # fmt: skip
 
 
 if __name__ == "__main__":
