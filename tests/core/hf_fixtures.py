@@ -96,8 +96,9 @@ def _fewer_layers(data: dict) -> dict:
 
 def _rebuild(cls: type, data: dict, overrides: dict) -> Any:
     if "num_labels" in overrides and "id2label" not in overrides:
-        data.pop("id2label", None)
-        data.pop("label2id", None)
+        # timm_wrapper's to_dict writes its labels as num_classes/label_names, which would outvote num_labels
+        for key in ("id2label", "label2id", "num_classes", "label_names"):
+            data.pop(key, None)
     data.update(overrides)
     for key in ("model_type", "transformers_version", "architectures", "out_features", "out_indices"):
         data.pop(key, None)

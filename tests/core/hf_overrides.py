@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 TYPE_OVERRIDES: dict[str, dict[str, Any]] = {
+    "timm_wrapper": {"architecture": "test_resnet"},  # timm's 0.5M-parameter test ResNet, not a resnet50
     "gpt_neo": {"attention_types": [[["global", "local"], 1]]},  # attention_layers is derived from it
     "reformer": {"axial_pos_embds_dim": [16, 16], "axial_pos_shape": [8, 8]},  # dims sum to hidden_size
     "bit": {"num_groups": 2},  # group norm groups must divide the 8-wide first stage

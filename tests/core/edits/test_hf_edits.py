@@ -201,3 +201,17 @@ def test_cutting_a_transformers_model_names_the_edit_that_keeps_it_loadable(hf_f
     assert "\n" not in str(info.value) and type(doc.model).__name__ == "BertForSequenceClassification"
     doc.apply(RemoveLayers(["bert.encoder.layer.1"]))  # what it suggests works and keeps the class
     assert doc.model.config.num_hidden_layers == 1 and doc.trace().output["logits"] == [1, 3]
+
+
+def test_a_timm_wrapper_folder_keeps_its_label_names_in_step(hf_folder, tmp_path):
+    from transformers import AutoModelForImageClassification
+
+    doc = open_source(str(hf_folder("image", "timm_wrapper")))  # a timm model inside a transformers class
+    assert doc.head.path == "timm_model.fc" and doc.head.role == "class logits"
+    doc.apply(ReplaceHead("timm_model.fc", 4, labels=("ant", "bee", "cat", "dog")))
+    save(doc, tmp_path / "out")
+    model, info = AutoModelForImageClassification.from_pretrained(
+        str(tmp_path / "out"), output_loading_info=True
+    )
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    assert model.config.id2label == {0: "ant", 1: "bee", 2: "cat", 3: "dog"}  # saved as its label_names

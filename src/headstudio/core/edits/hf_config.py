@@ -51,6 +51,8 @@ def sync_replaced(
         names = list(labels) if labels else _kept_names(old_names, keep, new_count)
         config.id2label = dict(enumerate(names))
         config.label2id = {name: i for i, name in enumerate(names)}
+        if isinstance(getattr(config, "label_names", None), list):  # timm_wrapper saves these, not id2label
+            config.label_names = names
         _fix_problem_type(config, new_count)
         if hasattr(model, "num_labels"):
             model.num_labels = new_count
