@@ -304,4 +304,6 @@ def expected_role(model: Any, family: str) -> str:
 def _output_embeddings(model: Any) -> set[str]:
     heads = [m.get_output_embeddings() for m in model.modules() if hasattr(m, "get_output_embeddings")]
     heads = [h for h in heads if h is not None]
+    # MusicGen's output embeddings are a ModuleList of one head per codebook: each of them is the head
+    heads += [item for h in heads if type(h).__name__ == "ModuleList" for item in h]
     return {p for p, m in model.named_modules() if any(m is h for h in heads)}

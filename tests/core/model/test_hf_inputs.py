@@ -112,3 +112,22 @@ def test_perceiver_inputs_follow_its_preprocessor(hf_folder, family, dtype, head
 def test_lm_logits_from_a_borrowed_embedding_matrix_name_that_matrix(hf_folder):
     doc = open_source(str(hf_folder("masked", "perceiver")))  # logits = x @ embeddings.weight.T + bias
     assert doc.head.path == "perceiver.input_preprocessor.embeddings" and doc.head.role == "vocabulary logits"
+
+
+def test_a_patch_input_vision_model_gets_patches_with_their_grid(hf_folder):
+    doc = open_source(str(hf_folder("image", "siglip2")))  # NaFlex: the image comes cut into patches
+    shapes = {i.name: i.shape for i in doc.named_inputs()}
+    vision = doc.model.config.vision_config
+    assert shapes["pixel_values"] == (1, vision.num_patches, vision.num_channels * vision.patch_size**2)
+    grid = make_tensors(doc.named_inputs(), doc.model, torch.float32)["spatial_shapes"]
+    assert int(grid[0, 0] * grid[0, 1]) == vision.num_patches
+    assert doc.trace().error is None and doc.head.path == "classifier" and doc.head.role == "class logits"
+
+
+def test_a_codebook_language_model_gets_one_row_of_codes_per_codebook(hf_folder):
+    doc = open_source(str(hf_folder("causal", "musicgen")))
+    ids = doc.named_inputs()[0]
+    assert ids.name == "input_ids" and ids.shape[0] == doc.model.config.num_codebooks
+    assert (
+        doc.trace().error is None and doc.head.path == "lm_heads.0" and doc.head.role == "vocabulary logits"
+    )

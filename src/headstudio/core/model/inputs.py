@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -86,7 +87,8 @@ def config_inputs(model: nn.Module, shape: tuple[int, ...] | None = None) -> tup
     accepts = _forward_names(model)
     if main == "input_ids":
         length = _text_length(config)
-        ids = NamedInput("input_ids", tuple(shape) if shape else (1, length), "int64")
+        rows = _codebooks(config)  # MusicGen: one row of audio codes per codebook
+        ids = NamedInput("input_ids", tuple(shape) if shape else (rows, length), "int64")
         found = [ids]
         if "attention_mask" in accepts:
             found.append(NamedInput("attention_mask", ids.shape, "int64"))
@@ -99,6 +101,8 @@ def config_inputs(model: nn.Module, shape: tuple[int, ...] | None = None) -> tup
         if "lang_ids" in accepts and getattr(config, "languages", None):  # X-MOD: the first language
             found.append(NamedInput("lang_ids", ids.shape[:1], "int64"))
         return tuple(found)
+    if main == "pixel_values" and "spatial_shapes" in accepts:
+        return _patch_inputs(config, shape)
     if main == "pixel_values":
         channels, size = _image_size(config)
         return (NamedInput(main, tuple(shape) if shape else (1, channels, *size)),)
@@ -125,6 +129,27 @@ def _perceiver_inputs(
         channels, size = _image_size(config)
         return (NamedInput("inputs", tuple(shape) if shape else (1, channels, *size)),)
     return (NamedInput("inputs", tuple(shape)),) if shape else None
+
+
+def _codebooks(config: Any) -> int:
+    count = getattr(config, "num_codebooks", None)
+    model_type = str(getattr(config, "model_type", ""))
+    return count if model_type.startswith("musicgen") and isinstance(count, int) and count > 0 else 1
+
+
+def _patch_inputs(config: Any, shape: tuple[int, ...] | None) -> tuple[NamedInput, ...]:
+    """NaFlex vision models (SigLIP 2) take an image already cut into patches, with its patch grid."""
+    vision = getattr(config, "vision_config", None) or config
+    patches = int(getattr(vision, "num_patches", 256))
+    size = getattr(vision, "patch_size", 16)
+    size = size[0] * size[1] if isinstance(size, (list, tuple)) else size * size
+    pixels = NamedInput("pixel_values", tuple(shape) if shape else (1, patches, vision.num_channels * size))
+    batch = (pixels.shape[0],)
+    return (
+        pixels,
+        NamedInput("pixel_attention_mask", (*batch, pixels.shape[1]), "int64"),
+        NamedInput("spatial_shapes", (*batch, 2), "int64"),
+    )
 
 
 def _region_features(config: Any, batch: int) -> list[NamedInput]:
@@ -170,6 +195,10 @@ def make_tensors(inputs: tuple[NamedInput, ...], model: nn.Module, float_dtype: 
             tensors[item.name] = _token_ids(item.shape, dtype, config, _answers_questions(model))
         elif item.name.endswith("mask") and not dtype.is_floating_point:
             tensors[item.name] = torch.ones(item.shape, dtype=dtype)
+        elif item.name == "spatial_shapes":  # the patch grid: as square as the patch count allows
+            patches = next((i.shape[1] for i in inputs if i.name == "pixel_values" and len(i.shape) == 3), 1)
+            side = max(d for d in range(1, math.isqrt(patches) + 1) if patches % d == 0)
+            tensors[item.name] = torch.tensor([side, patches // side], dtype=dtype).expand(item.shape).clone()
         else:
             tensors[item.name] = torch.zeros(item.shape, dtype=dtype)
     return tensors
