@@ -215,3 +215,55 @@ def test_a_timm_wrapper_folder_keeps_its_label_names_in_step(hf_folder, tmp_path
     )
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
     assert model.config.id2label == {0: "ant", 1: "bee", 2: "cat", 3: "dog"}  # saved as its label_names
+
+
+def test_a_distilled_classifier_renames_both_heads_and_reloads(hf_folder, tmp_path):
+    from transformers import AutoModelForImageClassification
+
+    doc = open_source(str(hf_folder("image", "swiftformer")))  # logits = (head + dist_head) / 2
+    doc.apply(ReplaceHead(doc.head.path, 4, labels=("ant", "bee", "cat", "dog")))
+    save(doc, tmp_path / "out")
+    model, info = AutoModelForImageClassification.from_pretrained(
+        str(tmp_path / "out"), output_loading_info=True
+    )
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    assert model.config.id2label[3] == "dog" and model.head.out_features == model.dist_head.out_features == 4
+
+
+def test_a_config_with_its_own_num_labels_field_is_kept_in_step(hf_folder, tmp_path):
+    from transformers import AutoModelForImageClassification
+
+    doc = open_source(str(hf_folder("image", "pvt")))  # PvtConfig saves num_labels besides id2label
+    doc.apply(ReplaceHead(doc.head.path, 5))
+    save(doc, tmp_path / "out")
+    model, info = AutoModelForImageClassification.from_pretrained(
+        str(tmp_path / "out"), output_loading_info=True
+    )
+    assert not info["mismatched_keys"] and model.config.num_labels == 5
+
+
+def test_drop_a_masked_lm_head_saves_the_encoder_its_class_adds_a_pooler_to(hf_folder, tmp_path):
+    from transformers import AutoModel
+
+    doc = open_source(str(hf_folder("masked", "roberta")))  # RobertaForMaskedLM's encoder has no pooler
+    doc.apply(RemoveHead(doc.head.path))
+    report = save(doc, tmp_path / "base")
+    assert any("adds pooler, which this model never had" in note for note in report.warnings)
+    base, info = AutoModel.from_pretrained(str(tmp_path / "base"), output_loading_info=True)
+    assert type(base).__name__ == "RobertaModel" and {k.split(".")[0] for k in info["missing_keys"]} == {
+        "pooler"
+    }
+    assert not (info["unexpected_keys"] or info["mismatched_keys"])
+    with torch.no_grad():
+        assert base(input_ids=torch.full((1, 8), 5)).last_hidden_state.shape == (1, 8, 32)
+
+
+def test_drop_the_lm_head_of_a_class_whose_base_prefix_names_nothing(hf_folder, tmp_path):
+    from transformers import AutoModel
+
+    doc = open_source(str(hf_folder("causal", "llama4_text")))  # base_model_prefix "language_model"
+    doc.apply(RemoveHead("lm_head"))
+    save(doc, tmp_path / "base")
+    base, info = AutoModel.from_pretrained(str(tmp_path / "base"), output_loading_info=True)
+    assert type(base).__name__ == "Llama4TextModel"
+    assert not (info["missing_keys"] or info["unexpected_keys"] or info["mismatched_keys"])

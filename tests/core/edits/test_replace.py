@@ -50,6 +50,19 @@ def test_replace_head_on_vit_and_mobilenet_uses_traced_features() -> None:
     assert mobile.trace().output == [1, 4]
 
 
+def test_twin_heads_averaged_into_one_output_change_in_step() -> None:
+    doc = opened("timm:deit_tiny_distilled_patch16_224", materialize=False)  # (head + head_dist) / 2
+    before = snapshot(doc)
+    edit = E.ReplaceHead("head", 5)
+    doc.apply(edit)
+    assert doc.model.head.out_features == doc.model.head_dist.out_features == 5
+    assert doc.trace().output == [1, 5]
+    with pytest.raises(EditError, match="changes in step with head_dist"):
+        doc.apply(E.ReplaceHead("head", 7, hidden=(64,)))
+    doc.revert(edit)
+    assert_restored(doc, before)
+
+
 def test_new_head_on_a_meta_model_has_real_cpu_weights() -> None:
     doc = opened("torchvision:resnet18", materialize=False)
     assert doc.model.conv1.weight.is_meta

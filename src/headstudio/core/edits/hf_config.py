@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from headstudio.core.errors import EditError
-from headstudio.core.model.hf_heads import tied_embedding
+from headstudio.core.model.hf_heads import base_of, tied_embedding
 
 ConfigUndo = tuple[Any, dict[str, Any], dict[str, Any]]  # (config, its old __dict__ copy, model attrs)
 
@@ -49,6 +49,7 @@ def sync_replaced(
     if old_count is not None and old_count == config.num_labels and not _is_vocabulary(config, old_count):
         old_names = dict(config.id2label or {})
         names = list(labels) if labels else _kept_names(old_names, keep, new_count)
+        config.num_labels = new_count  # first: a few configs (PVT) save num_labels as a field of its own
         config.id2label = dict(enumerate(names))
         config.label2id = {name: i for i, name in enumerate(names)}
         if isinstance(getattr(config, "label_names", None), list):  # timm_wrapper saves these, not id2label
@@ -67,8 +68,8 @@ def sync_removed(model: nn.Module, path: str) -> tuple[ConfigUndo | None, list[s
         return None, []
     undo = _remember(model)
     notes = _untie(model, path)
-    base = getattr(model, "base_model", None)
-    if isinstance(base, nn.Module) and base is not model:
+    base = base_of(model)
+    if base is not None:
         model.config.architectures = [type(base).__name__]
         notes.append(
             f"the model now returns features; a saved folder holds the base model {type(base).__name__}"

@@ -98,10 +98,13 @@ def paired_target(doc: Document, path: str) -> PairedTarget | None:
             per_class_box = r.role == "box regression" and r.anchors == 1
             if other != target and r.classes == role.classes and (r.role in CLASS_ROLES or per_class_box):
                 partners[other] = r
-    # a classifier of one main output is ReplaceHead's plain case (a distilled ViT's two heads included);
-    # dense heads, and a segmenter's classifiers that share its class map, change in step
+    # dense heads, and a segmenter's classifiers that share its class map, change in step; so do twin
+    # classifiers averaged into one output (a distilled ViT's head and head_dist); a classifier of its
+    # own output is ReplaceHead's plain case
     if not role.rule.startswith(DENSE_RULES) and not (partners and _spatial_output(doc)):
-        return None
+        partners = {p: r for p, r in partners.items() if _share_an_output(doc, target, p)}
+        if not partners:
+            return None
     return PairedTarget(target, role, partners, _has_background(doc.model, target, role))
 
 
@@ -156,8 +159,8 @@ def paired_problems(
     """(problems, warnings) of replacing ``target``: one layer per head (no MLP), kept classes that exist."""
     if shaped:
         problems.append(
-            f"'{target.path}' is a dense-prediction head sized per anchor and class; "
-            "replace it with a single layer (no hidden sizes or dropout)"
+            f"'{target.path}' changes in step with {', '.join(target.partners) or 'its class count'} "
+            "(sized per class); replace it with a single layer (no hidden sizes or dropout)"
         )
     warnings = []
     if keep_classes is not None and not problems:
@@ -212,6 +215,11 @@ def layer_code(swap: Swap, expr: str) -> list[str]:
         if swap.new.bias is not None:
             lines += [f"    {expr}.bias[{new_rows}] = old_layer.bias[{old_rows}]"]
     return lines
+
+
+def _share_an_output(doc: Document, path: str, other: str) -> bool:
+    """Both heads feed one returned tensor (averaged or summed), so their class counts must agree."""
+    return any(path in paths and other in paths for paths in doc.trace().heads_by_output.values())
 
 
 def _spatial_output(doc: Document) -> bool:

@@ -121,15 +121,14 @@ class ReplaceHead(Edit):
             target = paired_target(doc, self.path)
             if target is not None:
                 shaped = bool(self.hidden or self.dropout)
+                problems += self._label_problems(doc)
                 return paired_problems(doc, target, problems, shaped, self.keep_classes)
         try:
             module, shape = _head_and_input(doc, self.path)
         except EditError as err:
             return [*problems, str(err)], []
         problems += _block_problems(doc, self.path, module, shape)
-        problems += label_problems(self.labels, self.num_classes)
-        if self.labels is not None and not is_hf_model(doc.model):
-            problems.append("labels name the classes in a transformers model's config; this model has none")
+        problems += self._label_problems(doc)
         if self.keep_classes is not None and not problems:
             problems += self._keep_problems(module, shape)
         warnings = _block_warnings(self.path, module)
@@ -209,8 +208,18 @@ class ReplaceHead(Edit):
         self._old_classes = target.user_classes
         unit = "keypoints" if target.role.role == "keypoint logits" else "classes"
         self._paired = (target.background, len(swaps) - 1, unit)
-        self._undo = (swaps, changed, None)
+        config_undo, notes = sync_replaced(
+            doc.model, target.path, target.user_classes, self.num_classes, self.labels, keep
+        )
+        self.notes.extend(notes)
+        self._undo = (swaps, changed, config_undo)
         self._code = (exprs, changed)
+
+    def _label_problems(self, doc: Document) -> list[str]:
+        problems = label_problems(self.labels, self.num_classes)
+        if self.labels is not None and not is_hf_model(doc.model):
+            problems.append("labels name the classes in a transformers model's config; this model has none")
+        return problems
 
     def _copy_rows(self, old: nn.Module, new: nn.Module) -> None:
         keep = class_indices(self.keep_classes)

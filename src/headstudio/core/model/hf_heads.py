@@ -6,6 +6,7 @@ and that field's shape, and reports a language-model head whose weight is the in
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any
 
@@ -84,3 +85,22 @@ def tied_embedding(model: nn.Module, path: str) -> str | None:
     if weight is None or embeddings is None or weight is not getattr(embeddings, "weight", None):
         return None
     return next((p for p, m in model.named_modules() if m is embeddings), None)
+
+
+def base_of(model: nn.Module) -> nn.Module | None:
+    """The model body transformers saves without the head: ``base_model``, else the decoder or ``.model``.
+
+    A few classes name a ``base_model_prefix`` they do not have (Llama 4's causal LM), hence the fallbacks.
+    """
+    candidates = [getattr(model, "base_model", None), getattr(model, "model", None)]
+    getter = getattr(model, "get_decoder", None)
+    with contextlib.suppress(AttributeError, NotImplementedError, TypeError):
+        candidates.insert(1, getter() if callable(getter) else None)
+    return next(
+        (
+            c
+            for c in candidates
+            if isinstance(c, nn.Module) and c is not model and hasattr(c, "save_pretrained")
+        ),
+        None,
+    )

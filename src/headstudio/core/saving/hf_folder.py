@@ -20,6 +20,7 @@ from torch import nn
 
 from headstudio.core.errors import HeadStudioError, Progress, SaveError, first_line
 from headstudio.core.model.document import Document
+from headstudio.core.model.hf_heads import base_of
 
 SHARD_SIZE = "2GB"
 _WRITTEN_BY_TRANSFORMERS = ("config.json", "generation_config.json")
@@ -29,8 +30,8 @@ def saved_model(doc: Document) -> nn.Module:
     """What the folder holds: the model, or its base model once its head was removed."""
     model = doc.model
     names = getattr(model.config, "architectures", None) or []
-    base = getattr(model, "base_model", None)
-    if isinstance(base, nn.Module) and base is not model and names[:1] == [type(base).__name__]:
+    base = base_of(model)
+    if base is not None and names[:1] == [type(base).__name__]:
         return base
     return model
 
@@ -87,6 +88,13 @@ def verify_hf_folder(doc: Document, temp: Path, notes: list[str]) -> int:
             )
     except Exception as err:
         raise SaveError(f"verification failed: from_pretrained cannot load it ({first_line(err)})") from None
+    added = _parts_the_class_adds(model, info.get("missing_keys") or ())
+    if added:  # e.g. RobertaModel builds a pooler that a masked LM's encoder never had
+        info["missing_keys"] = set()
+        notes.append(
+            f"{type(model).__name__}.from_pretrained adds {', '.join(added)}, which this model never had; "
+            "transformers initialises it fresh on load (the hidden states do not use it)"
+        )
     for what in ("missing_keys", "unexpected_keys", "mismatched_keys"):
         if info.get(what):
             key = sorted(map(str, info[what]))[0]
@@ -96,6 +104,14 @@ def verify_hf_folder(doc: Document, temp: Path, notes: list[str]) -> int:
                 f"({key}); the edited head no longer fits this class, save as .safetensors instead"
             )
     return tensors_equal(model.state_dict(), reloaded.state_dict(), temp)
+
+
+def _parts_the_class_adds(model: nn.Module, missing: Any) -> list[str]:
+    """Top-level parts every missing key belongs to, when the saved model has none of them (else [])."""
+    parts = sorted({str(key).split(".")[0] for key in missing})
+    if not parts or any(getattr(model, part, None) is not None for part in parts):
+        return []
+    return parts
 
 
 def check_folder_target(doc: Document, target: Path) -> None:
