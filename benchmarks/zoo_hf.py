@@ -9,13 +9,19 @@ Statuses: ok, wrong (other head or role), failed (Head Studio cannot open or tra
 model's own forward fails on Head Studio's inputs with every config tried: a possible Head Studio input
 gap, counted as a failure), skipped (transformers cannot build any config tried: not ours to open).
 
-    PYTHONPATH=src python benchmarks/zoo_hf.py [--families sequence,qa] [--limit N] [--json out.json]
+With ``--edits`` each type that opens right is also edited and saved as a folder, as a user would:
+classifiers get a new head of five named classes, language models lose their head; the folder must
+load with transformers' own Auto class without missing, unexpected or mismatched keys (bar a part the
+save named as added by that class), with the names and width asked for (status ``edit`` otherwise).
+
+    PYTHONPATH=src python benchmarks/zoo_hf.py [--families sequence,qa] [--limit N] [--edits] [--json F]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
 import tempfile
@@ -41,7 +47,48 @@ def own_forward(model: object) -> None:
         model(**make_tensors(inputs, model, torch.float32))
 
 
-def run_one(root: Path, family: str, model_type: str) -> tuple[str, str]:
+LABELS = ("a", "b", "c", "d", "e")
+AUTO_CLASSES = {
+    "sequence": "AutoModelForSequenceClassification",
+    "image": "AutoModelForImageClassification",
+    "token": "AutoModelForTokenClassification",
+    "causal": "AutoModel",
+    "masked": "AutoModel",
+}
+
+
+def edit_round_trip(doc: object, family: str, out: Path) -> str | None:
+    """A user's edit for this family, saved as a folder and reloaded by transformers; a problem or None."""
+    import torch
+    import transformers
+
+    from headstudio.core.edits import RemoveHead, ReplaceHead
+    from headstudio.core.model.inputs import config_inputs, make_tensors, without_cache
+    from headstudio.core.saving.atomic import save
+
+    language = family in ("causal", "masked")
+    doc.apply(RemoveHead(doc.head.path) if language else ReplaceHead(doc.head.path, 5, labels=LABELS))
+    report = save(doc, out)
+    auto = getattr(transformers, AUTO_CLASSES[family])
+    model, info = auto.from_pretrained(str(out), output_loading_info=True)
+    added = {p for w in report.warnings for m in re.finditer(r"adds (.+), which this model never had", w)
+             for p in m.group(1).split(", ")}  # fmt: skip
+    missing = {k for k in info["missing_keys"] if k.split(".")[0] not in added}
+    bad = [f"{k}: {sorted(map(str, v))[:1]}" for k, v in info.items() if k != "error_msgs" and v and
+           (k != "missing_keys" or missing)]  # fmt: skip
+    if bad or language:
+        return "; ".join(bad) or None
+    names = [model.config.id2label.get(i) for i in range(model.config.num_labels)]
+    with torch.no_grad(), without_cache(model):
+        logits = model.eval()(**make_tensors(config_inputs(model), model, torch.float32)).logits
+    return (
+        None
+        if names == list(LABELS) and logits.shape[-1] == 5
+        else f"labels {names}, width {logits.shape[-1]}"
+    )
+
+
+def run_one(root: Path, family: str, model_type: str, edits: bool = False) -> tuple[str, str]:
     """('ok' | 'wrong' | 'failed' | 'forward' | 'skipped', detail) for one model type of one family."""
     from headstudio.core.errors import HeadStudioError
     from headstudio.core.opening.sources import open_source
@@ -66,6 +113,13 @@ def run_one(root: Path, family: str, model_type: str) -> tuple[str, str]:
     role = fx.expected_role(doc.model, family)
     size = sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 1e6
     if heads and heads[0].path in expected and heads[0].role == role:
+        if edits and family in AUTO_CLASSES:
+            try:
+                problem = edit_round_trip(doc, family, root / f"edited-{family}-{model_type}")
+            except Exception as err:
+                problem = f"{type(err).__name__}: {fx.first_line(str(err))[:140]}"
+            if problem:
+                return "edit", problem
         return "ok", f"{heads[0].path} ({trace.mode}, {size:.1f} MB)"
     found = f"{heads[0].path}/{heads[0].role}" if heads else "none"
     return "wrong", f"head {found}, expected {sorted(expected)[:2]}/{role}"
@@ -79,6 +133,7 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=0, help="at most N types per family (0: all)")
     parser.add_argument("--timeout", type=int, default=60, help="seconds per model type")
     parser.add_argument("--json", help="write every result to this file")
+    parser.add_argument("--edits", action="store_true", help="also edit, save and reload each type")
     args = parser.parse_args()
     from transformers.models.auto import modeling_auto
     from transformers.utils import logging as hf_logging
@@ -95,7 +150,7 @@ def main() -> int:
                 started = time.perf_counter()
                 signal.alarm(args.timeout)
                 try:
-                    status, detail = run_one(Path(tmp), family, model_type)
+                    status, detail = run_one(Path(tmp), family, model_type, args.edits)
                 except TimeoutError:
                     status, detail = "failed", "timeout"
                 finally:
@@ -117,10 +172,11 @@ def summary(results: list[dict]) -> None:
         tried = [r for r in rows if r["status"] != "skipped"]
         ok = sum(r["status"] == "ok" for r in tried)
         forward = sum(r["status"] == "forward" for r in tried)
+        edit = sum(r["status"] == "edit" for r in tried)
         share = 100 * ok / len(tried) if tried else 0
         label = family or "all"
         print(f"{label:9} {ok}/{len(tried)} open with the right head ({share:.1f}%), {forward} of the "
-              f"misses are own-forward failures on Head Studio's inputs, "
+              f"misses are own-forward failures on Head Studio's inputs, {edit} edit round trips failed, "
               f"{len(rows) - len(tried)} skipped (transformers cannot build the config)")  # fmt: skip
 
 

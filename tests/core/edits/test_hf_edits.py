@@ -267,3 +267,13 @@ def test_drop_the_lm_head_of_a_class_whose_base_prefix_names_nothing(hf_folder, 
     base, info = AutoModel.from_pretrained(str(tmp_path / "base"), output_loading_info=True)
     assert type(base).__name__ == "Llama4TextModel"
     assert not (info["missing_keys"] or info["unexpected_keys"] or info["mismatched_keys"])
+
+
+def test_a_headless_body_that_automodel_would_not_build_is_not_saved_as_a_folder(hf_folder, tmp_path):
+    from headstudio.core.errors import SaveError
+
+    doc = open_source(str(hf_folder("causal", "bart")))  # BartForCausalLM: a decoder-only wrapper
+    doc.apply(RemoveHead("lm_head"))
+    with pytest.raises(SaveError, match="AutoModel would build BartModel; nothing was written"):
+        save(doc, tmp_path / "base")
+    assert not (tmp_path / "base").exists() and not list(tmp_path.iterdir())

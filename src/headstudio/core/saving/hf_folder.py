@@ -103,7 +103,26 @@ def verify_hf_folder(doc: Document, temp: Path, notes: list[str]) -> int:
                 f"{what.replace('_', ' ')} "
                 f"({key}); the edited head no longer fits this class, save as .safetensors instead"
             )
+    if model is not doc.model:
+        _check_auto_class(model)
     return tensors_equal(model.state_dict(), reloaded.state_dict(), temp)
+
+
+def _check_auto_class(base: nn.Module) -> None:
+    """A head-less folder must load as this body with ``AutoModel``, not as a bigger model of its type."""
+    from transformers import AutoModel
+
+    mapping = getattr(AutoModel, "_model_mapping", None)
+    try:
+        auto = mapping[type(base.config)] if mapping is not None else type(base)
+    except KeyError:
+        auto = None
+    if auto is not type(base):
+        built = f"would build {auto.__name__}" if auto is not None else "has no class for it"
+        raise SaveError(
+            f"without its head the model is a {type(base).__name__}, and AutoModel {built}; "
+            "nothing was written: save it as .safetensors, or keep the head"
+        )
 
 
 def _parts_the_class_adds(model: nn.Module, missing: Any) -> list[str]:
