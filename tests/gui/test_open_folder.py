@@ -27,6 +27,10 @@ def test_file_open_folder_opens_a_model_folder(window, qtbot, monkeypatch, hf_fo
     model = window.tree_panel.model
     root = model.index(0, SHAPE)
     assert "logits: [1, 3]" in model.data(root, Qt.ItemDataRole.ToolTipRole).splitlines()  # one line a field
+    label = window.status.format_label  # the spec names the whole config folder: shortened, full in tooltip
+    assert (
+        len(label.text()) <= 60 and label.toolTip() == f"hf_folder · {window.controller.document.origin.arch}"
+    )
 
 
 def test_dropping_a_model_folder_opens_it(window, qtbot, hf_folder):

@@ -10,6 +10,9 @@ if TYPE_CHECKING:
     from .controller import DocumentController
 
 
+FORMAT_CHARS = 60  # the format/architecture label's longest text; the full text is its tooltip
+
+
 class DocumentStatusBar(QStatusBar):
     """Follows the controller: counts after every trace, progress while busy, messages for results."""
 
@@ -48,7 +51,10 @@ class DocumentStatusBar(QStatusBar):
         from headstudio.core.model.stats import memory_bytes  # torch is loaded once a model is open
 
         self.memory_label.setText(memory_text(memory_bytes(doc.model)))
-        self.format_label.setText(f"{doc.origin.kind} · {doc.origin.arch}")
+        text = f"{doc.origin.kind} · {doc.origin.arch}"
+        # a long spec (a transformers class with its config folder) would push the messages off the bar
+        self.format_label.setText(text if len(text) <= FORMAT_CHARS else text[: FORMAT_CHARS - 1] + "…")
+        self.format_label.setToolTip(text)
 
     def set_dirty(self, dirty: bool) -> None:
         """Show the unsaved-edits marker."""
