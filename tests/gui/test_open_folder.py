@@ -31,6 +31,13 @@ def test_file_open_folder_opens_a_model_folder(window, qtbot, monkeypatch, hf_fo
     assert (
         len(label.text()) <= 60 and label.toolTip() == f"hf_folder · {window.controller.document.origin.arch}"
     )
+    # a ModelOutput's long shapes give way when the tree is narrow, and take their width back when it widens
+    panel, header = window.tree_panel, window.tree_panel.view.header()
+    natural = panel._natural[SHAPE]
+    panel.view.resize(420, panel.view.height())
+    qtbot.waitUntil(lambda: header.sectionSize(SHAPE) < natural)
+    panel.view.resize(1400, panel.view.height())
+    qtbot.waitUntil(lambda: header.sectionSize(SHAPE) == natural)
 
 
 def test_dropping_a_model_folder_opens_it(window, qtbot, hf_folder):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QModelIndex, Qt
+from PySide6.QtCore import QEvent, QModelIndex, QObject, Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -36,7 +36,7 @@ from .tree_model import (
 
 CELL_PADDING_PX = 18  # a cell's margins on both sides, and room for the sort/resize handle
 CHECKBOX_PX = 22  # the Trainable check box in front of its text
-MODULE_MIN_PX = 170  # what the Module column keeps before Output shape, then Type, give way
+MODULE_MIN_PX = 140  # what the Module column keeps before Output shape, then Type, give way
 SHAPE_MIN_PX, TYPE_MIN_PX = 140, 120  # the narrowest they give way to (ModelOutput fields: see tooltip)
 NAMED_INPUTS_PX = 380  # the input field's width when it holds named inputs (input_ids=1,128:int64 ...)
 
@@ -63,6 +63,8 @@ class ModuleTreePanel(QWidget):
         self.proxy = ModuleFilter(self)
         self.proxy.setSourceModel(self.model)
         self.view = self._make_view()
+        self._natural: dict[int, int] = {}  # each column's natural width, from fit_columns
+        self.view.viewport().installEventFilter(self)
         self.filter_box = QLineEdit(self, objectName="treeFilter", placeholderText="Filter by name or type")
         self.filter_box.setClearButtonEnabled(True)
         self.filter_box.textChanged.connect(self._on_filter)
@@ -148,12 +150,20 @@ class ModuleTreePanel(QWidget):
                 if len(text) > len(longest[column]):
                     longest[column] = text
         cells, titles = self.view.fontMetrics(), self.view.header().fontMetrics()
-        widths = {}
+        self._natural = {}
         for column, text in longest.items():
             extra = CHECKBOX_PX if column == TRAINABLE else 0
             width = max(cells.horizontalAdvance(text) + extra, titles.horizontalAdvance(COLUMNS[column]))
-            widths[column] = width + CELL_PADDING_PX
-        # long ModelOutput shapes and class names give way (elided, full text in the tooltip) so names stay
+            self._natural[column] = width + CELL_PADDING_PX
+        self._give_way()
+
+    def _give_way(self) -> None:
+        """Natural widths; when they leave Module too little room, Output shape then Type give way.
+
+        Elided cells keep their full text in the tooltip (a ModelOutput's fields one per line). Redone when
+        the view is resized, since its first layout may come after the tree.
+        """
+        widths = dict(self._natural)
         overflow = sum(widths.values()) - (self.view.viewport().width() - MODULE_MIN_PX)
         for column, floor in ((SHAPE, SHAPE_MIN_PX), (TYPE, TYPE_MIN_PX)):
             cut = min(max(overflow, 0), max(widths[column] - floor, 0))
@@ -161,6 +171,12 @@ class ModuleTreePanel(QWidget):
             overflow -= cut
         for column, width in widths.items():
             self.view.header().resizeSection(column, width)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        """Columns give way again when the tree's viewport changes width."""
+        if watched is self.view.viewport() and event.type() == QEvent.Type.Resize and self._natural:
+            self._give_way()
+        return super().eventFilter(watched, event)
 
     def _on_document(self) -> None:
         ctl = self.controller
