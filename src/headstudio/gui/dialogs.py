@@ -226,3 +226,8 @@ def show_error(parent: QWidget | None, message: str) -> None:
 def show_info(parent: QWidget | None, title: str, message: str) -> None:
     """A short notice (e.g. a save's verification result)."""
     QMessageBox.information(parent, title, message)
+
+
+def dropped_files(event: Any) -> list[str]:
+    """The local files and folders a drag carries (URLs from elsewhere are not ours to open)."""
+    return [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]

@@ -375,12 +375,12 @@ class MainWindow(QMainWindow):
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         """Accept dropped local files and folders."""
-        if any(url.isLocalFile() for url in event.mimeData().urls()):
+        if dialogs.dropped_files(event):
             event.acceptProposedAction()
 
     def dropEvent(self, event: QDropEvent) -> None:
         """Open the first dropped file or model folder."""
-        files = [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]
+        files = dialogs.dropped_files(event)
         if files:
             event.acceptProposedAction()
             self.open(files[0])

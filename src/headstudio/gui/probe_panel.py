@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from .dialogs import dropped_files
 from .probe_views import ActivationView, HeadChart
 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.gif *.webp *.tif *.tiff);;All files (*)"
@@ -239,12 +240,12 @@ class ProbePanel(QWidget):
     # ----- drag and drop an image
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         """Accept a dropped local file (an image to probe with)."""
-        if any(url.isLocalFile() for url in event.mimeData().urls()):
+        if dropped_files(event):
             event.acceptProposedAction()
 
     def dropEvent(self, event: QDropEvent) -> None:
         """Probe with the first dropped file."""
-        files = [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]
+        files = dropped_files(event)
         if files:
             event.acceptProposedAction()
             self.set_image(files[0])

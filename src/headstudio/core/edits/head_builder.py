@@ -50,15 +50,9 @@ class HeadSpec:
             return cls(in_features, num_classes, bias=old.bias is not None, **kwargs)
         if not isinstance(old, CONVS):
             return cls(in_features, num_classes, **kwargs)
-        geometry = {
-            "kernel_size": old.kernel_size,
-            "stride": old.stride,
-            "padding": old.padding,
-            "dilation": old.dilation,
-            "bias": old.bias is not None,
-            "padding_mode": old.padding_mode,
-        }
-        return cls(in_features, num_classes, conv=type(old).__name__, conv_kwargs=geometry, **kwargs)
+        return cls(
+            in_features, num_classes, conv=type(old).__name__, conv_kwargs=conv_geometry(old), **kwargs
+        )
 
     def layers(self) -> list[Layer]:
         """The head as (class, args, kwargs) triples, in order."""
@@ -86,11 +80,7 @@ class HeadSpec:
         Sized on the meta device first: a head larger than the memory free now is refused, not allocated.
         """
         with torch.device("meta"):
-            size = sum(
-                p.numel() * p.element_size()
-                for name, a, k in self.layers()
-                for p in getattr(nn, name)(*a, **k).parameters()
-            )
+            size = sum(p.numel() * p.element_size() for m in self._modules() for p in m.parameters())
         free = free_memory()
         if free is not None and size > free:
             raise EditError(
@@ -100,13 +90,31 @@ class HeadSpec:
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
-            modules = [getattr(nn, name)(*args, **kwargs) for name, args, kwargs in self.layers()]
+            modules = self._modules()
         return modules[0] if len(modules) == 1 else nn.Sequential(*modules)
+
+    def _modules(self) -> list[nn.Module]:
+        return [getattr(nn, name)(*args, **kwargs) for name, args, kwargs in self.layers()]
 
     def code(self) -> str:
         """The constructor expression ``build`` corresponds to, e.g. ``nn.Linear(512, 10)``."""
         parts = [f"nn.{name}({_arguments(args, kwargs)})" for name, args, kwargs in self.layers()]
         return parts[0] if len(parts) == 1 else "nn.Sequential(" + ", ".join(parts) + ")"
+
+
+def conv_geometry(conv: Any) -> dict[str, Any]:
+    """A conv layer's constructor keywords besides its channels, so a new layer can mirror it."""
+    kwargs = {
+        "kernel_size": conv.kernel_size,
+        "stride": conv.stride,
+        "padding": conv.padding,
+        "dilation": conv.dilation,
+        "bias": conv.bias is not None,
+        "padding_mode": conv.padding_mode,
+    }
+    if getattr(conv, "transposed", False):
+        kwargs["output_padding"] = conv.output_padding
+    return kwargs
 
 
 def free_memory() -> int | None:

@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from headstudio.core.errors import EditError
-from headstudio.core.model.hf_heads import base_of, tied_embedding
+from headstudio.core.model.hf_heads import base_of, output_embedding_path, tied_embedding
 
 ConfigUndo = tuple[Any, dict[str, Any], dict[str, Any]]  # (config, its old __dict__ copy, model attrs)
 
@@ -97,21 +97,13 @@ def _untie(model: nn.Module, path: str) -> list[str]:
     """The head is no longer the embeddings' weight: the config must not tie them again on load."""
     was_tied = getattr(model.config, "tie_word_embeddings", False)
     embedding = tied_embedding(model, path)
-    if not (embedding or (was_tied and _is_output_embedding(model, path))):
+    if not (embedding or (was_tied and output_embedding_path(model) == path)):
         return []
     model.config.tie_word_embeddings = False
     text_config = getattr(model.config, "get_text_config", lambda: None)()
     if text_config is not None and text_config is not model.config:
         text_config.tie_word_embeddings = False
     return [f"'{path}' was tied to the input embeddings ({embedding or 'by the config'}); it is now untied"]
-
-
-def _is_output_embedding(model: nn.Module, path: str) -> bool:
-    try:
-        output = model.get_output_embeddings()
-    except (AttributeError, NotImplementedError):
-        return False
-    return output is not None and any(m is output for p, m in model.named_modules() if p == path)
 
 
 def _is_vocabulary(config: Any, count: int) -> bool:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from headstudio.core.edits.head_builder import conv_geometry
 from headstudio.core.errors import EditError
 from headstudio.core.model.dense_heads import DENSE_RULES
 from headstudio.core.model.heads import ROLE_RANK, HeadRole
@@ -262,22 +263,8 @@ def _resized(old: nn.Module, out: int) -> nn.Module:
         else:
             if old.groups != 1:
                 raise EditError(f"cannot resize a grouped {type(old).__name__} (groups={old.groups})")
-            new = type(old)(old.in_channels, out, **_conv_kwargs(old))
+            new = type(old)(old.in_channels, out, **conv_geometry(old))
     return new.to_empty(device="cpu")
-
-
-def _conv_kwargs(conv: Any) -> dict[str, Any]:
-    kwargs = {
-        "kernel_size": conv.kernel_size,
-        "stride": conv.stride,
-        "padding": conv.padding,
-        "dilation": conv.dilation,
-        "bias": conv.bias is not None,
-        "padding_mode": conv.padding_mode,
-    }
-    if _transposed(conv):
-        kwargs["output_padding"] = conv.output_padding
-    return kwargs
 
 
 def _layer_expr(layer: nn.Module) -> str:
@@ -293,7 +280,7 @@ def _layer_expr(layer: nn.Module) -> str:
         "output_padding": 0,
     }
     args = [f"kernel_size={_short(layer.kernel_size)!r}"]
-    for key, value in _conv_kwargs(layer).items():
+    for key, value in conv_geometry(layer).items():
         if key != "kernel_size" and _short(value) != defaults[key]:
             args.append(f"{key}={_short(value)!r}")
     return f"nn.{type(layer).__name__}({layer.in_channels}, {layer.out_channels}, {', '.join(args)})"

@@ -22,16 +22,17 @@ def hf_head_roles(model: nn.Module, heads: list[HeadInfo], trace: Any) -> list[H
     config = getattr(model, "config", None)
     if config is None or not hasattr(model, "get_input_embeddings"):
         return heads
-    described = [_with_role(model, config, head, trace) for head in heads]
+    output = output_embedding_path(model)
+    described = [_with_role(model, config, head, trace, head.path == output) for head in heads]
     # what transformers itself calls the output embeddings leads (MobileBERT's logits also use a side matrix)
-    return sorted(described, key=lambda head: not _is_output_embedding(model, head.path))
+    return sorted(described, key=lambda head: head.path != output)
 
 
-def _with_role(model: nn.Module, config: Any, head: HeadInfo, trace: Any) -> HeadInfo:
+def _with_role(model: nn.Module, config: Any, head: HeadInfo, trace: Any, is_output: bool) -> HeadInfo:
     fields = [key for key, paths in trace.heads_by_output.items() if head.path in paths]
     shape = _field_shape(trace.output, fields[0]) if fields else None
     shape = shape if shape is not None else trace.outputs.get(head.path)
-    role = _role(fields, shape, _vocabulary_sizes(config), _is_output_embedding(model, head.path))
+    role = _role(fields, shape, _vocabulary_sizes(config), is_output)
     if role is None:
         return head
     rule = f"transformers output {fields[0]}" if fields else "transformers head"
@@ -53,13 +54,13 @@ def _vocabulary_sizes(config: Any) -> set[int]:
     return {v for c in (config, text) for n in names if isinstance(v := getattr(c, n, None), int)}
 
 
-def _is_output_embedding(model: nn.Module, path: str) -> bool:
-    """The module transformers itself calls the output embeddings (the LM head), whatever its width."""
+def output_embedding_path(model: nn.Module) -> str | None:
+    """The path of what transformers itself calls the output embeddings (the LM head), whatever its width."""
     try:
         output = model.get_output_embeddings()
     except (AttributeError, NotImplementedError, TypeError):
-        return False
-    return output is not None and next((p for p, m in model.named_modules() if m is output), None) == path
+        return None
+    return None if output is None else next((p for p, m in model.named_modules() if m is output), None)
 
 
 def _role(fields: list[str], shape: Any, vocab: set[int], is_output: bool) -> str | None:

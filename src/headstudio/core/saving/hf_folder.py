@@ -88,7 +88,7 @@ def verify_hf_folder(doc: Document, temp: Path, notes: list[str]) -> int:
             )
     except Exception as err:
         raise SaveError(f"verification failed: from_pretrained cannot load it ({first_line(err)})") from None
-    added = _parts_the_class_adds(model, info.get("missing_keys") or ())
+    added = parts_the_class_adds(model, info.get("missing_keys") or ())
     if added:  # e.g. RobertaModel builds a pooler that a masked LM's encoder never had
         info["missing_keys"] = set()
         notes.append(
@@ -126,7 +126,7 @@ def _check_auto_class(base: nn.Module) -> None:
         )
 
 
-def _parts_the_class_adds(model: nn.Module, missing: Any) -> list[str]:
+def parts_the_class_adds(model: nn.Module, missing: Any) -> list[str]:
     """Top-level parts every missing key belongs to, when the saved model has none of them (else [])."""
     parts = sorted({str(key).split(".")[0] for key in missing})
     if not parts or any(getattr(model, part, None) is not None for part in parts):
